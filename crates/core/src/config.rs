@@ -1,0 +1,163 @@
+//! Job configuration.
+
+use crate::{Error, Result};
+use ferroflow_state::{DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Configuration of a stream environment. Every field has a default; a TOML or JSON file
+/// may set any subset (`#[serde(default)]`), and unknown fields are rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvConfig {
+    /// Workers per operator chain. Default: the number of CPUs.
+    pub parallelism: usize,
+    /// Number of key groups: the upper bound of parallelism for keyed state, fixed for the
+    /// life of the job's state. Default: 128.
+    pub max_parallelism: u16,
+    /// Records per batch passed between operators and workers. Default: 1024.
+    pub batch_size: usize,
+    /// Batches a channel between two workers holds before the sender blocks
+    /// (backpressure). Default: 8.
+    pub channel_capacity: usize,
+    /// Milliseconds a partly filled batch may wait in an exchange before it is sent anyway.
+    /// Default: 5.
+    pub linger_ms: u64,
+    /// Milliseconds between watermark emissions of a source task (Flink's
+    /// `pipeline.auto-watermark-interval`); 0 emits after every batch. Default: 200.
+    pub watermark_interval_ms: u64,
+    /// Microseconds a source task sleeps when none of its splits has data. Default: 500.
+    pub idle_sleep_us: u64,
+    /// Stop the job gracefully on SIGINT/SIGTERM (a second signal exits at once).
+    /// Default: true.
+    pub handle_signals: bool,
+}
+
+impl Default for EnvConfig {
+    fn default() -> Self {
+        Self {
+            parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            batch_size: 1024,
+            channel_capacity: 8,
+            linger_ms: 5,
+            watermark_interval_ms: 200,
+            idle_sleep_us: 500,
+            handle_signals: true,
+        }
+    }
+}
+
+impl EnvConfig {
+    /// Checks every field; returns the first problem found.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.parallelism == 0 {
+            return Err(Error::Config("parallelism must be at least 1".into()));
+        }
+        if self.max_parallelism == 0 || self.max_parallelism > MAX_MAX_PARALLELISM {
+            return Err(Error::Config(format!(
+                "max_parallelism must be in 1..={MAX_MAX_PARALLELISM}, got {}",
+                self.max_parallelism
+            )));
+        }
+        if self.parallelism > usize::from(self.max_parallelism) {
+            return Err(Error::Config(format!(
+                "parallelism {} exceeds max_parallelism {}",
+                self.parallelism, self.max_parallelism
+            )));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::Config("batch_size must be at least 1".into()));
+        }
+        if self.channel_capacity == 0 {
+            return Err(Error::Config("channel_capacity must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Sets `parallelism`.
+    #[must_use]
+    pub fn with_parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism;
+        self
+    }
+
+    /// Sets `max_parallelism`.
+    #[must_use]
+    pub fn with_max_parallelism(mut self, max_parallelism: u16) -> Self {
+        self.max_parallelism = max_parallelism;
+        self
+    }
+
+    /// Sets `batch_size`.
+    #[must_use]
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// Sets `channel_capacity`.
+    #[must_use]
+    pub fn with_channel_capacity(mut self, channel_capacity: usize) -> Self {
+        self.channel_capacity = channel_capacity;
+        self
+    }
+
+    /// Sets `linger_ms`.
+    #[must_use]
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger_ms = duration_ms(linger);
+        self
+    }
+
+    /// Sets `watermark_interval_ms`.
+    #[must_use]
+    pub fn with_watermark_interval(mut self, interval: Duration) -> Self {
+        self.watermark_interval_ms = duration_ms(interval);
+        self
+    }
+
+    /// Sets `handle_signals`.
+    #[must_use]
+    pub fn with_signal_handling(mut self, handle_signals: bool) -> Self {
+        self.handle_signals = handle_signals;
+        self
+    }
+
+    pub(crate) fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms)
+    }
+
+    pub(crate) fn watermark_interval(&self) -> Duration {
+        Duration::from_millis(self.watermark_interval_ms)
+    }
+
+    pub(crate) fn idle_sleep(&self) -> Duration {
+        Duration::from_micros(self.idle_sleep_us)
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        EnvConfig::default().validate().unwrap();
+        let e = EnvConfig::default().with_parallelism(0).validate().unwrap_err();
+        assert!(e.to_string().contains("parallelism"));
+        let e = EnvConfig::default()
+            .with_parallelism(300)
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("exceeds max_parallelism"), "{e}");
+        assert!(EnvConfig::default().with_batch_size(0).validate().is_err());
+    }
+}

@@ -1,0 +1,391 @@
+//! The stream environment: where a job is configured, built and executed.
+
+use crate::graph::{Graph, PrepareCtx, SplitPool, Wire, WorkerCtx};
+use crate::metrics::{JobMetrics, OperatorSnapshot};
+use crate::runtime::control::JobControl;
+use crate::runtime::task::{run_task, SourceSettings, SourceTask, Task};
+use crate::runtime::Next;
+use crate::sources::VecSource;
+use crate::{DataStream, EnvConfig, Error, Result, Source, WatermarkStrategy};
+use ferroflow_state::{MemoryBackend, StateBackend};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Builds and runs a job. Cheap to clone; clones share the job being built.
+///
+/// ```
+/// use ferroflow_core::{StreamEnvironment, sinks::CollectSink};
+///
+/// # fn main() -> ferroflow_core::Result<()> {
+/// let env = StreamEnvironment::local(2);
+/// let out = CollectSink::new();
+/// env.from_iter(1..=100u64)
+///     .key_by(|x| x % 10)
+///     .process(ferroflow_core::testing::CountPerKey::default())
+///     .filter(|(_, n)| *n == 10)
+///     .sink(out.clone());
+/// let result = env.execute()?;
+/// assert_eq!(out.len(), 10);
+/// assert!(result.elapsed.as_secs() < 60);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct StreamEnvironment {
+    graph: Arc<Mutex<Graph>>,
+}
+
+impl std::fmt::Debug for StreamEnvironment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.graph.lock();
+        f.debug_struct("StreamEnvironment")
+            .field("config", &g.config)
+            .field("state_backend", &g.backend.name())
+            .field("stages", &g.stages.len())
+            .finish()
+    }
+}
+
+impl Default for StreamEnvironment {
+    fn default() -> Self {
+        Self::new(EnvConfig::default())
+    }
+}
+
+impl StreamEnvironment {
+    /// An environment with `config` and in-memory keyed state.
+    pub fn new(config: EnvConfig) -> Self {
+        Self {
+            graph: Arc::new(Mutex::new(Graph::new(config, Arc::new(MemoryBackend)))),
+        }
+    }
+
+    /// An environment with default configuration, `parallelism` workers and no signal
+    /// handling: handy for tests and examples.
+    pub fn local(parallelism: usize) -> Self {
+        Self::new(
+            EnvConfig::default()
+                .with_parallelism(parallelism)
+                .with_signal_handling(false),
+        )
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> EnvConfig {
+        self.graph.lock().config.clone()
+    }
+
+    /// Sets the default number of workers per chain.
+    pub fn set_parallelism(&self, parallelism: usize) -> &Self {
+        self.graph.lock().config.parallelism = parallelism;
+        self
+    }
+
+    /// Sets where keyed state lives (default: [`MemoryBackend`]).
+    pub fn set_state_backend(&self, backend: impl StateBackend) -> &Self {
+        self.graph.lock().backend = Arc::new(backend);
+        self
+    }
+
+    /// A stream read from `source`, with event time and watermarks per `watermarks`.
+    pub fn from_source<S: Source>(&self, mut source: S, watermarks: WatermarkStrategy<S::Item>) -> DataStream<S::Item> {
+        let mut g = self.graph.lock();
+        let name = g.op_name(&format!("source:{}", source.name()));
+        let pool = SplitPool::<S::Item>::shared();
+        let fill = Arc::clone(&pool);
+        let stage = g.add_stage(
+            name.clone(),
+            Some(Box::new(move |p: &PrepareCtx| {
+                let splits = source.create_splits(p.parallelism)?;
+                tracing::debug!(splits = splits.len(), parallelism = p.parallelism, "Source splits created.");
+                fill.lock().fill(splits, p.parallelism);
+                Ok(())
+            })),
+        );
+        drop(g);
+        let stage_name = name.clone();
+        let wire: Wire<S::Item> = Arc::new(move |ctx: &WorkerCtx, chain: Next<S::Item>| {
+            let readers = pool.lock().take(ctx.worker)?;
+            let metrics = ctx.metrics.register(&stage_name, ctx.worker);
+            let settings = SourceSettings {
+                batch_size: ctx.config.batch_size,
+                watermark_interval: ctx.config.watermark_interval(),
+                idle_sleep: ctx.config.idle_sleep(),
+            };
+            Ok(Box::new(SourceTask::new(
+                ctx.task_name(&stage_name),
+                readers,
+                watermarks.clone(),
+                chain,
+                settings,
+                metrics,
+            )) as Box<dyn Task>)
+        });
+        DataStream::new(Arc::clone(&self.graph), stage, wire, name)
+    }
+
+    /// A bounded stream of the given records, without event time (one split).
+    pub fn from_iter<I>(&self, items: I) -> DataStream<I::Item>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'static,
+    {
+        self.from_source(VecSource::new(items), WatermarkStrategy::none())
+    }
+
+    /// Runs the job and blocks until it ends: when every bounded source is exhausted (a
+    /// final watermark fires all event-time timers, sinks flush), when a stop is requested
+    /// (SIGINT/SIGTERM if enabled, or [`JobHandle::stop`]), or when any task fails (the
+    /// whole job stops and returns that error).
+    ///
+    /// # Errors
+    /// The first error of any task, or a configuration error.
+    pub fn execute(&self) -> Result<JobResult> {
+        self.start()?.join()
+    }
+
+    /// Starts the job on its worker threads and returns at once.
+    ///
+    /// # Errors
+    /// A configuration error, or an error while building tasks.
+    pub fn start(&self) -> Result<JobHandle> {
+        let mut graph = {
+            let mut g = self.graph.lock();
+            let fresh = Graph::new(g.config.clone(), Arc::clone(&g.backend));
+            std::mem::replace(&mut *g, fresh)
+        };
+        graph.config.validate()?;
+        if let Some(e) = graph.errors.first() {
+            return Err(Error::Config(e.clone()));
+        }
+        if graph.stages.is_empty() {
+            return Err(Error::Config("the job has no streams (define a source first)".into()));
+        }
+        if let Some(s) = graph.stages.iter().find(|s| s.factory.is_none()) {
+            return Err(Error::Config(format!(
+                "stream `{}` does not end in a sink or exchange",
+                s.name
+            )));
+        }
+        let default_p = graph.config.parallelism;
+        let parallelism: Vec<usize> = graph.stages.iter().map(|s| s.parallelism.unwrap_or(default_p)).collect();
+        if let Some(p) = parallelism.iter().find(|p| **p > usize::from(graph.config.max_parallelism)) {
+            return Err(Error::Config(format!(
+                "parallelism {p} exceeds max_parallelism {}",
+                graph.config.max_parallelism
+            )));
+        }
+        for ex in graph.exchanges.drain(..) {
+            (ex.prepare)(&PrepareCtx {
+                parallelism: parallelism[ex.from],
+                downstream_parallelism: parallelism[ex.to],
+                capacity: graph.config.channel_capacity,
+            })?;
+        }
+        for (i, stage) in graph.stages.iter_mut().enumerate() {
+            if let Some(prepare) = stage.prepare.take() {
+                prepare(&PrepareCtx {
+                    parallelism: parallelism[i],
+                    downstream_parallelism: parallelism[i],
+                    capacity: graph.config.channel_capacity,
+                })?;
+            }
+        }
+
+        let control = Arc::new(JobControl::default());
+        let metrics = JobMetrics::default();
+        let mut tasks: Vec<Box<dyn Task>> = Vec::new();
+        for (i, stage) in graph.stages.iter().enumerate() {
+            let Some(factory) = &stage.factory else { continue };
+            for worker in 0..parallelism[i] {
+                let ctx = WorkerCtx {
+                    worker,
+                    parallelism: parallelism[i],
+                    config: graph.config.clone(),
+                    control: Arc::clone(&control),
+                    metrics: metrics.clone(),
+                    backend: Arc::clone(&graph.backend),
+                };
+                tasks.push(factory(&ctx)?);
+            }
+        }
+        let signals = if graph.config.handle_signals {
+            register_signals(&control.stop)?
+        } else {
+            Vec::new()
+        };
+        tracing::info!(
+            tasks = tasks.len(),
+            parallelism = default_p,
+            state_backend = graph.backend.name(),
+            "Job starting."
+        );
+        let started = Instant::now();
+        let mut threads = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let task_control = Arc::clone(&control);
+            let name = task.name().to_string();
+            let spawned = std::thread::Builder::new()
+                .name(thread_name(&name))
+                .spawn(move || run_task(task, &task_control));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    control.fail(&name, Error::io("spawning a worker thread", e));
+                    break;
+                }
+            }
+        }
+        Ok(JobHandle {
+            control,
+            threads,
+            metrics,
+            started,
+            signals,
+        })
+    }
+}
+
+fn thread_name(task: &str) -> String {
+    // Linux shows 15 bytes of a thread name; keep the informative end.
+    let name = format!("ff-{task}");
+    name.chars().take(60).collect()
+}
+
+fn register_signals(stop: &Arc<AtomicBool>) -> Result<Vec<signal_hook::SigId>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut ids = Vec::new();
+    for sig in [SIGINT, SIGTERM] {
+        // A second signal while stopping exits at once (code 130, as a shell would).
+        let force = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(stop))
+            .map_err(|e| Error::io("registering a signal handler", e))?;
+        let graceful = signal_hook::flag::register(sig, Arc::clone(stop))
+            .map_err(|e| Error::io("registering a signal handler", e))?;
+        ids.extend([force, graceful]);
+    }
+    Ok(ids)
+}
+
+/// A running job.
+///
+/// Dropping the handle without [`JobHandle::join`] cancels the job and waits for its
+/// threads.
+pub struct JobHandle {
+    control: Arc<JobControl>,
+    threads: Vec<JoinHandle<()>>,
+    metrics: JobMetrics,
+    started: Instant,
+    signals: Vec<signal_hook::SigId>,
+}
+
+/// Requests a graceful stop of a job from anywhere (another thread, a signal handler).
+#[derive(Clone, Debug)]
+pub struct StopHandle {
+    stop: Arc<AtomicBool>,
+}
+
+impl StopHandle {
+    /// Sources stop reading; everything read so far is processed and flushed.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl JobHandle {
+    /// Requests a graceful stop: sources stop reading, what was read is processed and
+    /// sinks flush. No final watermark is emitted, so event-time timers still pending
+    /// do not fire.
+    pub fn stop(&self) {
+        self.control.request_stop();
+    }
+
+    /// A cloneable handle that can stop the job.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            stop: Arc::clone(&self.control.stop),
+        }
+    }
+
+    /// Current counters of every operator.
+    pub fn metrics(&self) -> Vec<OperatorSnapshot> {
+        self.metrics.snapshot()
+    }
+
+    /// The job's metrics registry.
+    pub fn job_metrics(&self) -> &JobMetrics {
+        &self.metrics
+    }
+
+    /// Time since the job started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Whether every task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(JoinHandle::is_finished)
+    }
+
+    /// Waits for the job to end.
+    ///
+    /// # Errors
+    /// The first error of any task.
+    pub fn join(mut self) -> Result<JobResult> {
+        self.wait();
+        let elapsed = self.started.elapsed();
+        match self.control.take_error() {
+            Some(e) => Err(e),
+            None => Ok(JobResult {
+                elapsed,
+                metrics: self.metrics.snapshot(),
+            }),
+        }
+    }
+
+    fn wait(&mut self) {
+        for t in self.threads.drain(..) {
+            // Tasks catch their own panics; a join error cannot carry anything new.
+            let _ = t.join();
+        }
+        for id in self.signals.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+impl Drop for JobHandle {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.control.fail("job-handle", Error::Cancelled);
+            self.wait();
+        }
+    }
+}
+
+/// What a finished job reports.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    /// Wall time from start to end.
+    pub elapsed: Duration,
+    /// Final counters of every operator.
+    pub metrics: Vec<OperatorSnapshot>,
+}
+
+impl JobResult {
+    /// Summed counters of one operator over its workers.
+    pub fn operator(&self, name: &str) -> Option<OperatorSnapshot> {
+        self.metrics
+            .iter()
+            .filter(|s| s.operator == name)
+            .cloned()
+            .reduce(|mut a, b| {
+                a.records_in += b.records_in;
+                a.records_out += b.records_out;
+                a.busy += b.busy;
+                a.backpressure += b.backpressure;
+                a
+            })
+    }
+}

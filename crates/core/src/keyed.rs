@@ -1,0 +1,307 @@
+//! Keyed processing: a user function called per record with the record's key in scope,
+//! keyed state for that key, and per-key timers.
+
+use crate::metrics::OperatorMetrics;
+use crate::runtime::{Next, Push};
+use crate::timer::{TimeDomain, Timer, Timers};
+use crate::{now_millis, Result, Timestamp, MIN_WATERMARK};
+use ferroflow_state::{
+    KeyedStateStore, ListState, MapState, StateAccess, StateDescriptor, StateKey, StateValue, ValueState,
+};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Collects the output of a function.
+pub struct Collector<'a, T> {
+    buf: &'a mut Vec<T>,
+}
+
+impl<'a, T> Collector<'a, T> {
+    pub(crate) fn new(buf: &'a mut Vec<T>) -> Self {
+        Self { buf }
+    }
+
+    /// Emits one record.
+    #[inline]
+    pub fn collect(&mut self, record: T) {
+        self.buf.push(record);
+    }
+}
+
+/// A function over a keyed stream, Flink's `KeyedProcessFunction`.
+///
+/// One instance runs per worker (each a clone of the value passed to
+/// `KeyedStream::process`). `process` is called for every record with the record's key in
+/// scope: state handles declared in `open` read and write that key's state, and timers
+/// registered through the context fire later for that key in `on_timer`.
+///
+/// At the end of a bounded input a final watermark fires every pending event-time timer;
+/// pending processing-time timers are dropped.
+pub trait KeyedProcessFunction: Send + 'static {
+    /// The key type, as produced by `key_by`.
+    type Key: StateKey;
+    /// Input records.
+    type In: Send + 'static;
+    /// Output records.
+    type Out: Send + 'static;
+
+    /// Declares state; called once per worker before any record.
+    fn open(&mut self, ctx: &mut OpenContext<'_, Self::Key>) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Processes one record.
+    ///
+    /// # Errors
+    /// An error stops the job.
+    fn process(
+        &mut self,
+        record: Self::In,
+        ctx: &mut KeyedContext<'_, Self::Key>,
+        out: &mut Collector<'_, Self::Out>,
+    ) -> Result<()>;
+
+    /// A timer registered for `ctx.key()` fired.
+    fn on_timer(
+        &mut self,
+        timer: Timer,
+        ctx: &mut KeyedContext<'_, Self::Key>,
+        out: &mut Collector<'_, Self::Out>,
+    ) -> Result<()> {
+        let _ = (timer, ctx, out);
+        Ok(())
+    }
+
+    /// The input ended (after the final watermark, if any).
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What `open` can do: declare state, learn where it runs.
+pub struct OpenContext<'a, K> {
+    store: &'a mut KeyedStateStore,
+    worker: usize,
+    parallelism: usize,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<K: StateKey> OpenContext<'_, K> {
+    /// Declares a value state (one `V` per key).
+    pub fn value_state<V: StateValue>(&mut self, desc: impl Into<StateDescriptor>) -> Result<ValueState<V>> {
+        Ok(self.store.value_state::<K, V>(desc)?)
+    }
+
+    /// Declares a map state (a map `UK -> V` per key).
+    pub fn map_state<UK: StateKey, V: StateValue>(
+        &mut self,
+        desc: impl Into<StateDescriptor>,
+    ) -> Result<MapState<UK, V>> {
+        Ok(self.store.map_state::<K, UK, V>(desc)?)
+    }
+
+    /// Declares a list state (a list of `V` per key).
+    pub fn list_state<V: StateValue>(&mut self, desc: impl Into<StateDescriptor>) -> Result<ListState<V>> {
+        Ok(self.store.list_state::<K, V>(desc)?)
+    }
+
+    /// Index of this worker.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// Number of workers running this function.
+    pub fn parallelism(&self) -> usize {
+        self.parallelism
+    }
+}
+
+/// The context of one `process` or `on_timer` call: the current key, its state, timers and
+/// the current watermark.
+pub struct KeyedContext<'a, K> {
+    key: &'a K,
+    store: &'a mut KeyedStateStore,
+    timers: &'a mut Timers<K>,
+    watermark: Timestamp,
+}
+
+impl<K: StateKey> KeyedContext<'_, K> {
+    /// The key of the record (or timer) being processed.
+    pub fn key(&self) -> &K {
+        self.key
+    }
+
+    /// The current event-time watermark of this operator instance.
+    pub fn current_watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    /// The wall clock, in epoch milliseconds.
+    pub fn current_processing_time(&self) -> Timestamp {
+        now_millis()
+    }
+
+    /// Fires `on_timer` for the current key once the watermark reaches `at`. Registering
+    /// the same (time, key) twice fires once.
+    pub fn register_event_time_timer(&mut self, at: Timestamp) {
+        self.timers.event.register(at, self.key.clone());
+    }
+
+    /// Fires `on_timer` for the current key once the wall clock reaches `at`.
+    pub fn register_processing_time_timer(&mut self, at: Timestamp) {
+        self.timers.processing.register(at, self.key.clone());
+    }
+
+    /// Removes an event-time timer of the current key.
+    pub fn delete_event_time_timer(&mut self, at: Timestamp) {
+        self.timers.event.delete(at, self.key);
+    }
+
+    /// Removes a processing-time timer of the current key.
+    pub fn delete_processing_time_timer(&mut self, at: Timestamp) {
+        self.timers.processing.delete(at, self.key);
+    }
+}
+
+impl<K: StateKey> StateAccess for KeyedContext<'_, K> {
+    type Key = K;
+    fn parts(&mut self) -> (&mut KeyedStateStore, &K) {
+        (self.store, self.key)
+    }
+}
+
+/// Runs a [`KeyedProcessFunction`] on `(key, record)` pairs from a keyed exchange.
+pub(crate) struct KeyedNode<F: KeyedProcessFunction> {
+    f: F,
+    store: KeyedStateStore,
+    timers: Timers<F::Key>,
+    watermark: Timestamp,
+    worker: usize,
+    parallelism: usize,
+    next: Next<F::Out>,
+    metrics: Arc<OperatorMetrics>,
+}
+
+impl<F: KeyedProcessFunction> KeyedNode<F> {
+    pub(crate) fn new(
+        f: F,
+        store: KeyedStateStore,
+        next: Next<F::Out>,
+        metrics: Arc<OperatorMetrics>,
+    ) -> Self {
+        let scope = store.scope().clone();
+        Self {
+            f,
+            store,
+            timers: Timers::new(),
+            watermark: MIN_WATERMARK,
+            worker: scope.worker,
+            parallelism: scope.parallelism,
+            next,
+            metrics,
+        }
+    }
+
+    /// Fires the timers of one clock that are due at `upto`; returns their output.
+    fn fire(&mut self, domain: TimeDomain, upto: Timestamp) -> Result<Vec<F::Out>> {
+        let mut out = Vec::new();
+        loop {
+            let queue = match domain {
+                TimeDomain::EventTime => &mut self.timers.event,
+                TimeDomain::ProcessingTime => &mut self.timers.processing,
+            };
+            let Some((at, keys)) = queue.pop_due(upto) else {
+                break;
+            };
+            let timer = Timer {
+                timestamp: at,
+                domain,
+            };
+            for key in keys {
+                let mut ctx = KeyedContext {
+                    key: &key,
+                    store: &mut self.store,
+                    timers: &mut self.timers,
+                    watermark: self.watermark,
+                };
+                self.f.on_timer(timer, &mut ctx, &mut Collector::new(&mut out))?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn emit(&mut self, out: Vec<F::Out>) -> Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.metrics.record_out(out.len());
+        self.next.push(out)
+    }
+
+}
+
+impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
+    fn open(&mut self) -> Result<()> {
+        let mut ctx = OpenContext {
+            store: &mut self.store,
+            worker: self.worker,
+            parallelism: self.parallelism,
+            _key: PhantomData,
+        };
+        self.f.open(&mut ctx)?;
+        self.next.open()
+    }
+
+    fn push(&mut self, batch: Vec<(F::Key, F::In)>) -> Result<()> {
+        let start = Instant::now();
+        self.metrics.record_in(batch.len());
+        let mut out = Vec::new();
+        for (key, record) in batch {
+            let mut ctx = KeyedContext {
+                key: &key,
+                store: &mut self.store,
+                timers: &mut self.timers,
+                watermark: self.watermark,
+            };
+            self.f.process(record, &mut ctx, &mut Collector::new(&mut out))?;
+        }
+        self.metrics.add_busy(start.elapsed());
+        self.emit(out)
+    }
+
+    fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        let start = Instant::now();
+        self.watermark = watermark;
+        let out = self.fire(TimeDomain::EventTime, watermark)?;
+        self.metrics.add_busy(start.elapsed());
+        self.emit(out)?;
+        self.next.watermark(watermark)
+    }
+
+    fn idle(&mut self) -> Result<()> {
+        self.next.idle()
+    }
+
+    fn tick(&mut self, now: Instant) -> Result<()> {
+        if self.timers.processing.len() > 0 {
+            let wall = now_millis();
+            if self.timers.processing.next_time().is_some_and(|t| t <= wall) {
+                let start = Instant::now();
+                let out = self.fire(TimeDomain::ProcessingTime, wall)?;
+                self.metrics.add_busy(start.elapsed());
+                self.emit(out)?;
+            }
+        }
+        self.next.tick(now)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.f.close()?;
+        self.next.finish()
+    }
+}

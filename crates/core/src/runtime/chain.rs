@@ -1,0 +1,165 @@
+//! Chained stateless operators and the sink at the end of a chain. Each is a plain call
+//! on the worker thread: no channel, no copy beyond the operator's own output.
+
+use super::{Next, Push};
+use crate::metrics::OperatorMetrics;
+use crate::{Result, Sink, SinkContext, Timestamp};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A stateless batch transformation, shared by every worker.
+pub(crate) trait BatchFn<T, U>: Send + Sync + 'static {
+    fn apply(&self, batch: Vec<T>) -> Result<Vec<U>>;
+}
+
+pub(crate) struct MapFn<F>(pub F);
+impl<T, U, F: Fn(T) -> U + Send + Sync + 'static> BatchFn<T, U> for MapFn<F> {
+    #[inline]
+    fn apply(&self, batch: Vec<T>) -> Result<Vec<U>> {
+        Ok(batch.into_iter().map(&self.0).collect())
+    }
+}
+
+pub(crate) struct TryMapFn<F>(pub F);
+impl<T, U, F: Fn(T) -> Result<U> + Send + Sync + 'static> BatchFn<T, U> for TryMapFn<F> {
+    fn apply(&self, batch: Vec<T>) -> Result<Vec<U>> {
+        batch.into_iter().map(&self.0).collect()
+    }
+}
+
+pub(crate) struct FilterFn<F>(pub F);
+impl<T, F: Fn(&T) -> bool + Send + Sync + 'static> BatchFn<T, T> for FilterFn<F> {
+    #[inline]
+    fn apply(&self, mut batch: Vec<T>) -> Result<Vec<T>> {
+        batch.retain(&self.0);
+        Ok(batch)
+    }
+}
+
+pub(crate) struct FlatMapFn<F>(pub F);
+impl<T, U, I, F> BatchFn<T, U> for FlatMapFn<F>
+where
+    I: IntoIterator<Item = U>,
+    F: Fn(T) -> I + Send + Sync + 'static,
+{
+    fn apply(&self, batch: Vec<T>) -> Result<Vec<U>> {
+        Ok(batch.into_iter().flat_map(&self.0).collect())
+    }
+}
+
+pub(crate) struct InspectFn<F>(pub F);
+impl<T, F: Fn(&T) + Send + Sync + 'static> BatchFn<T, T> for InspectFn<F> {
+    fn apply(&self, batch: Vec<T>) -> Result<Vec<T>> {
+        batch.iter().for_each(&self.0);
+        Ok(batch)
+    }
+}
+
+/// Runs a [`BatchFn`] and passes its output on.
+pub(crate) struct Stateless<T, U> {
+    op: Arc<dyn BatchFn<T, U>>,
+    next: Next<U>,
+    metrics: Arc<OperatorMetrics>,
+    _in: PhantomData<fn(T)>,
+}
+
+impl<T, U> Stateless<T, U> {
+    pub(crate) fn new(op: Arc<dyn BatchFn<T, U>>, next: Next<U>, metrics: Arc<OperatorMetrics>) -> Self {
+        Self {
+            op,
+            next,
+            metrics,
+            _in: PhantomData,
+        }
+    }
+}
+
+/// Forwards the control calls of a node that only transforms data to `self.next`.
+macro_rules! forward_control {
+    () => {
+        fn open(&mut self) -> $crate::Result<()> {
+            self.next.open()
+        }
+        fn watermark(&mut self, watermark: $crate::Timestamp) -> $crate::Result<()> {
+            self.next.watermark(watermark)
+        }
+        fn idle(&mut self) -> $crate::Result<()> {
+            self.next.idle()
+        }
+        fn tick(&mut self, now: std::time::Instant) -> $crate::Result<()> {
+            self.next.tick(now)
+        }
+        fn finish(&mut self) -> $crate::Result<()> {
+            self.next.finish()
+        }
+    };
+}
+
+impl<T: Send + 'static, U: Send + 'static> Push<T> for Stateless<T, U> {
+    fn push(&mut self, batch: Vec<T>) -> Result<()> {
+        let start = Instant::now();
+        self.metrics.record_in(batch.len());
+        let out = self.op.apply(batch)?;
+        self.metrics.record_out(out.len());
+        self.metrics.add_busy(start.elapsed());
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.next.push(out)
+    }
+
+    forward_control!();
+}
+
+/// A sink at the end of a chain.
+pub(crate) struct SinkNode<T, S> {
+    sink: S,
+    ctx: SinkContext,
+    metrics: Arc<OperatorMetrics>,
+    _in: PhantomData<fn(T)>,
+}
+
+impl<T, S> SinkNode<T, S> {
+    pub(crate) fn new(sink: S, ctx: SinkContext, metrics: Arc<OperatorMetrics>) -> Self {
+        Self {
+            sink,
+            ctx,
+            metrics,
+            _in: PhantomData,
+        }
+    }
+}
+
+impl<T: Send + 'static, S: Sink<T>> Push<T> for SinkNode<T, S> {
+    fn open(&mut self) -> Result<()> {
+        self.sink.open(&self.ctx)
+    }
+
+    fn push(&mut self, batch: Vec<T>) -> Result<()> {
+        let start = Instant::now();
+        self.metrics.record_in(batch.len());
+        self.sink.write(batch)?;
+        self.metrics.add_busy(start.elapsed());
+        Ok(())
+    }
+
+    fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
+        self.sink.on_watermark(watermark)
+    }
+
+    fn idle(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn tick(&mut self, _now: Instant) -> Result<()> {
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let start = Instant::now();
+        self.sink.finish()?;
+        self.metrics.add_busy(start.elapsed());
+        Ok(())
+    }
+}

@@ -1,0 +1,247 @@
+//! Task loops. A task is one worker's instance of one chain: it pulls input (from source
+//! splits or from an input gate), pushes it through the chain, and ends when its input
+//! ends, the job stops, or anything fails.
+
+use super::control::JobControl;
+use super::gate::{GateEvent, InputGate};
+use super::Next;
+use crate::metrics::OperatorMetrics;
+use crate::watermark::{SplitWatermark, WatermarkStrategy};
+use crate::{Error, Result, SplitReader, SplitStatus, MAX_WATERMARK, MIN_WATERMARK};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Interval between `tick` calls while input flows.
+const TICK: Duration = Duration::from_millis(1);
+/// Longest wait for input before ticking anyway.
+const WAIT: Duration = Duration::from_millis(10);
+
+/// A runnable task.
+pub(crate) trait Task: Send {
+    fn name(&self) -> &str;
+    fn run(&mut self, control: &JobControl) -> Result<()>;
+}
+
+/// Runs a task to its end and reports a failure (or panic) to the job.
+pub(crate) fn run_task(mut task: Box<dyn Task>, control: &JobControl) {
+    let name = task.name().to_string();
+    tracing::debug!(task = %name, "Task started.");
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run(control)));
+    match outcome {
+        Ok(Ok(())) => tracing::debug!(task = %name, "Task finished."),
+        Ok(Err(e)) => control.fail(&name, e),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            control.fail(
+                &name,
+                Error::Panic {
+                    task: name.clone(),
+                    message,
+                },
+            );
+        }
+    }
+}
+
+/// Settings a source task needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SourceSettings {
+    pub(crate) batch_size: usize,
+    pub(crate) watermark_interval: Duration,
+    pub(crate) idle_sleep: Duration,
+}
+
+struct Split<T> {
+    reader: Box<dyn SplitReader<T>>,
+    watermark: SplitWatermark,
+    finished: bool,
+}
+
+/// Reads the splits assigned to one worker and drives the chain behind them.
+pub(crate) struct SourceTask<T> {
+    name: String,
+    splits: Vec<Split<T>>,
+    strategy: WatermarkStrategy<T>,
+    chain: Next<T>,
+    settings: SourceSettings,
+    metrics: Arc<OperatorMetrics>,
+}
+
+impl<T: Send + 'static> SourceTask<T> {
+    pub(crate) fn new(
+        name: String,
+        readers: Vec<Box<dyn SplitReader<T>>>,
+        strategy: WatermarkStrategy<T>,
+        chain: Next<T>,
+        settings: SourceSettings,
+        metrics: Arc<OperatorMetrics>,
+    ) -> Self {
+        let now = Instant::now();
+        let splits = readers
+            .into_iter()
+            .map(|reader| Split {
+                reader,
+                watermark: SplitWatermark::new(now),
+                finished: false,
+            })
+            .collect();
+        Self {
+            name,
+            splits,
+            strategy,
+            chain,
+            settings,
+            metrics,
+        }
+    }
+
+    fn close_splits(&mut self) -> Result<()> {
+        for s in self.splits.iter_mut().filter(|s| !s.finished) {
+            s.finished = true;
+            s.reader.close()?;
+        }
+        Ok(())
+    }
+
+    /// Reads one batch from every unfinished split; returns the number of records read.
+    fn read_round(&mut self, now: Instant) -> Result<usize> {
+        let mut total = 0;
+        for split in self.splits.iter_mut().filter(|s| !s.finished) {
+            let mut batch = Vec::with_capacity(self.settings.batch_size);
+            let start = Instant::now();
+            let status = split.reader.poll(self.settings.batch_size, &mut batch)?;
+            self.metrics.add_busy(start.elapsed());
+            match status {
+                SplitStatus::Finished => {
+                    split.finished = true;
+                    split.reader.close()?;
+                }
+                SplitStatus::Idle | SplitStatus::More if batch.is_empty() => {
+                    split.watermark.check_idle(&self.strategy, now);
+                }
+                _ => {}
+            }
+            if !batch.is_empty() {
+                total += batch.len();
+                split.watermark.observe(&self.strategy, &batch, now);
+                self.metrics.record_out(batch.len());
+                self.chain.push(batch)?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The task's watermark: `Some(min)` over active splits, `None` if all are idle.
+    fn current_watermark(&self) -> Option<crate::Timestamp> {
+        self.splits
+            .iter()
+            .filter(|s| !s.finished && !s.watermark.idle)
+            .map(|s| s.watermark.current(&self.strategy))
+            .min()
+    }
+}
+
+impl<T: Send + 'static> Task for SourceTask<T> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&mut self, control: &JobControl) -> Result<()> {
+        for s in &mut self.splits {
+            s.reader.open()?;
+        }
+        self.chain.open()?;
+        let mut emitted = MIN_WATERMARK;
+        let mut last_emit = Instant::now();
+        let mut last_tick = last_emit;
+        let mut reported_idle = false;
+        loop {
+            if control.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            if control.is_stopping() {
+                // Graceful stop: no final watermark, so event-time results stay open.
+                tracing::info!(task = %self.name, "Stop requested; draining.");
+                self.close_splits()?;
+                return self.chain.finish();
+            }
+            let now = Instant::now();
+            let read = self.read_round(now)?;
+            if self.splits.iter().all(|s| s.finished) {
+                if emitted < MAX_WATERMARK {
+                    self.chain.watermark(MAX_WATERMARK)?;
+                }
+                return self.chain.finish();
+            }
+            match self.current_watermark() {
+                Some(w) => {
+                    let due = now.duration_since(last_emit) >= self.settings.watermark_interval;
+                    if w > emitted && (due || reported_idle) {
+                        self.chain.watermark(w)?;
+                        emitted = w;
+                        last_emit = now;
+                    }
+                    reported_idle = false;
+                }
+                None if !reported_idle => {
+                    self.chain.idle()?;
+                    reported_idle = true;
+                }
+                None => {}
+            }
+            if read == 0 {
+                self.chain.tick(now)?;
+                last_tick = now;
+                std::thread::sleep(self.settings.idle_sleep);
+            } else if now.duration_since(last_tick) >= TICK {
+                self.chain.tick(now)?;
+                last_tick = now;
+            }
+        }
+    }
+}
+
+/// Drives a chain from an input gate.
+pub(crate) struct ChannelTask<T> {
+    name: String,
+    gate: InputGate<T>,
+    chain: Next<T>,
+}
+
+impl<T: Send + 'static> ChannelTask<T> {
+    pub(crate) fn new(name: String, gate: InputGate<T>, chain: Next<T>) -> Self {
+        Self { name, gate, chain }
+    }
+}
+
+impl<T: Send + 'static> Task for ChannelTask<T> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&mut self, control: &JobControl) -> Result<()> {
+        self.chain.open()?;
+        let mut last_tick = Instant::now();
+        loop {
+            if control.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            match self.gate.poll(WAIT)? {
+                GateEvent::Data(batch) => self.chain.push(batch)?,
+                GateEvent::Watermark(w) => self.chain.watermark(w)?,
+                GateEvent::Idle => self.chain.idle()?,
+                GateEvent::End => return self.chain.finish(),
+                GateEvent::Timeout => {}
+            }
+            let now = Instant::now();
+            if now.duration_since(last_tick) >= TICK {
+                self.chain.tick(now)?;
+                last_tick = now;
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Sources: splittable, pull-based inputs.
+//!
+//! A [`Source`] divides its input into splits (files, partitions, generator shards); the
+//! runtime assigns split `i` to worker `i % parallelism` and pulls batches from each
+//! split's [`SplitReader`]. Pulling (rather than letting sources push) keeps control in
+//! the runtime: it decides when to read, tracks watermarks per split and stops reading on
+//! shutdown.
+
+use crate::Result;
+
+/// What a [`SplitReader::poll`] call found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitStatus {
+    /// More records may be available at once.
+    More,
+    /// No record is available now; ask again later (the runtime backs off briefly).
+    Idle,
+    /// The split is exhausted. Records appended by this call are still delivered.
+    Finished,
+}
+
+/// Reads one split. Owned by one worker thread.
+pub trait SplitReader<T>: Send {
+    /// A stable identifier of the split, unique within its source (e.g. a file path or
+    /// `generator-3/8`).
+    fn split_id(&self) -> String;
+
+    /// Called once on the worker thread before the first `poll`.
+    fn open(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Appends at most `max` records to `out` and says whether more may follow.
+    ///
+    /// # Errors
+    /// A failing read stops the job with that error.
+    fn poll(&mut self, max: usize, out: &mut Vec<T>) -> Result<SplitStatus>;
+
+    /// Called once when the split is finished or the job stops.
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A splittable input of records of type `Item`.
+pub trait Source: Send + 'static {
+    /// The record type.
+    type Item: Send + 'static;
+
+    /// Name used in logs and metrics, e.g. `"generator"`.
+    fn name(&self) -> String;
+
+    /// Divides the input into splits. `parallelism` (the number of workers that will read
+    /// them) is a hint: a source may return more splits, fewer, or none.
+    ///
+    /// # Errors
+    /// When the input cannot be enumerated (a missing directory, say).
+    fn create_splits(&mut self, parallelism: usize) -> Result<Vec<Box<dyn SplitReader<Self::Item>>>>;
+}

@@ -1,0 +1,411 @@
+//! The DataStream API: typed streams, chained stateless operators, exchanges, keyed
+//! processing and sinks.
+
+use crate::graph::{ChannelPool, Graph, Wire, WorkerCtx};
+use crate::keyed::{KeyedNode, KeyedProcessFunction};
+use crate::runtime::chain::{
+    BatchFn, FilterFn, FlatMapFn, InspectFn, MapFn, SinkNode, Stateless, TryMapFn,
+};
+use crate::runtime::exchange::{BatchExchange, KeyedExchange, Outbox, Route};
+use crate::runtime::gate::InputGate;
+use crate::runtime::task::ChannelTask;
+use crate::runtime::Next;
+use crate::{Result, Sink, SinkContext};
+use ferroflow_state::{StateKey, StoreScope};
+use parking_lot::Mutex;
+use std::sync::Arc;
+
+type NameCell = Arc<Mutex<String>>;
+
+/// A typed stream of records. Operators consume the stream and return a new one; a stream
+/// ends in a [`Sink`].
+///
+/// Stateless operators (`map`, `filter`, `flat_map`, `inspect`) are chained: they run as
+/// plain calls on the worker that produced the records. Records change workers only at
+/// an exchange: `key_by`, `rebalance`, `global` and `union`.
+pub struct DataStream<T> {
+    pub(crate) graph: Arc<Mutex<Graph>>,
+    pub(crate) stage: usize,
+    pub(crate) wire: Wire<T>,
+    pub(crate) name: NameCell,
+}
+
+/// A stream partitioned by key: every record of a key goes to the same worker, which owns
+/// the key's state. Produced by [`DataStream::key_by`].
+pub struct KeyedStream<K, T> {
+    inner: DataStream<(K, T)>,
+}
+
+impl<T: Send + 'static> DataStream<T> {
+    pub(crate) fn new(graph: Arc<Mutex<Graph>>, stage: usize, wire: Wire<T>, name: String) -> Self {
+        Self {
+            graph,
+            stage,
+            wire,
+            name: Arc::new(Mutex::new(name)),
+        }
+    }
+
+    /// Names the last operator (in metrics, logs and task names).
+    #[must_use]
+    pub fn name(self, name: impl Into<String>) -> Self {
+        *self.name.lock() = name.into();
+        self
+    }
+
+    /// Sets the number of workers of the chain this stream belongs to (from its source or
+    /// last exchange up to its next exchange or sink). Defaults to the environment's.
+    #[must_use]
+    pub fn set_parallelism(self, parallelism: usize) -> Self {
+        {
+            let mut g = self.graph.lock();
+            if parallelism == 0 {
+                g.errors.push("set_parallelism(0): parallelism must be at least 1".into());
+            } else if let Some(s) = g.stages.get_mut(self.stage) {
+                s.parallelism = Some(parallelism);
+            }
+        }
+        self
+    }
+
+    /// Transforms each record.
+    ///
+    /// ```
+    /// # use ferroflow_core::{StreamEnvironment, sinks::CollectSink};
+    /// # fn main() -> ferroflow_core::Result<()> {
+    /// let env = StreamEnvironment::local(1);
+    /// let out = CollectSink::new();
+    /// env.from_iter(vec![1, 2, 3]).map(|x| x * 10).sink(out.clone());
+    /// env.execute()?;
+    /// assert_eq!(out.sorted(), vec![10, 20, 30]);
+    /// # Ok(()) }
+    /// ```
+    pub fn map<U, F>(self, f: F) -> DataStream<U>
+    where
+        U: Send + 'static,
+        F: Fn(T) -> U + Send + Sync + 'static,
+    {
+        self.stateless("map", MapFn(f))
+    }
+
+    /// Transforms each record with a function that may fail; an error stops the job.
+    pub fn try_map<U, F>(self, f: F) -> DataStream<U>
+    where
+        U: Send + 'static,
+        F: Fn(T) -> Result<U> + Send + Sync + 'static,
+    {
+        self.stateless("try_map", TryMapFn(f))
+    }
+
+    /// Keeps the records for which `predicate` is true.
+    ///
+    /// ```
+    /// # use ferroflow_core::{StreamEnvironment, sinks::CollectSink};
+    /// # fn main() -> ferroflow_core::Result<()> {
+    /// let env = StreamEnvironment::local(2);
+    /// let out = CollectSink::new();
+    /// env.from_iter(1..=10).filter(|x| x % 2 == 0).sink(out.clone());
+    /// env.execute()?;
+    /// assert_eq!(out.sorted(), vec![2, 4, 6, 8, 10]);
+    /// # Ok(()) }
+    /// ```
+    pub fn filter<F>(self, predicate: F) -> DataStream<T>
+    where
+        F: Fn(&T) -> bool + Send + Sync + 'static,
+    {
+        self.stateless("filter", FilterFn(predicate))
+    }
+
+    /// Turns each record into zero or more records.
+    ///
+    /// ```
+    /// # use ferroflow_core::{StreamEnvironment, sinks::CollectSink};
+    /// # fn main() -> ferroflow_core::Result<()> {
+    /// let env = StreamEnvironment::local(1);
+    /// let out = CollectSink::new();
+    /// env.from_iter(vec!["a b", "c"])
+    ///     .flat_map(|line| line.split(' ').map(str::to_string).collect::<Vec<_>>())
+    ///     .sink(out.clone());
+    /// env.execute()?;
+    /// assert_eq!(out.sorted(), vec!["a", "b", "c"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn flat_map<U, I, F>(self, f: F) -> DataStream<U>
+    where
+        U: Send + 'static,
+        I: IntoIterator<Item = U>,
+        F: Fn(T) -> I + Send + Sync + 'static,
+    {
+        self.stateless("flat_map", FlatMapFn(f))
+    }
+
+    /// Calls `f` on each record and passes it on unchanged.
+    pub fn inspect<F>(self, f: F) -> DataStream<T>
+    where
+        F: Fn(&T) + Send + Sync + 'static,
+    {
+        self.stateless("inspect", InspectFn(f))
+    }
+
+    fn stateless<U: Send + 'static>(self, kind: &str, op: impl BatchFn<T, U>) -> DataStream<U> {
+        let op: Arc<dyn BatchFn<T, U>> = Arc::new(op);
+        let name = self.graph.lock().op_name(kind);
+        let cell: NameCell = Arc::new(Mutex::new(name));
+        let upstream = self.wire;
+        let my_name = Arc::clone(&cell);
+        let wire: Wire<U> = Arc::new(move |ctx: &WorkerCtx, next: Next<U>| {
+            let metrics = ctx.metrics.register(&my_name.lock(), ctx.worker);
+            upstream(ctx, Box::new(Stateless::new(Arc::clone(&op), next, metrics)))
+        });
+        DataStream {
+            graph: self.graph,
+            stage: self.stage,
+            wire,
+            name: cell,
+        }
+    }
+
+    /// Partitions the stream by key: records with equal keys go to the same worker, which
+    /// owns their state. `key` is hashed into one of `max_parallelism` key groups; each
+    /// worker owns a contiguous range of key groups.
+    pub fn key_by<K, F>(self, key: F) -> KeyedStream<K, T>
+    where
+        K: StateKey,
+        F: Fn(&T) -> K + Send + Sync + 'static,
+    {
+        let key = Arc::new(key);
+        let inner = self.exchange::<(K, T)>("key_by", move |ctx, outbox, metrics| {
+            Box::new(KeyedExchange::new(
+                outbox,
+                Arc::clone(&key),
+                ctx.config.max_parallelism,
+                metrics,
+            ))
+        });
+        KeyedStream { inner }
+    }
+
+    /// Spreads batches over the workers of the next chain in turn.
+    pub fn rebalance(self) -> DataStream<T> {
+        self.exchange::<T>("rebalance", |ctx, outbox, metrics| {
+            let start = ctx.worker % outbox.targets();
+            Box::new(BatchExchange::new(outbox, Route::RoundRobin(start), metrics))
+        })
+    }
+
+    /// Sends every record to a single worker (the next chain runs with parallelism 1).
+    pub fn global(self) -> DataStream<T> {
+        let out = self.exchange::<T>("global", |_ctx, outbox, metrics| {
+            Box::new(BatchExchange::new(outbox, Route::Fixed(0), metrics))
+        });
+        out.set_parallelism(1)
+    }
+
+    /// Merges two streams of the same type. The result runs in a new chain fed by both
+    /// (worker `i` to worker `i` when parallelisms match, in turn otherwise); its watermark
+    /// is the minimum of both inputs'.
+    pub fn union(self, other: DataStream<T>) -> DataStream<T> {
+        if !Arc::ptr_eq(&self.graph, &other.graph) {
+            self.graph
+                .lock()
+                .errors
+                .push("union of streams from different environments".into());
+        }
+        let graph = Arc::clone(&self.graph);
+        let name = graph.lock().op_name("union");
+        let pools = vec![ChannelPool::<T>::shared(), ChannelPool::<T>::shared()];
+        let to = graph.lock().add_stage(name.clone(), None);
+        for (input, pool) in [self, other].into_iter().zip(&pools) {
+            input.finish_with_exchange(to, pool, |ctx, outbox, metrics| {
+                let route = if outbox.targets() == ctx.parallelism {
+                    Route::Fixed(ctx.worker)
+                } else {
+                    Route::RoundRobin(ctx.worker % outbox.targets())
+                };
+                Box::new(BatchExchange::new(outbox, route, metrics))
+            });
+        }
+        channel_stage(graph, to, name, pools)
+    }
+
+    /// Ends the stream in `sink`. Each worker runs its own clone of `sink`.
+    pub fn sink<S>(self, sink: S)
+    where
+        S: Sink<T> + Clone,
+    {
+        let name = self.graph.lock().op_name(&format!("sink:{}", sink.name()));
+        let wire = self.wire;
+        let graph = Arc::clone(&self.graph);
+        graph.lock().finish_stage(
+            self.stage,
+            Box::new(move |ctx: &WorkerCtx| {
+                let metrics = ctx.metrics.register(&name, ctx.worker);
+                let sink_ctx = SinkContext {
+                    worker: ctx.worker,
+                    parallelism: ctx.parallelism,
+                };
+                wire(ctx, Box::new(SinkNode::new(sink.clone(), sink_ctx, metrics)))
+            }),
+        );
+    }
+
+    /// Ends this stream's stage in an exchange into a new stage; returns the stream there.
+    fn exchange<M: Send + 'static>(
+        self,
+        kind: &str,
+        tail: impl Fn(&WorkerCtx, Outbox<M>, Arc<crate::metrics::OperatorMetrics>) -> Next<T>
+            + Send
+            + Sync
+            + 'static,
+    ) -> DataStream<M> {
+        let graph = Arc::clone(&self.graph);
+        let name = graph.lock().op_name(kind);
+        let to = graph.lock().add_stage(name.clone(), None);
+        let pool = ChannelPool::<M>::shared();
+        self.finish_with_exchange(to, &pool, tail);
+        channel_stage(graph, to, name, vec![pool])
+    }
+
+    fn finish_with_exchange<M: Send + 'static>(
+        self,
+        to: usize,
+        pool: &Arc<Mutex<ChannelPool<M>>>,
+        tail: impl Fn(&WorkerCtx, Outbox<M>, Arc<crate::metrics::OperatorMetrics>) -> Next<T>
+            + Send
+            + Sync
+            + 'static,
+    ) {
+        let mut g = self.graph.lock();
+        let exchange_name = g.op_name("exchange");
+        g.exchanges.push(crate::graph::Exchange {
+            from: self.stage,
+            to,
+            prepare: ChannelPool::preparer(pool),
+        });
+        let pool = Arc::clone(pool);
+        let wire = self.wire;
+        g.finish_stage(
+            self.stage,
+            Box::new(move |ctx: &WorkerCtx| {
+                let senders = pool.lock().take_senders(ctx.worker)?;
+                let metrics = ctx.metrics.register(&exchange_name, ctx.worker);
+                let outbox = Outbox::new(
+                    senders,
+                    ctx.config.batch_size,
+                    ctx.config.linger(),
+                    Arc::clone(&ctx.control),
+                    Arc::clone(&metrics),
+                );
+                wire(ctx, tail(ctx, outbox, metrics))
+            }),
+        );
+    }
+}
+
+/// The stream at the head of a stage fed by channels.
+fn channel_stage<M: Send + 'static>(
+    graph: Arc<Mutex<Graph>>,
+    stage: usize,
+    name: String,
+    pools: Vec<Arc<Mutex<ChannelPool<M>>>>,
+) -> DataStream<M> {
+    let stage_name = name.clone();
+    let wire: Wire<M> = Arc::new(move |ctx: &WorkerCtx, chain: Next<M>| {
+        let mut receivers = Vec::new();
+        for pool in &pools {
+            receivers.extend(pool.lock().take_receivers(ctx.worker)?);
+        }
+        Ok(Box::new(ChannelTask::new(
+            ctx.task_name(&stage_name),
+            InputGate::new(receivers),
+            chain,
+        )))
+    });
+    DataStream::new(graph, stage, wire, name)
+}
+
+impl<K: StateKey, T: Send + 'static> KeyedStream<K, T> {
+    /// Runs `function` on every record with the record's key in scope (keyed state and
+    /// timers). Each worker runs its own clone of `function`.
+    ///
+    /// ```
+    /// use ferroflow_core::{
+    ///     Collector, KeyedContext, KeyedProcessFunction, OpenContext, Result,
+    ///     StreamEnvironment, sinks::CollectSink,
+    /// };
+    /// use ferroflow_state::ValueState;
+    ///
+    /// /// Running count per word.
+    /// #[derive(Clone, Default)]
+    /// struct Count { seen: Option<ValueState<u64>> }
+    ///
+    /// impl KeyedProcessFunction for Count {
+    ///     type Key = String;
+    ///     type In = String;
+    ///     type Out = (String, u64);
+    ///     fn open(&mut self, ctx: &mut OpenContext<'_, String>) -> Result<()> {
+    ///         self.seen = Some(ctx.value_state("seen")?);
+    ///         Ok(())
+    ///     }
+    ///     fn process(&mut self, _w: String, ctx: &mut KeyedContext<'_, String>,
+    ///                out: &mut Collector<'_, (String, u64)>) -> Result<()> {
+    ///         let Some(seen) = self.seen else { return Ok(()) };
+    ///         let n = seen.get_or_insert_with(ctx, || 0)?;
+    ///         *n += 1;
+    ///         let n = *n;
+    ///         out.collect((ctx.key().clone(), n));
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> ferroflow_core::Result<()> {
+    /// let env = StreamEnvironment::local(2);
+    /// let out = CollectSink::new();
+    /// env.from_iter(["a", "b", "a"].map(String::from))
+    ///     .key_by(|w| w.clone())
+    ///     .process(Count::default())
+    ///     .sink(out.clone());
+    /// env.execute()?;
+    /// assert_eq!(out.sorted(), vec![("a".into(), 1), ("a".into(), 2), ("b".into(), 1)]);
+    /// # Ok(()) }
+    /// ```
+    pub fn process<F>(self, function: F) -> DataStream<F::Out>
+    where
+        F: KeyedProcessFunction<Key = K, In = T> + Clone,
+    {
+        let inner = self.inner;
+        let name = inner.graph.lock().op_name("process");
+        let cell: NameCell = Arc::new(Mutex::new(name));
+        let my_name = Arc::clone(&cell);
+        let upstream = inner.wire;
+        // Functions need not be `Sync`; each worker gets a clone made under this lock.
+        let function = Mutex::new(function);
+        let wire: Wire<F::Out> = Arc::new(move |ctx: &WorkerCtx, next: Next<F::Out>| {
+            let op = my_name.lock().clone();
+            let scope = StoreScope::new(
+                op.clone(),
+                ctx.worker,
+                ctx.parallelism,
+                ctx.config.max_parallelism,
+            );
+            let store = ctx.backend.open_keyed_store(&scope)?;
+            let metrics = ctx.metrics.register(&op, ctx.worker);
+            let node = KeyedNode::new(function.lock().clone(), store, next, metrics);
+            upstream(ctx, Box::new(node))
+        });
+        DataStream {
+            graph: inner.graph,
+            stage: inner.stage,
+            wire,
+            name: cell,
+        }
+    }
+
+    /// Sets the number of workers of the keyed chain.
+    #[must_use]
+    pub fn set_parallelism(self, parallelism: usize) -> Self {
+        Self {
+            inner: self.inner.set_parallelism(parallelism),
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! Typed state handles and the current-key scope they are used with.
+
+use crate::table::{ListTable, MapTable, ValueTable};
+use crate::{KeyedStateStore, Result, StateKey, StateValue};
+use hashbrown::hash_map::RawEntryMut;
+use std::marker::PhantomData;
+
+/// Pairs a keyed store with the key whose state is being accessed.
+///
+/// The runtime's keyed context implements this with the key of the record (or timer) being
+/// processed; [`KeyScope`] implements it for direct use.
+pub trait StateAccess {
+    /// The key type.
+    type Key: StateKey;
+    /// The store and the current key.
+    fn parts(&mut self) -> (&mut KeyedStateStore, &Self::Key);
+}
+
+/// A [`StateAccess`] made of a store and a key.
+#[derive(Debug)]
+pub struct KeyScope<'a, K> {
+    store: &'a mut KeyedStateStore,
+    key: &'a K,
+}
+
+impl<'a, K> KeyScope<'a, K> {
+    /// Accesses `store` as `key`.
+    pub fn new(store: &'a mut KeyedStateStore, key: &'a K) -> Self {
+        Self { store, key }
+    }
+}
+
+impl<K: StateKey> StateAccess for KeyScope<'_, K> {
+    type Key = K;
+    fn parts(&mut self) -> (&mut KeyedStateStore, &K) {
+        (self.store, self.key)
+    }
+}
+
+macro_rules! handle {
+    ($(#[$doc:meta])* $name:ident < $($p:ident),+ >) => {
+        $(#[$doc])*
+        pub struct $name<$($p),+> {
+            id: u32,
+            _types: PhantomData<fn() -> ($($p,)+)>,
+        }
+        impl<$($p),+> $name<$($p),+> {
+            pub(crate) fn new(id: u32) -> Self {
+                Self { id, _types: PhantomData }
+            }
+        }
+        impl<$($p),+> Clone for $name<$($p),+> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<$($p),+> Copy for $name<$($p),+> {}
+        impl<$($p),+> std::fmt::Debug for $name<$($p),+> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}(#{})", stringify!($name), self.id)
+            }
+        }
+    };
+}
+
+handle!(
+    /// Handle to a value state: one `V` per key. `Copy`; declare it once and keep it.
+    ValueState<V>
+);
+handle!(
+    /// Handle to a map state: a map `UK -> V` per key.
+    MapState<UK, V>
+);
+handle!(
+    /// Handle to a list state: a list of `V` per key.
+    ListState<V>
+);
+
+impl<V: StateValue> ValueState<V> {
+    /// The value of the current key.
+    pub fn get<'a, A: StateAccess>(&self, cx: &'a mut A) -> Result<Option<&'a V>> {
+        let (store, key) = cx.parts();
+        let t = store.table::<ValueTable<A::Key, V>>(self.id)?;
+        Ok(t.map.get(key))
+    }
+
+    /// Sets the value of the current key.
+    pub fn set<A: StateAccess>(&self, cx: &mut A, value: V) -> Result<()> {
+        let (store, key) = cx.parts();
+        let t = store.table::<ValueTable<A::Key, V>>(self.id)?;
+        match t.map.raw_entry_mut().from_key(key) {
+            RawEntryMut::Occupied(mut e) => {
+                e.insert(value);
+            }
+            RawEntryMut::Vacant(e) => {
+                e.insert(key.clone(), value);
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of the current key, inserting `init()` first if there is none.
+    pub fn get_or_insert_with<'a, A: StateAccess>(
+        &self,
+        cx: &'a mut A,
+        init: impl FnOnce() -> V,
+    ) -> Result<&'a mut V> {
+        let (store, key) = cx.parts();
+        let t = store.table::<ValueTable<A::Key, V>>(self.id)?;
+        Ok(match t.map.raw_entry_mut().from_key(key) {
+            RawEntryMut::Occupied(e) => e.into_mut(),
+            RawEntryMut::Vacant(e) => e.insert(key.clone(), init()).1,
+        })
+    }
+
+    /// Removes and returns the value of the current key.
+    pub fn clear<A: StateAccess>(&self, cx: &mut A) -> Result<Option<V>> {
+        let (store, key) = cx.parts();
+        let t = store.table::<ValueTable<A::Key, V>>(self.id)?;
+        Ok(t.map.remove(key))
+    }
+}
+
+impl<UK: StateKey, V: StateValue> MapState<UK, V> {
+    /// The value under `user_key` in the current key's map.
+    pub fn get<'a, A: StateAccess>(&self, cx: &'a mut A, user_key: &UK) -> Result<Option<&'a V>> {
+        let (store, key) = cx.parts();
+        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
+        Ok(t.map.get(key).and_then(|m| m.get(user_key)))
+    }
+
+    /// Whether the current key's map holds `user_key`.
+    pub fn contains<A: StateAccess>(&self, cx: &mut A, user_key: &UK) -> Result<bool> {
+        let (store, key) = cx.parts();
+        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
+        Ok(t.map.get(key).is_some_and(|m| m.contains_key(user_key)))
+    }
+
+    /// Inserts into the current key's map; returns the previous value.
+    pub fn insert<A: StateAccess>(&self, cx: &mut A, user_key: UK, value: V) -> Result<Option<V>> {
+        let (store, key) = cx.parts();
+        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
+        let inner = match t.map.raw_entry_mut().from_key(key) {
+            RawEntryMut::Occupied(e) => e.into_mut(),
+            RawEntryMut::Vacant(e) => e.insert(key.clone(), Default::default()).1,
+        };
+        Ok(inner.insert(user_key, value))
+    }
+
+    /// The value under `user_key`, inserting `init()` first if there is none.
+    pub fn get_or_insert_with<'a, A: StateAccess>(
+        &self,
+        cx: &'a mut A,
+        user_key: &UK,
+        init: impl FnOnce() -> V,
+    ) -> Result<&'a mut V> {
+        let (store, key) = cx.parts();
+        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
+        let inner = match t.map.raw_entry_mut().from_key(key) {
+            RawEntryMut::Occupied(e) => e.into_mut(),
+            RawEntryMut::Vacant(e) => e.insert(key.clone(), Default::default()).1,
+        };
+        Ok(match inner.raw_entry_mut().from_key(user_key) {
+            RawEntryMut::Occupied(e) => e.into_mut(),
+            RawEntryMut::Vacant(e) => e.insert(user_key.clone(), init()).1,
+        })
+    }
+
+    /// Removes `user_key` from the current key's map; returns its value.
+    pub fn remove<A: StateAccess>(&self, cx: &mut A, user_key: &UK) -> Result<Option<V>> {
+        let (store, key) = cx.parts();
+        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
+        let Some(inner) = t.map.get_mut(key) else {
+            return Ok(None);
+        };
+        let old = inner.remove(user_key);
+        if inner.is_empty() {
+            t.map.remove(key);
+        }
+        Ok(old)
+    }
+
+    /// Number of entries in the current key's map.
+    pub fn len<A: StateAccess>(&self, cx: &mut A) -> Result<usize> {
+        let (store, key) = cx.parts();
+        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
+        Ok(t.map.get(key).map_or(0, |m| m.len()))
+    }
+
+    /// Whether the current key's map is empty.
+    pub fn is_empty<A: StateAccess>(&self, cx: &mut A) -> Result<bool> {
+        self.len(cx).map(|n| n == 0)
+    }
+
+    /// The entries of the current key's map, in no particular order.
+    pub fn iter<'a, A: StateAccess>(
+        &self,
+        cx: &'a mut A,
+    ) -> Result<impl Iterator<Item = (&'a UK, &'a V)> + 'a> {
+        let (store, key) = cx.parts();
+        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
+        Ok(t.map.get(key).into_iter().flat_map(|m| m.iter()))
+    }
+
+    /// Removes the current key's whole map.
+    pub fn clear<A: StateAccess>(&self, cx: &mut A) -> Result<()> {
+        let (store, key) = cx.parts();
+        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
+        t.map.remove(key);
+        Ok(())
+    }
+}
+
+impl<V: StateValue> ListState<V> {
+    /// The current key's list (empty if none).
+    pub fn get<'a, A: StateAccess>(&self, cx: &'a mut A) -> Result<&'a [V]> {
+        let (store, key) = cx.parts();
+        let t = store.table::<ListTable<A::Key, V>>(self.id)?;
+        Ok(t.map.get(key).map_or(&[], Vec::as_slice))
+    }
+
+    /// Appends to the current key's list.
+    pub fn push<A: StateAccess>(&self, cx: &mut A, value: V) -> Result<()> {
+        let (store, key) = cx.parts();
+        let t = store.table::<ListTable<A::Key, V>>(self.id)?;
+        match t.map.raw_entry_mut().from_key(key) {
+            RawEntryMut::Occupied(e) => e.into_mut().push(value),
+            RawEntryMut::Vacant(e) => {
+                e.insert(key.clone(), vec![value]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the current key's list; an empty list removes it.
+    pub fn replace<A: StateAccess>(&self, cx: &mut A, values: Vec<V>) -> Result<()> {
+        let (store, key) = cx.parts();
+        let t = store.table::<ListTable<A::Key, V>>(self.id)?;
+        if values.is_empty() {
+            t.map.remove(key);
+        } else {
+            t.map.insert(key.clone(), values);
+        }
+        Ok(())
+    }
+
+    /// Removes and returns the current key's list.
+    pub fn clear<A: StateAccess>(&self, cx: &mut A) -> Result<Vec<V>> {
+        let (store, key) = cx.parts();
+        let t = store.table::<ListTable<A::Key, V>>(self.id)?;
+        Ok(t.map.remove(key).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, KeyScope, MemoryBackend, StateBackend, StateKind, StoreScope};
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn store() -> crate::KeyedStateStore {
+        MemoryBackend
+            .open_keyed_store(&StoreScope::single("t"))
+            .unwrap()
+    }
+
+    #[test]
+    fn value_state_per_key() {
+        let mut s = store();
+        let v = s.value_state::<u32, String>("v").unwrap();
+        v.set(&mut KeyScope::new(&mut s, &1u32), "one".into()).unwrap();
+        v.set(&mut KeyScope::new(&mut s, &2u32), "two".into()).unwrap();
+        v.set(&mut KeyScope::new(&mut s, &1u32), "uno".into()).unwrap();
+        assert_eq!(v.get(&mut KeyScope::new(&mut s, &1u32)).unwrap().unwrap(), "uno");
+        assert_eq!(v.clear(&mut KeyScope::new(&mut s, &2u32)).unwrap().unwrap(), "two");
+        assert_eq!(v.get(&mut KeyScope::new(&mut s, &2u32)).unwrap(), None);
+        assert_eq!(s.stats().entries(), 1);
+    }
+
+    #[test]
+    fn redeclaring_returns_the_same_handle_and_conflicts_are_errors() {
+        let mut s = store();
+        let a = s.value_state::<u32, u64>("x").unwrap();
+        let b = s.value_state::<u32, u64>("x").unwrap();
+        a.set(&mut KeyScope::new(&mut s, &7u32), 5).unwrap();
+        assert_eq!(b.get(&mut KeyScope::new(&mut s, &7u32)).unwrap(), Some(&5));
+        let err = s.map_state::<u32, u64, u64>("x").unwrap_err();
+        assert!(matches!(err, Error::StateConflict { .. }), "{err}");
+        let err = s.value_state::<u32, String>("x").unwrap_err();
+        assert!(err.to_string().contains("already registered"), "{err}");
+        assert!(s.value_state::<u32, u8>("").is_err());
+    }
+
+    #[test]
+    fn handle_used_with_wrong_key_type_is_an_error() {
+        let mut s = store();
+        let v = s.value_state::<u32, u64>("v").unwrap();
+        let err = v.get(&mut KeyScope::new(&mut s, &"k".to_string())).unwrap_err();
+        assert!(matches!(err, Error::HandleMismatch { .. }));
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn map_and_list_remove_empty_keys() {
+        let mut s = store();
+        let m = s.map_state::<u8, u64, ()>("m").unwrap();
+        let l = s.list_state::<u8, i32>("l").unwrap();
+        let k = 3u8;
+        let mut cx = KeyScope::new(&mut s, &k);
+        assert_eq!(m.insert(&mut cx, 10, ()).unwrap(), None);
+        assert_eq!(m.insert(&mut cx, 10, ()).unwrap(), Some(()));
+        assert!(m.contains(&mut cx, &10).unwrap());
+        l.push(&mut cx, 1).unwrap();
+        l.push(&mut cx, 2).unwrap();
+        assert_eq!(l.get(&mut cx).unwrap(), &[1, 2]);
+        let stats = s.stats();
+        assert_eq!(stats.tables[0].kind, StateKind::Map);
+        assert_eq!((stats.tables[0].keys, stats.tables[1].entries), (1, 2));
+        let mut cx = KeyScope::new(&mut s, &k);
+        m.remove(&mut cx, &10).unwrap();
+        l.replace(&mut cx, vec![]).unwrap();
+        assert_eq!(s.stats().tables.iter().map(|t| t.keys).sum::<usize>(), 0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u8, u16),
+        Remove(u8, u8),
+        Clear(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..8, 0u8..16, any::<u16>()).prop_map(|(k, u, v)| Op::Insert(k, u, v)),
+            (0u8..8, 0u8..16).prop_map(|(k, u)| Op::Remove(k, u)),
+            (0u8..8).prop_map(Op::Clear),
+        ]
+    }
+
+    proptest! {
+        /// Map state agrees with a `BTreeMap` model under random operations.
+        #[test]
+        fn map_state_matches_model(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut s = store();
+            let m = s.map_state::<u8, u8, u16>("m").unwrap();
+            let mut model: BTreeMap<u8, BTreeMap<u8, u16>> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, u, v) => {
+                        let old = m.insert(&mut KeyScope::new(&mut s, &k), u, v).unwrap();
+                        prop_assert_eq!(old, model.entry(k).or_default().insert(u, v));
+                    }
+                    Op::Remove(k, u) => {
+                        let old = m.remove(&mut KeyScope::new(&mut s, &k), &u).unwrap();
+                        let want = model.get_mut(&k).and_then(|e| e.remove(&u));
+                        if model.get(&k).is_some_and(|e| e.is_empty()) { model.remove(&k); }
+                        prop_assert_eq!(old, want);
+                    }
+                    Op::Clear(k) => {
+                        m.clear(&mut KeyScope::new(&mut s, &k)).unwrap();
+                        model.remove(&k);
+                    }
+                }
+            }
+            for k in 0u8..8 {
+                let mut cx = KeyScope::new(&mut s, &k);
+                let got: BTreeSet<(u8, u16)> = m.iter(&mut cx).unwrap().map(|(a, b)| (*a, *b)).collect();
+                let want: BTreeSet<(u8, u16)> = model.get(&k).map(|e| e.iter().map(|(a, b)| (*a, *b)).collect()).unwrap_or_default();
+                prop_assert_eq!(got, want);
+            }
+            prop_assert_eq!(s.stats().tables[0].keys, model.len());
+        }
+    }
+}

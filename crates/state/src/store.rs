@@ -1,0 +1,206 @@
+//! The per-worker registry of keyed state.
+
+use crate::handle::{ListState, MapState, ValueState};
+use crate::table::{ErasedTable, ListTable, MapTable, ValueTable};
+use crate::{Error, Result, StateKey, StateValue, StoreScope};
+use std::collections::HashMap;
+use std::fmt;
+
+/// The kind of a declared state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    /// One value per key.
+    Value,
+    /// A map per key.
+    Map,
+    /// A list per key.
+    List,
+}
+
+impl fmt::Display for StateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StateKind::Value => "value state",
+            StateKind::Map => "map state",
+            StateKind::List => "list state",
+        })
+    }
+}
+
+/// Declares a state: its name, unique within an operator.
+///
+/// Built from a `&str` for the common case (`store.value_state::<u64>("count")`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDescriptor {
+    name: String,
+}
+
+impl StateDescriptor {
+    /// A descriptor for the state called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.name.is_empty() {
+            return Err(Error::InvalidConfig("a state name must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+impl From<&str> for StateDescriptor {
+    fn from(name: &str) -> Self {
+        Self::new(name)
+    }
+}
+
+impl From<String> for StateDescriptor {
+    fn from(name: String) -> Self {
+        Self::new(name)
+    }
+}
+
+/// Size of one declared state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableStats {
+    /// The state's name.
+    pub name: String,
+    /// Its kind.
+    pub kind: StateKind,
+    /// Number of keys that hold state.
+    pub keys: usize,
+    /// Number of entries: values, map entries or list elements.
+    pub entries: usize,
+}
+
+/// Size of all the state of one keyed store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateStats {
+    /// One line per declared state, in declaration order.
+    pub tables: Vec<TableStats>,
+}
+
+impl StateStats {
+    /// Total entries over all states.
+    pub fn entries(&self) -> usize {
+        self.tables.iter().map(|t| t.entries).sum()
+    }
+}
+
+/// The keyed state of one worker of one keyed operator.
+///
+/// States are declared by name and kind; declaring the same name again with the same kind
+/// and types returns the same handle (so `open` may run more than once), while a different
+/// kind or type is an error. Opened through a [`crate::StateBackend`].
+pub struct KeyedStateStore {
+    scope: StoreScope,
+    tables: Vec<Box<dyn ErasedTable>>,
+    names: HashMap<String, u32>,
+    descriptors: Vec<StateDescriptor>,
+}
+
+impl fmt::Debug for KeyedStateStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedStateStore")
+            .field("scope", &self.scope)
+            .field("states", &self.descriptors)
+            .finish()
+    }
+}
+
+impl KeyedStateStore {
+    /// An empty store whose tables live on the heap.
+    pub(crate) fn in_memory(scope: StoreScope) -> Self {
+        Self {
+            scope,
+            tables: Vec::new(),
+            names: HashMap::new(),
+            descriptors: Vec::new(),
+        }
+    }
+
+    /// Where this store belongs (operator, worker, key groups).
+    pub fn scope(&self) -> &StoreScope {
+        &self.scope
+    }
+
+    /// Declares a value state: one `V` per key `K`.
+    pub fn value_state<K: StateKey, V: StateValue>(
+        &mut self,
+        desc: impl Into<StateDescriptor>,
+    ) -> Result<ValueState<V>> {
+        self.register::<ValueTable<K, V>>(desc.into())
+            .map(ValueState::new)
+    }
+
+    /// Declares a map state: a map `UK -> V` per key `K`.
+    pub fn map_state<K: StateKey, UK: StateKey, V: StateValue>(
+        &mut self,
+        desc: impl Into<StateDescriptor>,
+    ) -> Result<MapState<UK, V>> {
+        self.register::<MapTable<K, UK, V>>(desc.into())
+            .map(MapState::new)
+    }
+
+    /// Declares a list state: a list of `V` per key `K`.
+    pub fn list_state<K: StateKey, V: StateValue>(
+        &mut self,
+        desc: impl Into<StateDescriptor>,
+    ) -> Result<ListState<V>> {
+        self.register::<ListTable<K, V>>(desc.into())
+            .map(ListState::new)
+    }
+
+    /// Statistics per declared state.
+    pub fn stats(&self) -> StateStats {
+        StateStats {
+            tables: self
+                .descriptors
+                .iter()
+                .zip(&self.tables)
+                .map(|(d, t)| TableStats {
+                    name: d.name().to_string(),
+                    kind: t.kind(),
+                    keys: t.keys(),
+                    entries: t.entries(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The typed table behind handle `id`.
+    pub(crate) fn table<T: ErasedTable + 'static>(&mut self, id: u32) -> Result<&mut T> {
+        self.tables
+            .get_mut(id as usize)
+            .and_then(|t| t.as_any_mut().downcast_mut::<T>())
+            .ok_or(Error::HandleMismatch { id })
+    }
+
+    fn register<T: ErasedTable + Default + 'static>(&mut self, desc: StateDescriptor) -> Result<u32> {
+        desc.validate()?;
+        if let Some(&id) = self.names.get(desc.name()) {
+            let existing = &self.tables[id as usize];
+            if existing.as_any().is::<T>() {
+                return Ok(id);
+            }
+            let requested = T::default();
+            return Err(Error::StateConflict {
+                name: desc.name().to_string(),
+                existing: format!("{} ({})", existing.kind(), existing.type_name()),
+                requested: format!("{} ({})", requested.kind(), requested.type_name()),
+            });
+        }
+        let id = u32::try_from(self.tables.len())
+            .map_err(|_| Error::InvalidConfig("too many states in one operator".into()))?;
+        self.tables.push(Box::new(T::default()));
+        self.names.insert(desc.name().to_string(), id);
+        self.descriptors.push(desc);
+        Ok(id)
+    }
+}
