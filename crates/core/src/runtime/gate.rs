@@ -5,6 +5,7 @@
 use super::exchange::Message;
 use crate::{Error, Result, Timestamp, MIN_WATERMARK};
 use crossbeam_channel::{Receiver, Select, TryRecvError};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// What the gate hands to the task.
@@ -31,6 +32,7 @@ pub(crate) struct InputGate<T> {
     combined: Timestamp,
     reported_idle: bool,
     next: usize,
+    ready: VecDeque<GateEvent<T>>,
 }
 
 impl<T> InputGate<T> {
@@ -50,12 +52,16 @@ impl<T> InputGate<T> {
             combined: MIN_WATERMARK,
             reported_idle: false,
             next: 0,
+            ready: VecDeque::new(),
         }
     }
 
     /// The next event, waiting at most `timeout` for one.
     pub(crate) fn poll(&mut self, timeout: Duration) -> Result<GateEvent<T>> {
         loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(event);
+            }
             if self.live == 0 {
                 return Ok(GateEvent::End);
             }
@@ -66,9 +72,7 @@ impl<T> InputGate<T> {
                     None => return Ok(GateEvent::Timeout),
                 },
             };
-            if let Some(event) = self.handle(i, msg) {
-                return Ok(event);
-            }
+            self.handle(i, msg);
         }
     }
 
@@ -113,54 +117,55 @@ impl<T> InputGate<T> {
         }
     }
 
-    fn handle(&mut self, i: usize, msg: Message<T>) -> Option<GateEvent<T>> {
+    fn handle(&mut self, i: usize, msg: Message<T>) {
         match msg {
             Message::Data(batch) => {
                 if self.state[i].idle {
                     self.state[i].idle = false;
                     self.reported_idle = false;
                 }
-                Some(GateEvent::Data(batch))
+                self.ready.push_back(GateEvent::Data(batch));
             }
             Message::Watermark(w) => {
                 let s = &mut self.state[i];
                 s.watermark = s.watermark.max(w);
                 s.idle = false;
                 self.reported_idle = false;
-                self.advance()
+                self.advance();
             }
             Message::Idle => {
                 self.state[i].idle = true;
-                self.advance()
+                self.advance();
             }
             Message::End => {
                 self.state[i].ended = true;
                 self.live -= 1;
                 if self.live == 0 {
-                    return Some(GateEvent::End);
+                    self.ready.push_back(GateEvent::End);
+                } else {
+                    self.advance();
                 }
-                self.advance()
             }
         }
     }
 
-    /// The new combined watermark, if it moved, or `Idle` if every live input is idle.
-    fn advance(&mut self) -> Option<GateEvent<T>> {
-        let active = self.state.iter().filter(|s| !s.ended && !s.idle);
-        match active.map(|s| s.watermark).min() {
-            None => {
-                if self.reported_idle {
-                    None
-                } else {
-                    self.reported_idle = true;
-                    Some(GateEvent::Idle)
-                }
-            }
-            Some(min) if min > self.combined => {
-                self.combined = min;
-                Some(GateEvent::Watermark(min))
-            }
-            Some(_) => None,
+    /// Queues the new combined watermark, if it moved. When every live input is idle, the
+    /// watermark first advances to the largest among them (what they produced is
+    /// complete), then `Idle` is reported once.
+    fn advance(&mut self) {
+        let live = self.state.iter().filter(|s| !s.ended);
+        let active = live.clone().filter(|s| !s.idle).map(|s| s.watermark).min();
+        let target = match active {
+            Some(min) => min,
+            None => live.map(|s| s.watermark).max().unwrap_or(MIN_WATERMARK),
+        };
+        if target > self.combined {
+            self.combined = target;
+            self.ready.push_back(GateEvent::Watermark(target));
+        }
+        if active.is_none() && !self.reported_idle {
+            self.reported_idle = true;
+            self.ready.push_back(GateEvent::Idle);
         }
     }
 }
@@ -203,6 +208,24 @@ mod tests {
         assert!(matches!(next(&mut g), GateEvent::Timeout));
         tx[1].send(Message::Watermark(12)).unwrap();
         assert!(matches!(next(&mut g), GateEvent::Watermark(12)));
+    }
+
+    #[test]
+    fn all_idle_advances_to_the_largest_watermark_whatever_the_order() {
+        for first_quiet in [0, 1] {
+            let (tx, mut g) = gate(2);
+            tx[0].send(Message::Watermark(100)).unwrap();
+            tx[1].send(Message::Watermark(5000)).unwrap();
+            assert!(matches!(next(&mut g), GateEvent::Watermark(100)));
+            tx[first_quiet].send(Message::Idle).unwrap();
+            tx[1 - first_quiet].send(Message::Idle).unwrap();
+            let mut events = Vec::new();
+            while let e @ (GateEvent::Watermark(_) | GateEvent::Idle) = next(&mut g) {
+                events.push(format!("{e:?}"));
+            }
+            assert_eq!(events.last().map(String::as_str), Some("Idle"), "{events:?}");
+            assert!(events.contains(&"Watermark(5000)".to_string()), "{events:?}");
+        }
     }
 
     #[test]

@@ -145,6 +145,18 @@ impl<T: Send + 'static> SourceTask<T> {
     }
 }
 
+impl<T: Send + 'static> SourceTask<T> {
+    /// The largest watermark among unfinished splits (all of them idle).
+    fn idle_watermark(&self) -> crate::Timestamp {
+        self.splits
+            .iter()
+            .filter(|s| !s.finished)
+            .map(|s| s.watermark.current(&self.strategy))
+            .max()
+            .unwrap_or(MIN_WATERMARK)
+    }
+}
+
 impl<T: Send + 'static> Task for SourceTask<T> {
     fn name(&self) -> &str {
         &self.name
@@ -188,6 +200,15 @@ impl<T: Send + 'static> Task for SourceTask<T> {
                     reported_idle = false;
                 }
                 None if !reported_idle => {
+                    // Every split is idle: what they did produce is complete, so event
+                    // time advances to the largest of their watermarks before going idle
+                    // (otherwise the order in which splits fell quiet would decide).
+                    let w = self.idle_watermark();
+                    if w > emitted {
+                        self.chain.watermark(w)?;
+                        emitted = w;
+                        last_emit = now;
+                    }
                     self.chain.idle()?;
                     reported_idle = true;
                 }

@@ -1,0 +1,22 @@
+//! Helpers shared by the scenario tests.
+#![allow(dead_code)]
+
+use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
+use ferroflow::{EnvConfig, StreamEnvironment};
+
+/// An environment for tests: `parallelism` workers, small batches so that exchanges and
+/// watermarks are exercised, no signal handling.
+pub fn env(parallelism: usize) -> StreamEnvironment {
+    StreamEnvironment::new(
+        EnvConfig::default()
+            .with_parallelism(parallelism)
+            .with_batch_size(128)
+            .with_signal_handling(false),
+    )
+}
+
+/// Every event of a generator configuration, in stream order.
+pub fn all_events(config: &GeneratorConfig) -> Vec<ClickEvent> {
+    let src = GeneratorSource::new(config.clone()).expect("valid config");
+    (0..config.events).map(|i| src.event(i)).collect()
+}
