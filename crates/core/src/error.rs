@@ -24,11 +24,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
-    /// User code panicked.
-    #[error("panic in task `{task}`: {message}")]
+    /// User code panicked (wrapped in [`Error::Task`], which names the task).
+    #[error("panic: {message}")]
     Panic {
-        /// The task that panicked.
-        task: String,
         /// The panic message.
         message: String,
     },

@@ -36,13 +36,7 @@ pub(crate) fn run_task(mut task: Box<dyn Task>, control: &JobControl) {
                 .map(|s| (*s).to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".into());
-            control.fail(
-                &name,
-                Error::Panic {
-                    task: name.clone(),
-                    message,
-                },
-            );
+            control.fail(&name, Error::Panic { message });
         }
     }
 }
