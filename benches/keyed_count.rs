@@ -1,1 +1,98 @@
-fn main(){}
+//! Keyed count: generator → key_by (100K keys) → value-state count → discarding sink, at
+//! parallelism 1 and 2, with the in-memory state backend.
+//!
+//! Every record crosses a keyed exchange (hash into key groups, batch per target, bounded
+//! channel) and updates keyed state. `cargo bench --bench keyed_count`
+
+mod support;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
+use ferroflow::prelude::*;
+use std::time::{Duration, Instant};
+use support::{cpu_time, Totals};
+
+const EVENTS: u64 = 20_000_000;
+const KEYS: u64 = 100_000;
+
+/// Counts per key in value state; emits nothing until the end of input, then one record per
+/// key (so the sink sees the final counts and the bench checks them).
+#[derive(Clone, Default)]
+struct Count {
+    count: Option<ValueState<u64>>,
+}
+
+impl KeyedProcessFunction for Count {
+    type Key = u64;
+    type In = ClickEvent;
+    type Out = u64;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_, u64>) -> Result<()> {
+        self.count = Some(ctx.value_state("count")?);
+        Ok(())
+    }
+
+    fn process(&mut self, _e: ClickEvent, ctx: &mut KeyedContext<'_, u64>, _out: &mut Collector<'_, u64>) -> Result<()> {
+        if let Some(count) = self.count {
+            let n = count.get_or_insert_with(ctx, || 0)?;
+            *n += 1;
+            if *n == 1 {
+                ctx.register_event_time_timer(i64::MAX - 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_timer(&mut self, _t: Timer, ctx: &mut KeyedContext<'_, u64>, out: &mut Collector<'_, u64>) -> Result<()> {
+        if let Some(count) = self.count {
+            out.collect(count.get(ctx)?.copied().unwrap_or(0));
+        }
+        Ok(())
+    }
+}
+
+fn run(parallelism: usize) -> (Duration, Duration) {
+    let env = StreamEnvironment::new(
+        EnvConfig::default()
+            .with_parallelism(parallelism)
+            .with_signal_handling(false),
+    );
+    let sink = CollectSink::new();
+    let source = GeneratorSource::new(GeneratorConfig::default().with_events(EVENTS).with_items(KEYS)).expect("config");
+    env.from_source(source, WatermarkStrategy::none())
+        .key_by(|e: &ClickEvent| e.item_id)
+        .process(Count::default())
+        .sink(sink.clone());
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    env.execute().expect("job");
+    let (wall, cpu) = (t0.elapsed(), cpu_time() - cpu0);
+    let counts = sink.take();
+    assert_eq!(counts.len() as u64, KEYS, "one final count per key");
+    assert_eq!(counts.iter().sum::<u64>(), EVENTS, "every event counted once");
+    (wall, cpu)
+}
+
+fn keyed_count(c: &mut Criterion) {
+    let mut group = c.benchmark_group("keyed_count");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.sample_size(10);
+    for p in [1usize, 2] {
+        let mut totals = Totals::default();
+        group.bench_with_input(BenchmarkId::new("parallelism", p), &p, |b, &p| {
+            b.iter_custom(|iters| {
+                let mut wall = Duration::ZERO;
+                for _ in 0..iters {
+                    let (w, cpu) = run(p);
+                    totals.add(EVENTS, w, cpu);
+                    wall += w;
+                }
+                wall
+            });
+        });
+        totals.report(&format!("keyed_count p={p}"));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, keyed_count);
+criterion_main!(benches);

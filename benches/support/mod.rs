@@ -1,0 +1,47 @@
+//! Shared by the benches: run a job, measure wall and CPU time, report per-core rates.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+/// User + system CPU time of this process so far.
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the zeroed struct we pass.
+    #[allow(unsafe_code)]
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Wall and CPU totals over the iterations of one benchmark.
+#[derive(Default)]
+pub struct Totals {
+    pub records: u64,
+    pub wall: Duration,
+    pub cpu: Duration,
+}
+
+impl Totals {
+    pub fn add(&mut self, records: u64, wall: Duration, cpu: Duration) {
+        self.records += records;
+        self.wall += wall;
+        self.cpu += cpu;
+    }
+
+    pub fn report(&self, name: &str) {
+        if self.records == 0 {
+            return;
+        }
+        let wall = self.records as f64 / self.wall.as_secs_f64();
+        let per_core = self.records as f64 / self.cpu.as_secs_f64();
+        eprintln!(
+            "SUMMARY {name}: {:.2} M records/s wall, {:.2} M records per CPU-second (cores busy {:.2})",
+            wall / 1e6,
+            per_core / 1e6,
+            self.cpu.as_secs_f64() / self.wall.as_secs_f64()
+        );
+    }
+}
