@@ -3,14 +3,15 @@
 //!
 //! Every record crosses a keyed exchange (hash into key groups, batch per target, bounded
 //! channel) and updates keyed state. `cargo bench --bench keyed_count`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion};
 use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
 use ferroflow::prelude::*;
 use std::time::{Duration, Instant};
-use support::{cpu_time, Totals};
+use support::{bench_parallelism, cpu_time};
 
 const EVENTS: u64 = 20_000_000;
 const KEYS: u64 = 100_000;
@@ -32,7 +33,12 @@ impl KeyedProcessFunction for Count {
         Ok(())
     }
 
-    fn process(&mut self, _e: ClickEvent, ctx: &mut KeyedContext<'_, u64>, _out: &mut Collector<'_, u64>) -> Result<()> {
+    fn process(
+        &mut self,
+        _e: ClickEvent,
+        ctx: &mut KeyedContext<'_, u64>,
+        _out: &mut Collector<'_, u64>,
+    ) -> Result<()> {
         if let Some(count) = self.count {
             let n = count.get_or_insert_with(ctx, || 0)?;
             *n += 1;
@@ -43,7 +49,12 @@ impl KeyedProcessFunction for Count {
         Ok(())
     }
 
-    fn on_timer(&mut self, _t: Timer, ctx: &mut KeyedContext<'_, u64>, out: &mut Collector<'_, u64>) -> Result<()> {
+    fn on_timer(
+        &mut self,
+        _t: Timer,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, u64>,
+    ) -> Result<()> {
         if let Some(count) = self.count {
             out.collect(count.get(ctx)?.copied().unwrap_or(0));
         }
@@ -58,7 +69,12 @@ fn run(parallelism: usize) -> (Duration, Duration) {
             .with_signal_handling(false),
     );
     let sink = CollectSink::new();
-    let source = GeneratorSource::new(GeneratorConfig::default().with_events(EVENTS).with_items(KEYS)).expect("config");
+    let source = GeneratorSource::new(
+        GeneratorConfig::default()
+            .with_events(EVENTS)
+            .with_items(KEYS),
+    )
+    .expect("config");
     env.from_source(source, WatermarkStrategy::none())
         .key_by(|e: &ClickEvent| e.item_id)
         .process(Count::default())
@@ -68,30 +84,16 @@ fn run(parallelism: usize) -> (Duration, Duration) {
     let (wall, cpu) = (t0.elapsed(), cpu_time() - cpu0);
     let counts = sink.take();
     assert_eq!(counts.len() as u64, KEYS, "one final count per key");
-    assert_eq!(counts.iter().sum::<u64>(), EVENTS, "every event counted once");
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        EVENTS,
+        "every event counted once"
+    );
     (wall, cpu)
 }
 
 fn keyed_count(c: &mut Criterion) {
-    let mut group = c.benchmark_group("keyed_count");
-    group.throughput(Throughput::Elements(EVENTS));
-    group.sample_size(10);
-    for p in [1usize, 2] {
-        let mut totals = Totals::default();
-        group.bench_with_input(BenchmarkId::new("parallelism", p), &p, |b, &p| {
-            b.iter_custom(|iters| {
-                let mut wall = Duration::ZERO;
-                for _ in 0..iters {
-                    let (w, cpu) = run(p);
-                    totals.add(EVENTS, w, cpu);
-                    wall += w;
-                }
-                wall
-            });
-        });
-        totals.report(&format!("keyed_count p={p}"));
-    }
-    group.finish();
+    bench_parallelism(c, "keyed_count", EVENTS, run);
 }
 
 criterion_group!(benches, keyed_count);

@@ -2,14 +2,15 @@
 //!
 //! Measures the runtime's per-record overhead on the chained (no exchange) path.
 //! `cargo bench --bench passthrough`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion};
 use ferroflow::connectors::{GeneratorConfig, GeneratorSource};
 use ferroflow::prelude::*;
 use std::time::{Duration, Instant};
-use support::{cpu_time, Totals};
+use support::{bench_parallelism, cpu_time};
 
 const EVENTS: u64 = 20_000_000;
 
@@ -20,7 +21,8 @@ fn run(parallelism: usize) -> (Duration, Duration) {
             .with_signal_handling(false),
     );
     let sink = DiscardSink::new();
-    let source = GeneratorSource::new(GeneratorConfig::default().with_events(EVENTS)).expect("config");
+    let source =
+        GeneratorSource::new(GeneratorConfig::default().with_events(EVENTS)).expect("config");
     env.from_source(source, WatermarkStrategy::none())
         .map(|e| e.user_id ^ e.item_id)
         .sink(sink.clone());
@@ -32,25 +34,7 @@ fn run(parallelism: usize) -> (Duration, Duration) {
 }
 
 fn passthrough(c: &mut Criterion) {
-    let mut group = c.benchmark_group("passthrough");
-    group.throughput(Throughput::Elements(EVENTS));
-    group.sample_size(10);
-    for p in [1usize, 2] {
-        let mut totals = Totals::default();
-        group.bench_with_input(BenchmarkId::new("parallelism", p), &p, |b, &p| {
-            b.iter_custom(|iters| {
-                let mut wall = Duration::ZERO;
-                for _ in 0..iters {
-                    let (w, cpu) = run(p);
-                    totals.add(EVENTS, w, cpu);
-                    wall += w;
-                }
-                wall
-            });
-        });
-        totals.report(&format!("passthrough p={p}"));
-    }
-    group.finish();
+    bench_parallelism(c, "passthrough", EVENTS, run);
 }
 
 criterion_group!(benches, passthrough);

@@ -52,9 +52,14 @@ pub mod prelude {
     pub use ferroflow_core::sinks::{CollectSink, DiscardSink};
     pub use ferroflow_core::{
         Collector, DataStream, EnvConfig, KeyedContext, KeyedProcessFunction, KeyedStream,
-        OpenContext, Result, Sink, Source, StreamEnvironment, Timer, TimeDomain, Timestamp,
+        OpenContext, Result, Sink, Source, StreamEnvironment, TimeDomain, Timer, Timestamp,
         WatermarkStrategy,
     };
     pub use ferroflow_operators::KeyedStreamExt;
     pub use ferroflow_state::{ListState, MapState, ValueState};
 }
+
+/// The README's code blocks, compiled and run as doctests so the README stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,5 +1,6 @@
 //! Watermarks and timers: per-split watermarks with bounded out-of-orderness, the minimum
 //! over inputs, idle splits, and the final watermark of bounded inputs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -30,9 +31,17 @@ impl KeyedProcessFunction for WindowCount {
         Ok(())
     }
 
-    fn process(&mut self, (_, ts): (u64, i64), ctx: &mut KeyedContext<'_, u64>, _out: &mut Collector<'_, Self::Out>) -> Result<()> {
+    fn process(
+        &mut self,
+        (_, ts): (u64, i64),
+        ctx: &mut KeyedContext<'_, u64>,
+        _out: &mut Collector<'_, Self::Out>,
+    ) -> Result<()> {
         if ts <= ctx.current_watermark() {
-            return Err(Error::user(format!("late record ts={ts} watermark={}", ctx.current_watermark())));
+            return Err(Error::user(format!(
+                "late record ts={ts} watermark={}",
+                ctx.current_watermark()
+            )));
         }
         let window = ts - ts.rem_euclid(WINDOW);
         let counts = self.counts.ok_or_else(|| Error::user("not opened"))?;
@@ -41,7 +50,12 @@ impl KeyedProcessFunction for WindowCount {
         Ok(())
     }
 
-    fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, u64>, out: &mut Collector<'_, Self::Out>) -> Result<()> {
+    fn on_timer(
+        &mut self,
+        timer: Timer,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, Self::Out>,
+    ) -> Result<()> {
         assert_eq!(timer.domain, TimeDomain::EventTime);
         let window = timer.timestamp + 1 - WINDOW;
         let counts = self.counts.ok_or_else(|| Error::user("not opened"))?;
@@ -73,12 +87,17 @@ fn out_of_order_splits_fire_each_window_once_after_the_watermark_passes_it() {
         .with_splits(8);
     let mut expected: BTreeMap<(u64, i64), u64> = BTreeMap::new();
     for e in common::all_events(&config) {
-        *expected.entry((e.user_id % 5, e.ts - e.ts.rem_euclid(WINDOW))).or_default() += 1;
+        *expected
+            .entry((e.user_id % 5, e.ts - e.ts.rem_euclid(WINDOW)))
+            .or_default() += 1;
     }
     for p in [1, 3] {
         let env = env(p);
         let out = CollectSink::new();
-        let watermarks = WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(2), |e: &ClickEvent| e.ts);
+        let watermarks = WatermarkStrategy::bounded_out_of_orderness(
+            Duration::from_secs(2),
+            |e: &ClickEvent| e.ts,
+        );
         env.from_source(GeneratorSource::new(config.clone()).unwrap(), watermarks)
             .map(|e| (e.user_id % 5, e.ts))
             .key_by(|r: &(u64, i64)| r.0)
@@ -88,14 +107,23 @@ fn out_of_order_splits_fire_each_window_once_after_the_watermark_passes_it() {
         let fired = out.take();
         let mut got = BTreeMap::new();
         for (key, window, n, wm) in &fired {
-            assert!(*wm >= window + WINDOW - 1, "window {window} fired at watermark {wm}");
-            assert!(got.insert((*key, *window), *n).is_none(), "window ({key},{window}) fired twice");
+            assert!(
+                *wm >= window + WINDOW - 1,
+                "window {window} fired at watermark {wm}"
+            );
+            assert!(
+                got.insert((*key, *window), *n).is_none(),
+                "window ({key},{window}) fired twice"
+            );
         }
         assert_eq!(got, expected, "p={p}");
         // Timers fire in event-time order per key.
         for key in 0..5 {
             let windows: Vec<i64> = fired.iter().filter(|r| r.0 == key).map(|r| r.1).collect();
-            assert!(windows.windows(2).all(|w| w[0] < w[1]), "key {key}: {windows:?}");
+            assert!(
+                windows.windows(2).all(|w| w[0] < w[1]),
+                "key {key}: {windows:?}"
+            );
         }
     }
 }
@@ -108,7 +136,10 @@ fn records_behind_the_watermark_are_detected_as_late() {
         .with_span(Duration::from_secs(10))
         .with_max_disorder(Duration::from_secs(3));
     let env = env(1);
-    let watermarks = WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(100), |e: &ClickEvent| e.ts);
+    let watermarks = WatermarkStrategy::bounded_out_of_orderness(
+        Duration::from_millis(100),
+        |e: &ClickEvent| e.ts,
+    );
     env.from_source(GeneratorSource::new(config).unwrap(), watermarks)
         .map(|e| (e.user_id % 5, e.ts))
         .key_by(|r: &(u64, i64)| r.0)
@@ -123,7 +154,10 @@ fn records_behind_the_watermark_are_detected_as_late() {
 fn first_window_latency(idleness: Option<Duration>, quiet: Duration) -> Duration {
     let events: Vec<(u64, i64)> = (0..50).map(|i| (1, i * 100)).collect();
     let source = ScriptedSource::new(vec![
-        vec![Step::Emit(events), Step::Idle(quiet + Duration::from_millis(200))],
+        vec![
+            Step::Emit(events),
+            Step::Idle(quiet + Duration::from_millis(200)),
+        ],
         vec![Step::Idle(quiet), Step::Emit(vec![(2, 10_000)])],
     ]);
     let mut watermarks = WatermarkStrategy::monotonous(|r: &(u64, i64)| r.1);
@@ -150,15 +184,23 @@ fn first_window_latency(idleness: Option<Duration>, quiet: Duration) -> Duration
 fn an_idle_split_does_not_hold_back_the_watermark_once_marked_idle() {
     let quiet = Duration::from_millis(1500);
     let with = first_window_latency(Some(Duration::from_millis(50)), quiet);
-    assert!(with < Duration::from_millis(1000), "with idleness the window fired after {with:?}");
+    assert!(
+        with < Duration::from_millis(1000),
+        "with idleness the window fired after {with:?}"
+    );
     let without = first_window_latency(None, quiet);
-    assert!(without >= quiet, "without idleness the window fired after {without:?}, before the quiet split spoke");
+    assert!(
+        without >= quiet,
+        "without idleness the window fired after {without:?}, before the quiet split spoke"
+    );
 }
 
 #[test]
 fn union_takes_the_minimum_watermark_of_its_inputs() {
     // Fast stream reaches 9.9 s at once; slow stream is quiet for 600 ms at 0 s.
-    let fast = ScriptedSource::new(vec![vec![Step::Emit((0..100).map(|i| (1u64, i * 100)).collect())]]);
+    let fast = ScriptedSource::new(vec![vec![Step::Emit(
+        (0..100).map(|i| (1u64, i * 100)).collect(),
+    )]]);
     let slow = ScriptedSource::new(vec![vec![
         Step::Emit(vec![(2u64, 0)]),
         Step::Idle(Duration::from_millis(600)),
@@ -174,7 +216,11 @@ fn union_takes_the_minimum_watermark_of_its_inputs() {
         .sink(out.clone());
     // The slow record at 500 ms would be late if the union let the fast watermark through.
     env.execute().unwrap();
-    let got: BTreeMap<(u64, i64), u64> = out.take().into_iter().map(|(k, w, n, _)| ((k, w), n)).collect();
+    let got: BTreeMap<(u64, i64), u64> = out
+        .take()
+        .into_iter()
+        .map(|(k, w, n, _)| ((k, w), n))
+        .collect();
     assert_eq!(got.get(&(2, 0)), Some(&2));
     assert_eq!(got.values().sum::<u64>(), 102);
 }
@@ -191,5 +237,8 @@ fn the_final_watermark_fires_every_pending_event_timer() {
     env.execute().unwrap();
     let fired = out.take();
     assert_eq!(fired.iter().map(|r| r.2).sum::<u64>(), 1000);
-    assert!(fired.iter().all(|r| r.3 == i64::MAX), "fired by the final watermark");
+    assert!(
+        fired.iter().all(|r| r.3 == i64::MAX),
+        "fired by the final watermark"
+    );
 }

@@ -1,5 +1,6 @@
 //! Keyed exchange: every record of a key reaches one worker (the owner of its key group),
 //! and keyed results do not depend on parallelism.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -28,10 +29,19 @@ impl KeyedProcessFunction for WhereAmI {
         Ok(())
     }
 
-    fn process(&mut self, _e: ClickEvent, ctx: &mut KeyedContext<'_, u64>, out: &mut Collector<'_, (u64, usize)>) -> Result<()> {
+    fn process(
+        &mut self,
+        _e: ClickEvent,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, (u64, usize)>,
+    ) -> Result<()> {
         let range = KeyGroupRange::for_worker(128, self.parallelism, self.worker);
         if !range.contains(key_group_for_key(ctx.key(), 128)) {
-            return Err(Error::user(format!("key {} on worker {} outside {range:?}", ctx.key(), self.worker)));
+            return Err(Error::user(format!(
+                "key {} on worker {} outside {range:?}",
+                ctx.key(),
+                self.worker
+            )));
         }
         out.collect((*ctx.key(), self.worker));
         Ok(())
@@ -39,7 +49,9 @@ impl KeyedProcessFunction for WhereAmI {
 }
 
 fn generator(events: u64, users: u64) -> GeneratorConfig {
-    GeneratorConfig::default().with_events(events).with_users(users)
+    GeneratorConfig::default()
+        .with_events(events)
+        .with_users(users)
 }
 
 #[test]
@@ -48,10 +60,13 @@ fn every_record_of_a_key_reaches_its_key_groups_worker() {
     for p in 1..=4 {
         let env = common::env(p);
         let out = CollectSink::new();
-        env.from_source(GeneratorSource::new(config.clone()).unwrap(), WatermarkStrategy::none())
-            .key_by(|e: &ClickEvent| e.user_id)
-            .process(WhereAmI::default())
-            .sink(out.clone());
+        env.from_source(
+            GeneratorSource::new(config.clone()).unwrap(),
+            WatermarkStrategy::none(),
+        )
+        .key_by(|e: &ClickEvent| e.user_id)
+        .process(WhereAmI::default())
+        .sink(out.clone());
         env.execute().unwrap();
         let seen = out.take();
         assert_eq!(seen.len(), 40_000, "p={p}: every record processed once");
@@ -79,11 +94,14 @@ fn keyed_results_are_identical_for_every_parallelism() {
     for p in 1..=4 {
         let env = common::env(p);
         let out = CollectSink::new();
-        env.from_source(GeneratorSource::new(config.clone()).unwrap(), WatermarkStrategy::none())
-            .map(|e| (e.item_id, e.user_id % 7))
-            .key_by(|k: &(u64, u64)| *k)
-            .process(CountPerKey::default())
-            .sink(out.clone());
+        env.from_source(
+            GeneratorSource::new(config.clone()).unwrap(),
+            WatermarkStrategy::none(),
+        )
+        .map(|e| (e.item_id, e.user_id % 7))
+        .key_by(|k: &(u64, u64)| *k)
+        .process(CountPerKey::default())
+        .sink(out.clone());
         env.execute().unwrap();
         let mut finals: BTreeMap<(u64, u64), u64> = BTreeMap::new();
         for (k, n) in out.take() {
@@ -105,5 +123,9 @@ fn string_keys_and_tuple_keys_route_consistently() {
         .filter(|(_, n)| *n == 1)
         .sink(out.clone());
     env.execute().unwrap();
-    assert_eq!(out.len(), 97, "each word's first occurrence counted exactly once");
+    assert_eq!(
+        out.len(),
+        97,
+        "each word's first occurrence counted exactly once"
+    );
 }

@@ -1,5 +1,6 @@
 //! Job lifecycle: bounded jobs end and flush, a slow sink bounds memory through
 //! backpressure, any failing task ends the job with its error, and a stop request drains.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -12,7 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn generator(events: u64) -> GeneratorSource {
-    GeneratorSource::new(GeneratorConfig::default().with_events(events).with_users(1000)).unwrap()
+    GeneratorSource::new(
+        GeneratorConfig::default()
+            .with_events(events)
+            .with_users(1000),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -23,8 +29,11 @@ fn bounded_job_terminates_and_flushes_files() {
     env.from_source(generator(20_000), WatermarkStrategy::none())
         .key_by(|e: &ClickEvent| e.user_id)
         .process(CountPerKey::default())
+        .name("count")
         .sink(JsonLinesSink::new(&out));
     let result = env.execute().unwrap();
+    let count = result.operator("count").expect("named operator has metrics");
+    assert_eq!((count.records_in, count.records_out), (20_000, 20_000));
     let mut lines = 0;
     for f in JsonLinesSink::<()>::output_files(&out, 3) {
         let text = std::fs::read_to_string(&f).unwrap();
@@ -35,7 +44,12 @@ fn bounded_job_terminates_and_flushes_files() {
         }
     }
     assert_eq!(lines, 20_000, "every output record is in the files");
-    let source = result.metrics.iter().filter(|m| m.operator.starts_with("source")).map(|m| m.records_out).sum::<u64>();
+    let source = result
+        .metrics
+        .iter()
+        .filter(|m| m.operator.starts_with("source"))
+        .map(|m| m.records_out)
+        .sum::<u64>();
     assert_eq!(source, 20_000);
 }
 
@@ -72,7 +86,8 @@ impl Sink<u64> for SlowSink {
         let in_flight = self.produced.load(Ordering::SeqCst) - self.consumed.load(Ordering::SeqCst);
         self.max_in_flight.fetch_max(in_flight, Ordering::SeqCst);
         std::thread::sleep(Duration::from_micros(300));
-        self.consumed.fetch_add(batch.len() as i64, Ordering::SeqCst);
+        self.consumed
+            .fetch_add(batch.len() as i64, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -108,16 +123,31 @@ fn a_slow_sink_bounds_the_records_in_flight() {
     // filled buffer per target, and `capacity` batches in each of the p×p channels.
     let bound = (p * (batch + p * batch) + p * p * capacity * batch + p * batch) as i64;
     let max = sink.max_in_flight.load(Ordering::SeqCst);
-    assert!(max <= bound, "in flight {max} > bound {bound}: memory is not bounded");
-    let blocked: Duration = result.metrics.iter().filter(|m| m.operator.starts_with("exchange")).map(|m| m.backpressure).sum();
-    assert!(blocked > Duration::from_millis(100), "the exchange should report backpressure, got {blocked:?}");
+    assert!(
+        max <= bound,
+        "in flight {max} > bound {bound}: memory is not bounded"
+    );
+    let blocked: Duration = result
+        .metrics
+        .iter()
+        .filter(|m| m.operator.starts_with("exchange"))
+        .map(|m| m.backpressure)
+        .sum();
+    assert!(
+        blocked > Duration::from_millis(100),
+        "the exchange should report backpressure, got {blocked:?}"
+    );
 }
 
 fn assert_fails_with(env: &StreamEnvironment, needle: &str) -> Error {
     let started = Instant::now();
     let err = env.execute().expect_err("the job must fail");
     assert!(err.to_string().contains(needle), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(20), "failure took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "failure took {:?}",
+        started.elapsed()
+    );
     err
 }
 
@@ -147,7 +177,12 @@ impl KeyedProcessFunction for PanicsOnKey {
     type Key = u64;
     type In = ClickEvent;
     type Out = u64;
-    fn process(&mut self, e: ClickEvent, ctx: &mut KeyedContext<'_, u64>, out: &mut Collector<'_, u64>) -> Result<()> {
+    fn process(
+        &mut self,
+        e: ClickEvent,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, u64>,
+    ) -> Result<()> {
         if *ctx.key() == 777 {
             panic!("boom on key 777");
         }
@@ -182,7 +217,10 @@ impl Sink<u64> for FailingSink {
     fn write(&mut self, batch: Vec<u64>) -> Result<()> {
         self.seen += batch.len() as u64;
         if self.seen > self.after {
-            return Err(Error::io("writing to the test sink", std::io::Error::other("disk full")));
+            return Err(Error::io(
+                "writing to the test sink",
+                std::io::Error::other("disk full"),
+            ));
         }
         Ok(())
     }
@@ -193,12 +231,18 @@ fn a_failing_sink_ends_the_job_and_a_failing_source_too() {
     let env = common::env(2);
     env.from_source(generator(100_000), WatermarkStrategy::none())
         .map(|e| e.seq)
-        .sink(FailingSink { after: 10_000, seen: 0 });
+        .sink(FailingSink {
+            after: 10_000,
+            seen: 0,
+        });
     assert_fails_with(&env, "disk full");
 
     let env = common::env(2);
     let source = ScriptedSource::new(vec![
-        vec![Step::Emit((0..1000u64).collect()), Step::Fail("source broke".into())],
+        vec![
+            Step::Emit((0..1000u64).collect()),
+            Step::Fail("source broke".into()),
+        ],
         vec![Step::IdleForever],
     ]);
     env.from_source(source, WatermarkStrategy::none())
@@ -225,14 +269,28 @@ fn stop_drains_what_was_read_and_skips_the_final_watermark() {
         .sink(fired.clone());
     let job = env.start().unwrap();
     let t = Instant::now();
-    while job.metrics().iter().filter(|m| m.operator.starts_with("process")).map(|m| m.records_in).sum::<u64>() < 5000 {
-        assert!(t.elapsed() < Duration::from_secs(10), "records did not arrive");
+    while job
+        .metrics()
+        .iter()
+        .filter(|m| m.operator.starts_with("process"))
+        .map(|m| m.records_in)
+        .sum::<u64>()
+        < 5000
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "records did not arrive"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(!job.is_finished(), "the source is unbounded");
     job.stop_handle().stop();
     job.join().unwrap();
-    assert_eq!(counted.load(Ordering::SeqCst), 0, "no final watermark on stop: timers stay pending");
+    assert_eq!(
+        counted.load(Ordering::SeqCst),
+        0,
+        "no final watermark on stop: timers stay pending"
+    );
 }
 
 /// Registers a timer far in event time for each key; emits the key when it fires.
@@ -243,11 +301,21 @@ impl KeyedProcessFunction for TimerAtEnd {
     type Key = u64;
     type In = (u64, i64);
     type Out = u64;
-    fn process(&mut self, _r: (u64, i64), ctx: &mut KeyedContext<'_, u64>, _out: &mut Collector<'_, u64>) -> Result<()> {
+    fn process(
+        &mut self,
+        _r: (u64, i64),
+        ctx: &mut KeyedContext<'_, u64>,
+        _out: &mut Collector<'_, u64>,
+    ) -> Result<()> {
         ctx.register_event_time_timer(1_000_000_000);
         Ok(())
     }
-    fn on_timer(&mut self, _t: Timer, ctx: &mut KeyedContext<'_, u64>, out: &mut Collector<'_, u64>) -> Result<()> {
+    fn on_timer(
+        &mut self,
+        _t: Timer,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, u64>,
+    ) -> Result<()> {
         out.collect(*ctx.key());
         Ok(())
     }
@@ -255,10 +323,15 @@ impl KeyedProcessFunction for TimerAtEnd {
 
 #[test]
 fn sigint_stops_a_job_that_handles_signals() {
-    let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(1).with_signal_handling(true));
+    let env = StreamEnvironment::new(
+        EnvConfig::default()
+            .with_parallelism(1)
+            .with_signal_handling(true),
+    );
     let source = ScriptedSource::new(vec![vec![Step::Emit(vec![1u64, 2, 3]), Step::IdleForever]]);
     let out = CollectSink::new();
-    env.from_source(source, WatermarkStrategy::none()).sink(out.clone());
+    env.from_source(source, WatermarkStrategy::none())
+        .sink(out.clone());
     let job = env.start().unwrap();
     let t = Instant::now();
     while out.len() < 3 {
@@ -278,12 +351,22 @@ fn processing_time_timers_fire_on_the_wall_clock() {
         type Key = u64;
         type In = u64;
         type Out = (u64, i64);
-        fn process(&mut self, _r: u64, ctx: &mut KeyedContext<'_, u64>, _o: &mut Collector<'_, (u64, i64)>) -> Result<()> {
+        fn process(
+            &mut self,
+            _r: u64,
+            ctx: &mut KeyedContext<'_, u64>,
+            _o: &mut Collector<'_, (u64, i64)>,
+        ) -> Result<()> {
             let at = ctx.current_processing_time() + 50;
             ctx.register_processing_time_timer(at);
             Ok(())
         }
-        fn on_timer(&mut self, t: Timer, ctx: &mut KeyedContext<'_, u64>, out: &mut Collector<'_, (u64, i64)>) -> Result<()> {
+        fn on_timer(
+            &mut self,
+            t: Timer,
+            ctx: &mut KeyedContext<'_, u64>,
+            out: &mut Collector<'_, (u64, i64)>,
+        ) -> Result<()> {
             assert_eq!(t.domain, TimeDomain::ProcessingTime);
             assert!(ctx.current_processing_time() >= t.timestamp);
             out.collect((*ctx.key(), t.timestamp));
@@ -291,14 +374,20 @@ fn processing_time_timers_fire_on_the_wall_clock() {
         }
     }
     let env = common::env(2);
-    let source = ScriptedSource::new(vec![vec![Step::Emit(vec![1u64, 2, 3]), Step::Idle(Duration::from_millis(300))]]);
+    let source = ScriptedSource::new(vec![vec![
+        Step::Emit(vec![1u64, 2, 3]),
+        Step::Idle(Duration::from_millis(300)),
+    ]]);
     let out = CollectSink::new();
     env.from_source(source, WatermarkStrategy::none())
         .key_by(|x: &u64| *x)
         .process(Later)
         .sink(out.clone());
     env.execute().unwrap();
-    assert_eq!(out.sorted().into_iter().map(|(k, _)| k).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        out.sorted().into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
 }
 
 #[test]
@@ -309,13 +398,28 @@ fn invalid_graphs_and_configs_are_rejected_before_running() {
     assert!(err.to_string().contains("does not end in a sink"), "{err}");
 
     let env = common::env(1);
-    assert!(env.execute().unwrap_err().to_string().contains("no streams"));
+    assert!(env
+        .execute()
+        .unwrap_err()
+        .to_string()
+        .contains("no streams"));
 
-    let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(4).with_max_parallelism(2).with_signal_handling(false));
+    let env = StreamEnvironment::new(
+        EnvConfig::default()
+            .with_parallelism(4)
+            .with_max_parallelism(2)
+            .with_signal_handling(false),
+    );
     env.from_iter(vec![1u8]).sink(DiscardSink::new());
     assert!(matches!(env.execute().unwrap_err(), Error::Config(_)));
 
     let env = common::env(1);
-    env.from_iter(vec![1u8]).set_parallelism(0).sink(DiscardSink::new());
-    assert!(env.execute().unwrap_err().to_string().contains("at least 1"));
+    env.from_iter(vec![1u8])
+        .set_parallelism(0)
+        .sink(DiscardSink::new());
+    assert!(env
+        .execute()
+        .unwrap_err()
+        .to_string()
+        .contains("at least 1"));
 }

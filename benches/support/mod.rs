@@ -1,6 +1,6 @@
 //! Shared by the benches: run a job, measure wall and CPU time, report per-core rates.
-#![allow(dead_code)]
 
+use criterion::{BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 
 /// User + system CPU time of this process so far.
@@ -44,4 +44,33 @@ impl Totals {
             self.cpu.as_secs_f64() / self.wall.as_secs_f64()
         );
     }
+}
+
+/// Benchmarks `run(parallelism) -> (wall, cpu)` at parallelism 1 and 2 as one criterion
+/// group, each iteration one whole job of `records` records, and prints per-core rates.
+pub fn bench_parallelism(
+    c: &mut Criterion,
+    name: &str,
+    records: u64,
+    run: fn(usize) -> (Duration, Duration),
+) {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(records));
+    group.sample_size(10);
+    for p in [1usize, 2] {
+        let mut totals = Totals::default();
+        group.bench_with_input(BenchmarkId::new("parallelism", p), &p, |b, &p| {
+            b.iter_custom(|iters| {
+                let mut wall = Duration::ZERO;
+                for _ in 0..iters {
+                    let (w, cpu) = run(p);
+                    totals.add(records, w, cpu);
+                    wall += w;
+                }
+                wall
+            });
+        });
+        totals.report(&format!("{name} p={p}"));
+    }
+    group.finish();
 }

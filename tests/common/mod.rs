@@ -1,4 +1,6 @@
 //! Helpers shared by the scenario tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
 use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};

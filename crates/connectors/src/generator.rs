@@ -115,16 +115,26 @@ impl GeneratorConfig {
     /// # Errors
     /// [`Error::Config`] naming the bad field.
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [("users", self.users), ("items", self.items), ("categories", self.categories)] {
+        for (name, v) in [
+            ("users", self.users),
+            ("items", self.items),
+            ("categories", self.categories),
+        ] {
             if v == 0 {
-                return Err(Error::Config(format!("generator.{name} must be at least 1")));
+                return Err(Error::Config(format!(
+                    "generator.{name} must be at least 1"
+                )));
             }
         }
         if !(self.item_skew >= 0.0 && self.item_skew.is_finite()) {
-            return Err(Error::Config("generator.item_skew must be a finite number >= 0".into()));
+            return Err(Error::Config(
+                "generator.item_skew must be a finite number >= 0".into(),
+            ));
         }
         if self.max_disorder_ms < 0 || self.span_ms < 0 {
-            return Err(Error::Config("generator.max_disorder_ms and span_ms must be >= 0".into()));
+            return Err(Error::Config(
+                "generator.max_disorder_ms and span_ms must be >= 0".into(),
+            ));
         }
         Ok(())
     }
@@ -302,9 +312,16 @@ impl Source for GeneratorSource {
         "generator".into()
     }
 
-    fn create_splits(&mut self, parallelism: usize) -> Result<Vec<Box<dyn SplitReader<ClickEvent>>>> {
+    fn create_splits(
+        &mut self,
+        parallelism: usize,
+    ) -> Result<Vec<Box<dyn SplitReader<ClickEvent>>>> {
         let c = &self.events.config;
-        let n = if c.splits == 0 { parallelism.max(1) } else { c.splits };
+        let n = if c.splits == 0 {
+            parallelism.max(1)
+        } else {
+            c.splits
+        };
         let total = c.events;
         let per_split_rate = if c.rate_per_sec == 0 {
             0.0
@@ -367,7 +384,7 @@ impl SplitReader<ClickEvent> for GeneratorSplit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    
+
     fn all(config: GeneratorConfig, parallelism: usize) -> Vec<ClickEvent> {
         let mut src = GeneratorSource::new(config).unwrap();
         let mut out = Vec::new();
@@ -400,7 +417,10 @@ mod tests {
         let src = GeneratorSource::new(GeneratorConfig::default().with_events(20_000_000)).unwrap();
         for (i, ts, user, item, cat) in expected {
             let e = src.event(i);
-            assert_eq!((e.seq, e.ts, e.user_id, e.item_id, e.category), (i, ts, user, item, cat));
+            assert_eq!(
+                (e.seq, e.ts, e.user_id, e.item_id, e.category),
+                (i, ts, user, item, cat)
+            );
         }
     }
 
@@ -426,7 +446,9 @@ mod tests {
 
     #[test]
     fn throttled_split_reports_idle_instead_of_blocking() {
-        let c = GeneratorConfig::default().with_events(1_000_000).with_rate(1000);
+        let c = GeneratorConfig::default()
+            .with_events(1_000_000)
+            .with_rate(1000);
         let mut src = GeneratorSource::new(c).unwrap();
         let mut split = src.create_splits(1).unwrap().pop().unwrap();
         let mut out = Vec::new();

@@ -151,7 +151,10 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         EnvConfig::default().validate().unwrap();
-        let e = EnvConfig::default().with_parallelism(0).validate().unwrap_err();
+        let e = EnvConfig::default()
+            .with_parallelism(0)
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("parallelism"));
         let e = EnvConfig::default()
             .with_parallelism(300)

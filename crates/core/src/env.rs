@@ -90,7 +90,11 @@ impl StreamEnvironment {
     }
 
     /// A stream read from `source`, with event time and watermarks per `watermarks`.
-    pub fn from_source<S: Source>(&self, mut source: S, watermarks: WatermarkStrategy<S::Item>) -> DataStream<S::Item> {
+    pub fn from_source<S: Source>(
+        &self,
+        mut source: S,
+        watermarks: WatermarkStrategy<S::Item>,
+    ) -> DataStream<S::Item> {
         let mut g = self.graph.lock();
         let name = g.op_name(&format!("source:{}", source.name()));
         let pool = SplitPool::<S::Item>::shared();
@@ -99,7 +103,11 @@ impl StreamEnvironment {
             name.clone(),
             Some(Box::new(move |p: &PrepareCtx| {
                 let splits = source.create_splits(p.parallelism)?;
-                tracing::debug!(splits = splits.len(), parallelism = p.parallelism, "Source splits created.");
+                tracing::debug!(
+                    splits = splits.len(),
+                    parallelism = p.parallelism,
+                    "Source splits created."
+                );
                 fill.lock().fill(splits, p.parallelism);
                 Ok(())
             })),
@@ -161,7 +169,9 @@ impl StreamEnvironment {
             return Err(Error::Config(e.clone()));
         }
         if graph.stages.is_empty() {
-            return Err(Error::Config("the job has no streams (define a source first)".into()));
+            return Err(Error::Config(
+                "the job has no streams (define a source first)".into(),
+            ));
         }
         if let Some(s) = graph.stages.iter().find(|s| s.factory.is_none()) {
             return Err(Error::Config(format!(
@@ -170,8 +180,15 @@ impl StreamEnvironment {
             )));
         }
         let default_p = graph.config.parallelism;
-        let parallelism: Vec<usize> = graph.stages.iter().map(|s| s.parallelism.unwrap_or(default_p)).collect();
-        if let Some(p) = parallelism.iter().find(|p| **p > usize::from(graph.config.max_parallelism)) {
+        let parallelism: Vec<usize> = graph
+            .stages
+            .iter()
+            .map(|s| s.parallelism.unwrap_or(default_p))
+            .collect();
+        if let Some(p) = parallelism
+            .iter()
+            .find(|p| **p > usize::from(graph.config.max_parallelism))
+        {
             return Err(Error::Config(format!(
                 "parallelism {p} exceeds max_parallelism {}",
                 graph.config.max_parallelism
@@ -198,7 +215,9 @@ impl StreamEnvironment {
         let metrics = JobMetrics::default();
         let mut tasks: Vec<Box<dyn Task>> = Vec::new();
         for (i, stage) in graph.stages.iter().enumerate() {
-            let Some(factory) = &stage.factory else { continue };
+            let Some(factory) = &stage.factory else {
+                continue;
+            };
             for worker in 0..parallelism[i] {
                 let ctx = WorkerCtx {
                     worker,
@@ -376,16 +395,6 @@ pub struct JobResult {
 impl JobResult {
     /// Summed counters of one operator over its workers.
     pub fn operator(&self, name: &str) -> Option<OperatorSnapshot> {
-        self.metrics
-            .iter()
-            .filter(|s| s.operator == name)
-            .cloned()
-            .reduce(|mut a, b| {
-                a.records_in += b.records_in;
-                a.records_out += b.records_out;
-                a.busy += b.busy;
-                a.backpressure += b.backpressure;
-                a
-            })
+        crate::metrics::sum_operator(&self.metrics, name)
     }
 }

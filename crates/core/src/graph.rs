@@ -3,11 +3,10 @@
 
 use crate::metrics::JobMetrics;
 use crate::runtime::control::JobControl;
-use crate::runtime::exchange::{channel_matrix, Message};
+use crate::runtime::exchange::{channel_matrix, Receivers, Senders};
 use crate::runtime::task::Task;
 use crate::runtime::Next;
 use crate::{EnvConfig, Error, Result, SplitReader};
-use crossbeam_channel::{Receiver, Sender};
 use ferroflow_state::StateBackend;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -104,8 +103,8 @@ impl Graph {
 
 /// The channels of one exchange, handed out to tasks as they are built.
 pub(crate) struct ChannelPool<M> {
-    senders: Vec<Option<Vec<Sender<Message<M>>>>>,
-    receivers: Vec<Option<Vec<Receiver<Message<M>>>>>,
+    senders: Vec<Option<Senders<M>>>,
+    receivers: Vec<Option<Receivers<M>>>,
 }
 
 impl<M: Send + 'static> ChannelPool<M> {
@@ -127,14 +126,14 @@ impl<M: Send + 'static> ChannelPool<M> {
         })
     }
 
-    pub(crate) fn take_senders(&mut self, worker: usize) -> Result<Vec<Sender<Message<M>>>> {
+    pub(crate) fn take_senders(&mut self, worker: usize) -> Result<Senders<M>> {
         self.senders
             .get_mut(worker)
             .and_then(Option::take)
             .ok_or_else(|| internal(format!("no senders for worker {worker}")))
     }
 
-    pub(crate) fn take_receivers(&mut self, worker: usize) -> Result<Vec<Receiver<Message<M>>>> {
+    pub(crate) fn take_receivers(&mut self, worker: usize) -> Result<Receivers<M>> {
         self.receivers
             .get_mut(worker)
             .and_then(Option::take)
@@ -174,4 +173,3 @@ impl<T: Send + 'static> SplitPool<T> {
 fn internal(msg: String) -> Error {
     Error::Config(format!("internal error while building the job: {msg}"))
 }
-

@@ -6,7 +6,8 @@ use crate::runtime::{Next, Push};
 use crate::timer::{TimeDomain, Timer, Timers};
 use crate::{now_millis, Result, Timestamp, MIN_WATERMARK};
 use ferroflow_state::{
-    KeyedStateStore, ListState, MapState, StateAccess, StateDescriptor, StateKey, StateValue, ValueState,
+    KeyedStateStore, ListState, MapState, StateAccess, StateDescriptor, StateKey, StateValue,
+    ValueState,
 };
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -90,7 +91,10 @@ pub struct OpenContext<'a, K> {
 
 impl<K: StateKey> OpenContext<'_, K> {
     /// Declares a value state (one `V` per key).
-    pub fn value_state<V: StateValue>(&mut self, desc: impl Into<StateDescriptor>) -> Result<ValueState<V>> {
+    pub fn value_state<V: StateValue>(
+        &mut self,
+        desc: impl Into<StateDescriptor>,
+    ) -> Result<ValueState<V>> {
         Ok(self.store.value_state::<K, V>(desc)?)
     }
 
@@ -103,7 +107,10 @@ impl<K: StateKey> OpenContext<'_, K> {
     }
 
     /// Declares a list state (a list of `V` per key).
-    pub fn list_state<V: StateValue>(&mut self, desc: impl Into<StateDescriptor>) -> Result<ListState<V>> {
+    pub fn list_state<V: StateValue>(
+        &mut self,
+        desc: impl Into<StateDescriptor>,
+    ) -> Result<ListState<V>> {
         Ok(self.store.list_state::<K, V>(desc)?)
     }
 
@@ -127,7 +134,21 @@ pub struct KeyedContext<'a, K> {
     watermark: Timestamp,
 }
 
-impl<K: StateKey> KeyedContext<'_, K> {
+impl<'a, K: StateKey> KeyedContext<'a, K> {
+    fn new(
+        key: &'a K,
+        store: &'a mut KeyedStateStore,
+        timers: &'a mut Timers<K>,
+        watermark: Timestamp,
+    ) -> Self {
+        Self {
+            key,
+            store,
+            timers,
+            watermark,
+        }
+    }
+
     /// The key of the record (or timer) being processed.
     pub fn key(&self) -> &K {
         self.key
@@ -220,13 +241,10 @@ impl<F: KeyedProcessFunction> KeyedNode<F> {
                 domain,
             };
             for key in keys {
-                let mut ctx = KeyedContext {
-                    key: &key,
-                    store: &mut self.store,
-                    timers: &mut self.timers,
-                    watermark: self.watermark,
-                };
-                self.f.on_timer(timer, &mut ctx, &mut Collector::new(&mut out))?;
+                let mut ctx =
+                    KeyedContext::new(&key, &mut self.store, &mut self.timers, self.watermark);
+                self.f
+                    .on_timer(timer, &mut ctx, &mut Collector::new(&mut out))?;
             }
         }
         Ok(out)
@@ -239,7 +257,6 @@ impl<F: KeyedProcessFunction> KeyedNode<F> {
         self.metrics.record_out(out.len());
         self.next.push(out)
     }
-
 }
 
 impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
@@ -259,13 +276,10 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
         self.metrics.record_in(batch.len());
         let mut out = Vec::new();
         for (key, record) in batch {
-            let mut ctx = KeyedContext {
-                key: &key,
-                store: &mut self.store,
-                timers: &mut self.timers,
-                watermark: self.watermark,
-            };
-            self.f.process(record, &mut ctx, &mut Collector::new(&mut out))?;
+            let mut ctx =
+                KeyedContext::new(&key, &mut self.store, &mut self.timers, self.watermark);
+            self.f
+                .process(record, &mut ctx, &mut Collector::new(&mut out))?;
         }
         self.metrics.add_busy(start.elapsed());
         self.emit(out)
@@ -290,7 +304,12 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
     fn tick(&mut self, now: Instant) -> Result<()> {
         if self.timers.processing.len() > 0 {
             let wall = now_millis();
-            if self.timers.processing.next_time().is_some_and(|t| t <= wall) {
+            if self
+                .timers
+                .processing
+                .next_time()
+                .is_some_and(|t| t <= wall)
+            {
                 let start = Instant::now();
                 let out = self.fire(TimeDomain::ProcessingTime, wall)?;
                 self.metrics.add_busy(start.elapsed());

@@ -147,15 +147,24 @@ impl JobMetrics {
 
     /// Sums the counters of `operator` over its workers.
     pub fn total(&self, operator: &str) -> Option<OperatorSnapshot> {
-        self.snapshot()
-            .into_iter()
-            .filter(|s| s.operator == operator)
-            .reduce(|mut a, b| {
-                a.records_in += b.records_in;
-                a.records_out += b.records_out;
-                a.busy += b.busy;
-                a.backpressure += b.backpressure;
-                a
-            })
+        sum_operator(&self.snapshot(), operator)
     }
+}
+
+/// Sums the snapshots of `operator` over its workers.
+pub(crate) fn sum_operator(
+    snapshots: &[OperatorSnapshot],
+    operator: &str,
+) -> Option<OperatorSnapshot> {
+    snapshots
+        .iter()
+        .filter(|s| s.operator == operator)
+        .cloned()
+        .reduce(|mut a, b| {
+            a.records_in += b.records_in;
+            a.records_out += b.records_out;
+            a.busy += b.busy;
+            a.backpressure += b.backpressure;
+            a
+        })
 }

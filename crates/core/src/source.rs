@@ -55,5 +55,8 @@ pub trait Source: Send + 'static {
     ///
     /// # Errors
     /// When the input cannot be enumerated (a missing directory, say).
-    fn create_splits(&mut self, parallelism: usize) -> Result<Vec<Box<dyn SplitReader<Self::Item>>>>;
+    fn create_splits(
+        &mut self,
+        parallelism: usize,
+    ) -> Result<Vec<Box<dyn SplitReader<Self::Item>>>>;
 }

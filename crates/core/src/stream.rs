@@ -60,7 +60,8 @@ impl<T: Send + 'static> DataStream<T> {
         {
             let mut g = self.graph.lock();
             if parallelism == 0 {
-                g.errors.push("set_parallelism(0): parallelism must be at least 1".into());
+                g.errors
+                    .push("set_parallelism(0): parallelism must be at least 1".into());
             } else if let Some(s) = g.stages.get_mut(self.stage) {
                 s.parallelism = Some(parallelism);
             }
@@ -155,7 +156,10 @@ impl<T: Send + 'static> DataStream<T> {
         let my_name = Arc::clone(&cell);
         let wire: Wire<U> = Arc::new(move |ctx: &WorkerCtx, next: Next<U>| {
             let metrics = ctx.metrics.register(&my_name.lock(), ctx.worker);
-            upstream(ctx, Box::new(Stateless::new(Arc::clone(&op), next, metrics)))
+            upstream(
+                ctx,
+                Box::new(Stateless::new(Arc::clone(&op), next, metrics)),
+            )
         });
         DataStream {
             graph: self.graph,
@@ -189,7 +193,11 @@ impl<T: Send + 'static> DataStream<T> {
     pub fn rebalance(self) -> DataStream<T> {
         self.exchange::<T>("rebalance", |ctx, outbox, metrics| {
             let start = ctx.worker % outbox.targets();
-            Box::new(BatchExchange::new(outbox, Route::RoundRobin(start), metrics))
+            Box::new(BatchExchange::new(
+                outbox,
+                Route::RoundRobin(start),
+                metrics,
+            ))
         })
     }
 
@@ -244,7 +252,10 @@ impl<T: Send + 'static> DataStream<T> {
                     worker: ctx.worker,
                     parallelism: ctx.parallelism,
                 };
-                wire(ctx, Box::new(SinkNode::new(sink.clone(), sink_ctx, metrics)))
+                wire(
+                    ctx,
+                    Box::new(SinkNode::new(sink.clone(), sink_ctx, metrics)),
+                )
             }),
         );
     }

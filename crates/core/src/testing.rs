@@ -2,8 +2,8 @@
 //! failures), and a small keyed counter.
 
 use crate::{
-    Collector, Error, KeyedContext, KeyedProcessFunction, OpenContext, Result, Source,
-    SplitReader, SplitStatus,
+    Collector, Error, KeyedContext, KeyedProcessFunction, OpenContext, Result, Source, SplitReader,
+    SplitStatus,
 };
 use ferroflow_state::{StateKey, ValueState};
 use std::marker::PhantomData;
@@ -96,6 +96,8 @@ impl<T: Send> SplitReader<T> for ScriptedReader<T> {
                     return Ok(SplitStatus::Idle);
                 }
                 Some(Step::Fail(msg)) => return Err(Error::user(msg)),
+                // Deliberate: this step exists to test how the runtime contains panics.
+                #[allow(clippy::panic)]
                 Some(Step::Panic(msg)) => std::panic::panic_any(msg),
             }
         }
@@ -134,7 +136,12 @@ impl<K: StateKey, T: Send + 'static> KeyedProcessFunction for CountPerKey<K, T> 
         Ok(())
     }
 
-    fn process(&mut self, _record: T, ctx: &mut KeyedContext<'_, K>, out: &mut Collector<'_, (K, u64)>) -> Result<()> {
+    fn process(
+        &mut self,
+        _record: T,
+        ctx: &mut KeyedContext<'_, K>,
+        out: &mut Collector<'_, (K, u64)>,
+    ) -> Result<()> {
         let state = self
             .count
             .ok_or_else(|| Error::Config("CountPerKey used before open".into()))?;

@@ -57,7 +57,10 @@ impl<K: StateKey> TimerQueue<K> {
     }
 
     /// Removes and returns every key of the earliest timestamp, if it is `<= upto`.
-    pub(crate) fn pop_due(&mut self, upto: Timestamp) -> Option<(Timestamp, IndexSet<K, DefaultHashBuilder>)> {
+    pub(crate) fn pop_due(
+        &mut self,
+        upto: Timestamp,
+    ) -> Option<(Timestamp, IndexSet<K, DefaultHashBuilder>)> {
         let entry = self.by_time.first_entry()?;
         if *entry.key() > upto {
             return None;

@@ -94,7 +94,12 @@ impl SplitWatermark {
     }
 
     /// Takes note of a batch read from the split.
-    pub(crate) fn observe<T>(&mut self, strategy: &WatermarkStrategy<T>, batch: &[T], now: Instant) {
+    pub(crate) fn observe<T>(
+        &mut self,
+        strategy: &WatermarkStrategy<T>,
+        batch: &[T],
+        now: Instant,
+    ) {
         if batch.is_empty() {
             return;
         }
@@ -131,7 +136,8 @@ mod tests {
 
     #[test]
     fn bounded_watermark_trails_max_timestamp() {
-        let s = WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(100), |x: &i64| *x);
+        let s =
+            WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(100), |x: &i64| *x);
         let t0 = Instant::now();
         let mut w = SplitWatermark::new(t0);
         assert_eq!(w.current(&s), MIN_WATERMARK);
@@ -143,7 +149,8 @@ mod tests {
 
     #[test]
     fn split_goes_idle_after_timeout_and_wakes_on_data() {
-        let s = WatermarkStrategy::monotonous(|x: &i64| *x).with_idleness(Duration::from_millis(10));
+        let s =
+            WatermarkStrategy::monotonous(|x: &i64| *x).with_idleness(Duration::from_millis(10));
         let t0 = Instant::now();
         let mut w = SplitWatermark::new(t0);
         w.check_idle(&s, t0 + Duration::from_millis(5));

@@ -51,7 +51,12 @@ where
         Ok(())
     }
 
-    fn process(&mut self, record: T, ctx: &mut KeyedContext<'_, K>, out: &mut Collector<'_, T>) -> Result<()> {
+    fn process(
+        &mut self,
+        record: T,
+        ctx: &mut KeyedContext<'_, K>,
+        out: &mut Collector<'_, T>,
+    ) -> Result<()> {
         let acc = self
             .acc
             .ok_or_else(|| Error::Config("reduce used before open".into()))?;

@@ -18,7 +18,9 @@ pub enum Error {
         requested: String,
     },
     /// A handle was used with a store that did not create it, or with another key type.
-    #[error("state handle #{id} does not belong to this keyed store (or is used with another key type)")]
+    #[error(
+        "state handle #{id} does not belong to this keyed store (or is used with another key type)"
+    )]
     HandleMismatch {
         /// The handle's table index.
         id: u32,

@@ -268,11 +268,20 @@ mod tests {
     fn value_state_per_key() {
         let mut s = store();
         let v = s.value_state::<u32, String>("v").unwrap();
-        v.set(&mut KeyScope::new(&mut s, &1u32), "one".into()).unwrap();
-        v.set(&mut KeyScope::new(&mut s, &2u32), "two".into()).unwrap();
-        v.set(&mut KeyScope::new(&mut s, &1u32), "uno".into()).unwrap();
-        assert_eq!(v.get(&mut KeyScope::new(&mut s, &1u32)).unwrap().unwrap(), "uno");
-        assert_eq!(v.clear(&mut KeyScope::new(&mut s, &2u32)).unwrap().unwrap(), "two");
+        v.set(&mut KeyScope::new(&mut s, &1u32), "one".into())
+            .unwrap();
+        v.set(&mut KeyScope::new(&mut s, &2u32), "two".into())
+            .unwrap();
+        v.set(&mut KeyScope::new(&mut s, &1u32), "uno".into())
+            .unwrap();
+        assert_eq!(
+            v.get(&mut KeyScope::new(&mut s, &1u32)).unwrap().unwrap(),
+            "uno"
+        );
+        assert_eq!(
+            v.clear(&mut KeyScope::new(&mut s, &2u32)).unwrap().unwrap(),
+            "two"
+        );
         assert_eq!(v.get(&mut KeyScope::new(&mut s, &2u32)).unwrap(), None);
         assert_eq!(s.stats().entries(), 1);
     }
@@ -295,7 +304,9 @@ mod tests {
     fn handle_used_with_wrong_key_type_is_an_error() {
         let mut s = store();
         let v = s.value_state::<u32, u64>("v").unwrap();
-        let err = v.get(&mut KeyScope::new(&mut s, &"k".to_string())).unwrap_err();
+        let err = v
+            .get(&mut KeyScope::new(&mut s, &"k".to_string()))
+            .unwrap_err();
         assert!(matches!(err, Error::HandleMismatch { .. }));
         assert!(!err.is_retryable());
     }

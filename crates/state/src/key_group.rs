@@ -204,7 +204,11 @@ mod tests {
                     assert_eq!(r.start(), next, "max={max} p={p} i={i}");
                     next = r.end();
                     for g in r.iter() {
-                        assert_eq!(worker_for_key_group(g, max, p), i, "max={max} p={p} g={g:?}");
+                        assert_eq!(
+                            worker_for_key_group(g, max, p),
+                            i,
+                            "max={max} p={p} g={g:?}"
+                        );
                     }
                 }
                 assert_eq!(next, max);
@@ -216,7 +220,10 @@ mod tests {
     fn hash_is_stable_across_runs() {
         // Fixed expectations: a change here breaks restoring existing checkpoints.
         assert_eq!(stable_hash(&42u64), stable_hash(&42u64));
-        assert_eq!(key_group_for_key(&"user-1", 128), key_group_for_key(&"user-1", 128));
+        assert_eq!(
+            key_group_for_key(&"user-1", 128),
+            key_group_for_key(&"user-1", 128)
+        );
         assert_ne!(stable_hash("a"), stable_hash("a\0"));
         assert_ne!(stable_hash(&1u64), stable_hash(&2u64));
     }

@@ -48,7 +48,9 @@ impl StateDescriptor {
 
     fn validate(&self) -> Result<()> {
         if self.name.is_empty() {
-            return Err(Error::InvalidConfig("a state name must not be empty".into()));
+            return Err(Error::InvalidConfig(
+                "a state name must not be empty".into(),
+            ));
         }
         Ok(())
     }
@@ -182,7 +184,10 @@ impl KeyedStateStore {
             .ok_or(Error::HandleMismatch { id })
     }
 
-    fn register<T: ErasedTable + Default + 'static>(&mut self, desc: StateDescriptor) -> Result<u32> {
+    fn register<T: ErasedTable + Default + 'static>(
+        &mut self,
+        desc: StateDescriptor,
+    ) -> Result<u32> {
         desc.validate()?;
         if let Some(&id) = self.names.get(desc.name()) {
             let existing = &self.tables[id as usize];

@@ -40,7 +40,9 @@ impl<T> JsonLinesSink<T> {
 
     /// The files written by a sink on `path` run by `parallelism` workers.
     pub fn output_files(path: &Path, parallelism: usize) -> Vec<PathBuf> {
-        (0..parallelism).map(|i| file_for(path, i, parallelism)).collect()
+        (0..parallelism)
+            .map(|i| file_for(path, i, parallelism))
+            .collect()
     }
 }
 
@@ -48,7 +50,9 @@ fn file_for(path: &Path, worker: usize, parallelism: usize) -> PathBuf {
     if parallelism <= 1 {
         return path.to_path_buf();
     }
-    let stem = path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let stem = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
     let name = match path.extension() {
         Some(ext) => format!("{stem}-{worker}.{}", ext.to_string_lossy()),
         None => format!("{stem}-{worker}"),
@@ -91,7 +95,9 @@ impl<T: Serialize + Send + 'static> Sink<T> for JsonLinesSink<T> {
     fn finish(&mut self) -> Result<()> {
         if let Some((path, mut w)) = self.file.take() {
             w.flush().map_err(|e| io_err(&path, "flushing", e))?;
-            w.get_ref().sync_all().map_err(|e| io_err(&path, "syncing", e))?;
+            w.get_ref()
+                .sync_all()
+                .map_err(|e| io_err(&path, "syncing", e))?;
         }
         Ok(())
     }
@@ -104,10 +110,16 @@ mod tests {
     #[test]
     fn per_worker_file_names() {
         let p = Path::new("/tmp/out/result.jsonl");
-        assert_eq!(JsonLinesSink::<u8>::output_files(p, 1), vec![p.to_path_buf()]);
+        assert_eq!(
+            JsonLinesSink::<u8>::output_files(p, 1),
+            vec![p.to_path_buf()]
+        );
         assert_eq!(
             JsonLinesSink::<u8>::output_files(p, 2),
-            vec![PathBuf::from("/tmp/out/result-0.jsonl"), PathBuf::from("/tmp/out/result-1.jsonl")]
+            vec![
+                PathBuf::from("/tmp/out/result-0.jsonl"),
+                PathBuf::from("/tmp/out/result-1.jsonl")
+            ]
         );
         assert_eq!(file_for(Path::new("out"), 1, 3), PathBuf::from("out-1"));
     }

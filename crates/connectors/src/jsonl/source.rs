@@ -1,7 +1,7 @@
 //! A JSON-lines file source: one split per file.
 
-use ferroflow_core::{Error, Result, Source, SplitReader, SplitStatus};
 use super::writer::SharedWriter;
+use ferroflow_core::{Error, Result, Source, SplitReader, SplitStatus};
 use serde::de::DeserializeOwned;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -63,12 +63,14 @@ impl<T> JsonLinesSource<T> {
 }
 
 fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut files = Vec::new();
-    let entries = std::fs::read_dir(path).map_err(|e| Error::io(format!("listing {}", path.display()), e))?;
+    let entries =
+        std::fs::read_dir(path).map_err(|e| Error::io(format!("listing {}", path.display()), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(format!("listing {}", path.display()), e))?;
         let name = entry.file_name();
@@ -136,7 +138,8 @@ impl<T: DeserializeOwned + Send> SplitReader<T> for JsonLinesReader<T> {
     }
 
     fn open(&mut self) -> Result<()> {
-        let file = File::open(&self.path).map_err(|e| Error::io(format!("opening {}", self.path.display()), e))?;
+        let file = File::open(&self.path)
+            .map_err(|e| Error::io(format!("opening {}", self.path.display()), e))?;
         self.reader = Some(BufReader::with_capacity(1 << 16, file));
         Ok(())
     }

@@ -65,7 +65,11 @@ pub(crate) struct Stateless<T, U> {
 }
 
 impl<T, U> Stateless<T, U> {
-    pub(crate) fn new(op: Arc<dyn BatchFn<T, U>>, next: Next<U>, metrics: Arc<OperatorMetrics>) -> Self {
+    pub(crate) fn new(
+        op: Arc<dyn BatchFn<T, U>>,
+        next: Next<U>,
+        metrics: Arc<OperatorMetrics>,
+    ) -> Self {
         Self {
             op,
             next,

@@ -24,14 +24,23 @@ pub(crate) enum Message<T> {
 /// How often a blocked sender wakes up to check for cancellation.
 const BLOCKED_POLL: Duration = Duration::from_millis(20);
 
+/// The sending ends one upstream worker holds, one per downstream worker.
+pub(crate) type Senders<T> = Vec<Sender<Message<T>>>;
+/// The receiving ends one downstream worker holds, one per upstream worker.
+pub(crate) type Receivers<T> = Vec<Receiver<Message<T>>>;
+
 /// The channel matrix of one exchange: `senders[from][to]`, `receivers[to][from]`.
 pub(crate) fn channel_matrix<T>(
     upstream: usize,
     downstream: usize,
     capacity: usize,
-) -> (Vec<Vec<Sender<Message<T>>>>, Vec<Vec<Receiver<Message<T>>>>) {
-    let mut senders: Vec<Vec<_>> = (0..upstream).map(|_| Vec::with_capacity(downstream)).collect();
-    let mut receivers: Vec<Vec<_>> = (0..downstream).map(|_| Vec::with_capacity(upstream)).collect();
+) -> (Vec<Senders<T>>, Vec<Receivers<T>>) {
+    let mut senders: Vec<Vec<_>> = (0..upstream)
+        .map(|_| Vec::with_capacity(downstream))
+        .collect();
+    let mut receivers: Vec<Vec<_>> = (0..downstream)
+        .map(|_| Vec::with_capacity(upstream))
+        .collect();
     for from in senders.iter_mut() {
         for to in receivers.iter_mut() {
             let (tx, rx) = crossbeam_channel::bounded(capacity);
@@ -176,6 +185,27 @@ impl<T: Send> Outbox<T> {
     }
 }
 
+/// The control calls of an exchange node: flush and broadcast through `self.outbox`.
+macro_rules! outbox_control {
+    () => {
+        fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
+            self.outbox.broadcast(|| Message::Watermark(watermark))
+        }
+
+        fn idle(&mut self) -> Result<()> {
+            self.outbox.broadcast(|| Message::Idle)
+        }
+
+        fn tick(&mut self, now: Instant) -> Result<()> {
+            self.outbox.after_input(now)
+        }
+
+        fn finish(&mut self) -> Result<()> {
+            self.outbox.broadcast(|| Message::End)
+        }
+    };
+}
+
 /// Routes each record to the worker owning its key's key group, as `(key, record)`.
 pub(crate) struct KeyedExchange<T, K, F> {
     outbox: Outbox<(K, T)>,
@@ -222,26 +252,14 @@ where
         }
         let now = Instant::now();
         self.outbox.after_input(now)?;
-        let busy = now.duration_since(start).saturating_sub(self.outbox.take_blocked());
+        let busy = now
+            .duration_since(start)
+            .saturating_sub(self.outbox.take_blocked());
         self.metrics.add_busy(busy);
         Ok(())
     }
 
-    fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
-        self.outbox.broadcast(|| Message::Watermark(watermark))
-    }
-
-    fn idle(&mut self) -> Result<()> {
-        self.outbox.broadcast(|| Message::Idle)
-    }
-
-    fn tick(&mut self, now: Instant) -> Result<()> {
-        self.outbox.after_input(now)
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        self.outbox.broadcast(|| Message::End)
-    }
+    outbox_control!();
 }
 
 /// How a [`BatchExchange`] picks a target.
@@ -291,24 +309,12 @@ impl<T: Send + 'static> Push<T> for BatchExchange<T> {
         self.outbox.push_batch(target, batch)?;
         let now = Instant::now();
         self.outbox.after_input(now)?;
-        let busy = now.duration_since(start).saturating_sub(self.outbox.take_blocked());
+        let busy = now
+            .duration_since(start)
+            .saturating_sub(self.outbox.take_blocked());
         self.metrics.add_busy(busy);
         Ok(())
     }
 
-    fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
-        self.outbox.broadcast(|| Message::Watermark(watermark))
-    }
-
-    fn idle(&mut self) -> Result<()> {
-        self.outbox.broadcast(|| Message::Idle)
-    }
-
-    fn tick(&mut self, now: Instant) -> Result<()> {
-        self.outbox.after_input(now)
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        self.outbox.broadcast(|| Message::End)
-    }
+    outbox_control!();
 }

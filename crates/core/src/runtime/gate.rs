@@ -188,7 +188,10 @@ mod tests {
     fn watermark_is_minimum_of_inputs() {
         let (tx, mut g) = gate(2);
         tx[0].send(Message::Watermark(10)).unwrap();
-        assert!(matches!(next(&mut g), GateEvent::Timeout), "input 1 still at MIN");
+        assert!(
+            matches!(next(&mut g), GateEvent::Timeout),
+            "input 1 still at MIN"
+        );
         tx[1].send(Message::Watermark(5)).unwrap();
         assert!(matches!(next(&mut g), GateEvent::Watermark(5)));
         tx[1].send(Message::Watermark(20)).unwrap();
@@ -223,8 +226,15 @@ mod tests {
             while let e @ (GateEvent::Watermark(_) | GateEvent::Idle) = next(&mut g) {
                 events.push(format!("{e:?}"));
             }
-            assert_eq!(events.last().map(String::as_str), Some("Idle"), "{events:?}");
-            assert!(events.contains(&"Watermark(5000)".to_string()), "{events:?}");
+            assert_eq!(
+                events.last().map(String::as_str),
+                Some("Idle"),
+                "{events:?}"
+            );
+            assert!(
+                events.contains(&"Watermark(5000)".to_string()),
+                "{events:?}"
+            );
         }
     }
 
@@ -241,6 +251,9 @@ mod tests {
 
         let (tx, mut g) = gate(1);
         drop(tx);
-        assert!(matches!(g.poll(Duration::from_millis(1)), Err(Error::Cancelled)));
+        assert!(matches!(
+            g.poll(Duration::from_millis(1)),
+            Err(Error::Cancelled)
+        ));
     }
 }
