@@ -32,7 +32,9 @@ fn bounded_job_terminates_and_flushes_files() {
         .name("count")
         .sink(JsonLinesSink::new(&out));
     let result = env.execute().unwrap();
-    let count = result.operator("count").expect("named operator has metrics");
+    let count = result
+        .operator("count")
+        .expect("named operator has metrics");
     assert_eq!((count.records_in, count.records_out), (20_000, 20_000));
     let mut lines = 0;
     for f in JsonLinesSink::<()>::output_files(&out, 3) {
