@@ -25,15 +25,25 @@ pub enum Error {
         /// The handle's table index.
         id: u32,
     },
+    /// State could not be encoded or decoded (a type changed between snapshot and restore,
+    /// for example).
+    #[error("state codec: {0}")]
+    Codec(String),
+    /// A snapshot is damaged: truncated, bad checksum, unknown format.
+    #[error("corrupt state snapshot {0}")]
+    Corrupt(String),
+    /// Reading or writing a snapshot failed.
+    #[error("state I/O: {0}")]
+    Io(String),
     /// A descriptor or configuration value is invalid.
     #[error("invalid state configuration: {0}")]
     InvalidConfig(String),
 }
 
 impl Error {
-    /// Whether retrying the failed operation could succeed. Every state error here is a
-    /// programming or configuration error, so none is retryable.
+    /// Whether retrying the failed operation could succeed: only I/O errors may be
+    /// transient; the others are programming, configuration or data errors.
     pub fn is_retryable(&self) -> bool {
-        false
+        matches!(self, Error::Io(_))
     }
 }

@@ -33,6 +33,7 @@ mod backend;
 mod error;
 mod handle;
 mod key_group;
+mod snapshot;
 mod store;
 mod table;
 
@@ -43,6 +44,7 @@ pub use key_group::{
     key_group_for_key, stable_hash, worker_for_key_group, KeyGroup, KeyGroupRange, StableHasher,
     DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM,
 };
+pub use snapshot::{decode_section, encode_sections, KeyedSnapshot, Section};
 pub use store::{KeyedStateStore, StateDescriptor, StateKind, StateStats, TableStats};
 
 use serde::{de::DeserializeOwned, Serialize};

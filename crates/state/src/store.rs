@@ -1,6 +1,7 @@
 //! The per-worker registry of keyed state.
 
 use crate::handle::{ListState, MapState, ValueState};
+use crate::snapshot::{KeyedSnapshot, Section};
 use crate::table::{ErasedTable, ListTable, MapTable, ValueTable};
 use crate::{Error, Result, StateKey, StateValue, StoreScope};
 use std::collections::HashMap;
@@ -105,6 +106,8 @@ pub struct KeyedStateStore {
     tables: Vec<Box<dyn ErasedTable>>,
     names: HashMap<String, u32>,
     descriptors: Vec<StateDescriptor>,
+    /// Restored sections not yet claimed by a declaration, by state name.
+    pending: HashMap<String, Vec<Section>>,
 }
 
 impl fmt::Debug for KeyedStateStore {
@@ -124,6 +127,7 @@ impl KeyedStateStore {
             tables: Vec::new(),
             names: HashMap::new(),
             descriptors: Vec::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -157,6 +161,72 @@ impl KeyedStateStore {
     ) -> Result<ListState<V>> {
         self.register::<ListTable<K, V>>(desc.into())
             .map(ListState::new)
+    }
+
+    /// Snapshots every declared state, one section per state and key group. Restored
+    /// state that no declaration claimed is carried over unchanged, so it survives until
+    /// an operator declares it again.
+    pub fn snapshot(&self) -> Result<KeyedSnapshot> {
+        let mut sections = Vec::new();
+        for (desc, table) in self.descriptors.iter().zip(&self.tables) {
+            table.snapshot(desc.name(), self.scope.max_parallelism, &mut sections)?;
+        }
+        sections.extend(self.pending.values().flatten().cloned());
+        Ok(KeyedSnapshot { sections })
+    }
+
+    /// Loads a snapshot (or several: the snapshots of every worker of a previous run),
+    /// keeping only the key groups this store owns. Each state's data is decoded when the
+    /// state is declared; declarations made before the restore are filled at once.
+    ///
+    /// # Errors
+    /// When a section's kind or type does not match the declared state.
+    pub fn restore(&mut self, snapshot: KeyedSnapshot) -> Result<()> {
+        for section in snapshot.filter(self.scope.key_groups).sections {
+            match self.names.get(&section.state) {
+                Some(&id) => self.restore_section(id, &section)?,
+                None => self
+                    .pending
+                    .entry(section.state.clone())
+                    .or_default()
+                    .push(section),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes and returns restored sections of `state` not claimed by a declaration
+    /// (runtime state such as timers, which is not a declared table).
+    pub fn take_pending(&mut self, state: &str) -> Vec<Section> {
+        self.pending.remove(state).unwrap_or_default()
+    }
+
+    /// Names of restored states that no operator has declared (yet).
+    pub fn unclaimed_states(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.pending.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn restore_section(&mut self, id: u32, section: &Section) -> Result<()> {
+        let table = &mut self.tables[id as usize];
+        if table.kind() != section.kind {
+            return Err(Error::StateConflict {
+                name: section.state.clone(),
+                existing: format!("{} in the snapshot", section.kind),
+                requested: format!("{} ({})", table.kind(), table.type_name()),
+            });
+        }
+        if table.type_name() != section.type_name {
+            return Err(Error::Codec(format!(
+                "state `{}` was written as {} and is now declared as {}; \
+                 state types cannot change across a restore",
+                section.state,
+                section.type_name,
+                table.type_name()
+            )));
+        }
+        table.restore(section)
     }
 
     /// Statistics per declared state.
@@ -205,6 +275,11 @@ impl KeyedStateStore {
             .map_err(|_| Error::InvalidConfig("too many states in one operator".into()))?;
         self.tables.push(Box::new(T::default()));
         self.names.insert(desc.name().to_string(), id);
+        if let Some(sections) = self.pending.remove(desc.name()) {
+            for section in &sections {
+                self.restore_section(id, section)?;
+            }
+        }
         self.descriptors.push(desc);
         Ok(id)
     }

@@ -1,6 +1,8 @@
 //! Typed in-memory tables, one per declared state, keyed by the record key.
 
+use crate::snapshot::{decode_section, encode_sections, Section};
 use crate::store::StateKind;
+use crate::{Result, StateKey, StateValue};
 use hashbrown::HashMap;
 use std::any::Any;
 
@@ -14,6 +16,10 @@ pub(crate) trait ErasedTable: Send {
     fn entries(&self) -> usize;
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// Appends one section per key group holding entries.
+    fn snapshot(&self, name: &str, max_parallelism: u16, out: &mut Vec<Section>) -> Result<()>;
+    /// Adds the entries of a section (written by `snapshot` of the same table type).
+    fn restore(&mut self, section: &Section) -> Result<()>;
 }
 
 /// `key -> V`.
@@ -54,8 +60,9 @@ impl<K, V> Default for ListTable<K, V> {
 }
 
 macro_rules! erased {
-    ($ty:ident < $($p:ident),+ >, $kind:expr, |$s:ident| $entries:expr) => {
-        impl<$($p: Send + 'static),+> ErasedTable for $ty<$($p),+> {
+    ($ty:ident < $($p:ident : $b:path),+ >, $kind:expr, $item:ty, |$s:ident| $entries:expr,
+     |$map:ident, $k:ident, $x:ident| $merge:expr) => {
+        impl<$($p: $b),+> ErasedTable for $ty<$($p),+> {
             fn kind(&self) -> StateKind {
                 $kind
             }
@@ -75,10 +82,26 @@ macro_rules! erased {
             fn as_any_mut(&mut self) -> &mut dyn Any {
                 self
             }
+            fn snapshot(&self, name: &str, max_parallelism: u16, out: &mut Vec<Section>) -> Result<()> {
+                encode_sections(name, $kind, self.type_name(), self.map.iter(), max_parallelism, out)
+            }
+            fn restore(&mut self, section: &Section) -> Result<()> {
+                let $map = &mut self.map;
+                for ($k, $x) in decode_section::<K, $item>(section)? {
+                    $merge;
+                }
+                Ok(())
+            }
         }
     };
 }
 
-erased!(ValueTable<K, V>, StateKind::Value, |t| t.map.len());
-erased!(MapTable<K, UK, V>, StateKind::Map, |t| t.map.values().map(HashMap::len).sum());
-erased!(ListTable<K, V>, StateKind::List, |t| t.map.values().map(Vec::len).sum());
+erased!(ValueTable<K: StateKey, V: StateValue>, StateKind::Value, V,
+    |t| t.map.len(),
+    |map, k, v| { map.insert(k, v); });
+erased!(MapTable<K: StateKey, UK: StateKey, V: StateValue>, StateKind::Map, HashMap<UK, V>,
+    |t| t.map.values().map(HashMap::len).sum(),
+    |map, k, entries| map.entry(k).or_default().extend(entries));
+erased!(ListTable<K: StateKey, V: StateValue>, StateKind::List, Vec<V>,
+    |t| t.map.values().map(Vec::len).sum(),
+    |map, k, values| map.entry(k).or_default().extend(values));
