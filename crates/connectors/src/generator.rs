@@ -18,7 +18,9 @@
 //! (item 0 most frequent); `max_disorder_ms > 0` moves each timestamp back by up to that
 //! much (`mix(seed + (3i+3)·GOLDEN) % (max_disorder_ms + 1)`); `rate_per_sec` throttles.
 
-use ferroflow_core::{now_millis, Error, Result, Source, SplitReader, SplitStatus, Timestamp};
+use ferroflow_core::{
+    now_millis, Error, Result, Source, SplitPosition, SplitReader, SplitStatus, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -378,6 +380,26 @@ impl SplitReader<ClickEvent> for GeneratorSplit {
         } else {
             SplitStatus::More
         })
+    }
+
+    fn position(&self) -> Option<SplitPosition> {
+        Some(serde_json::json!({ "next": self.next }))
+    }
+
+    fn seek(&mut self, position: &SplitPosition) -> Result<()> {
+        let next = position["next"]
+            .as_u64()
+            .filter(|n| (self.start..=self.end).contains(n));
+        let next = next.ok_or_else(|| {
+            Error::Config(format!(
+                "position {position} is outside split {} [{}, {})",
+                self.id, self.start, self.end
+            ))
+        })?;
+        self.next = next;
+        // A throttled split resumes at its rate from here.
+        self.start = next;
+        Ok(())
     }
 }
 

@@ -3,11 +3,11 @@
 //! - [`generator`]: a deterministic, seeded, splittable click-event generator with
 //!   configurable key cardinality, skew, out-of-orderness and rate.
 //! - [`jsonl`]: JSON-lines files: a source (one split per file, malformed lines counted
-//!   and sent to a dead-letter file) and a sink.
+//!   and sent to a dead-letter file), a sink, and an exactly-once part-file sink.
 #![deny(missing_docs)]
 
 pub mod generator;
 pub mod jsonl;
 
 pub use generator::{ClickEvent, GeneratorConfig, GeneratorSource, TimestampMode};
-pub use jsonl::{DeadLetterCounter, JsonLinesSink, JsonLinesSource};
+pub use jsonl::{DeadLetterCounter, JsonLinesPartSink, JsonLinesSink, JsonLinesSource};

@@ -1,11 +1,14 @@
 //! The stream environment: where a job is configured, built and executed.
 
-use crate::graph::{Graph, PrepareCtx, SplitPool, Wire, WorkerCtx};
+use crate::checkpoint::coordinator::{next_checkpoint_id, Coordinator};
+use crate::checkpoint::{latest_checkpoints, load_checkpoint};
+use crate::graph::{Graph, PrepareCtx, Restored, SplitPool, Wire, WorkerCtx};
 use crate::metrics::{JobMetrics, OperatorSnapshot};
 use crate::runtime::control::JobControl;
 use crate::runtime::task::{run_task, SourceSettings, SourceTask, Task};
 use crate::runtime::Next;
 use crate::sources::VecSource;
+use crate::{CheckpointConfig, RestoreFrom};
 use crate::{DataStream, EnvConfig, Error, Result, Source, WatermarkStrategy};
 use ferroflow_state::{MemoryBackend, StateBackend};
 use parking_lot::Mutex;
@@ -89,6 +92,19 @@ impl StreamEnvironment {
         self
     }
 
+    /// Takes a checkpoint every `config.interval_ms` into `config.dir` (see
+    /// [`crate::checkpoint`]). Every source must be replayable.
+    pub fn enable_checkpointing(&self, config: CheckpointConfig) -> &Self {
+        self.graph.lock().checkpoint = Some(config);
+        self
+    }
+
+    /// Where the job's state comes from when it starts (default: nothing).
+    pub fn restore_from(&self, restore: RestoreFrom) -> &Self {
+        self.graph.lock().restore = restore;
+        self
+    }
+
     /// A stream read from `source`, with event time and watermarks per `watermarks`.
     pub fn from_source<S: Source>(
         &self,
@@ -115,7 +131,23 @@ impl StreamEnvironment {
         drop(g);
         let stage_name = name.clone();
         let wire: Wire<S::Item> = Arc::new(move |ctx: &WorkerCtx, chain: Next<S::Item>| {
-            let readers = pool.lock().take(ctx.worker)?;
+            let mut readers = pool.lock().take(ctx.worker)?;
+            if let Some(restored) = &ctx.restored {
+                for reader in &mut readers {
+                    let split = reader.split_id();
+                    let recorded = restored
+                        .meta
+                        .positions
+                        .iter()
+                        .find(|p| p.operator == stage_name && p.split == split);
+                    match recorded {
+                        Some(p) => reader.seek(&p.position)?,
+                        None => {
+                            tracing::info!(source = %stage_name, %split, "Split not in the checkpoint; reading it from the start.")
+                        }
+                    }
+                }
+            }
             let metrics = ctx.metrics.register(&stage_name, ctx.worker);
             let settings = SourceSettings {
                 batch_size: ctx.config.batch_size,
@@ -124,11 +156,13 @@ impl StreamEnvironment {
             };
             Ok(Box::new(SourceTask::new(
                 ctx.task_name(&stage_name),
+                stage_name.clone(),
                 readers,
                 watermarks.clone(),
                 chain,
                 settings,
                 metrics,
+                ctx.task_checkpoint(),
             )) as Box<dyn Task>)
         });
         DataStream::new(Arc::clone(&self.graph), stage, wire, name)
@@ -211,8 +245,39 @@ impl StreamEnvironment {
             }
         }
 
+        let restored = resolve_restore(&graph)?.map(Arc::new);
         let control = Arc::new(JobControl::default());
         let metrics = JobMetrics::default();
+        let task_count: usize = graph
+            .stages
+            .iter()
+            .zip(&parallelism)
+            .filter(|(s, _)| s.factory.is_some())
+            .map(|(_, p)| *p)
+            .sum();
+        let (coordinator, hub) = match &graph.checkpoint {
+            Some(config) => {
+                config.validate()?;
+                std::fs::create_dir_all(&config.dir).map_err(|e| {
+                    Error::io(
+                        format!("creating checkpoint directory {}", config.dir.display()),
+                        e,
+                    )
+                })?;
+                let restored_id = restored.as_ref().map_or(0, |r| r.meta.id);
+                let first = next_checkpoint_id(&config.dir).max(restored_id + 1);
+                let (c, hub, done) = Coordinator::new(
+                    config.clone(),
+                    task_count,
+                    graph.config.max_parallelism,
+                    first,
+                    Arc::clone(&control),
+                );
+                (Some((c, done)), Some(hub))
+            }
+            None => (None, None),
+        };
+        let attempt = u64::try_from(crate::now_millis()).unwrap_or(0);
         let mut tasks: Vec<Box<dyn Task>> = Vec::new();
         for (i, stage) in graph.stages.iter().enumerate() {
             let Some(factory) = &stage.factory else {
@@ -222,10 +287,14 @@ impl StreamEnvironment {
                 let ctx = WorkerCtx {
                     worker,
                     parallelism: parallelism[i],
+                    task: tasks.len(),
                     config: graph.config.clone(),
                     control: Arc::clone(&control),
                     metrics: metrics.clone(),
                     backend: Arc::clone(&graph.backend),
+                    checkpoint: hub.clone(),
+                    restored: restored.clone(),
+                    attempt,
                 };
                 tasks.push(factory(&ctx)?);
             }
@@ -257,14 +326,92 @@ impl StreamEnvironment {
                 }
             }
         }
+        let coordinator = match coordinator {
+            Some((c, done)) => {
+                let spawned = std::thread::Builder::new()
+                    .name("ff-checkpoints".into())
+                    .spawn(move || c.run());
+                match spawned {
+                    Ok(t) => Some((t, done)),
+                    Err(e) => {
+                        control.fail(
+                            "checkpoint-coordinator",
+                            Error::io("spawning the checkpoint coordinator", e),
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         Ok(JobHandle {
             control,
             threads,
+            coordinator,
             metrics,
             started,
             signals,
         })
     }
+}
+
+/// Finds and loads the checkpoint to restore, per the job's [`RestoreFrom`].
+fn resolve_restore(graph: &Graph) -> Result<Option<Restored>> {
+    let loaded = match &graph.restore {
+        RestoreFrom::Nothing => return Ok(None),
+        RestoreFrom::Path(dir) => load_checkpoint(dir)?,
+        RestoreFrom::Latest { fallback } => {
+            let Some(config) = &graph.checkpoint else {
+                return Err(Error::Config(
+                    "restoring the latest checkpoint needs checkpointing enabled (to know the directory)".into(),
+                ));
+            };
+            let candidates = latest_checkpoints(&config.dir)?;
+            if candidates.is_empty() {
+                tracing::info!(dir = %config.dir.display(), "No checkpoint to restore; starting with empty state.");
+                return Ok(None);
+            }
+            let mut loaded = None;
+            for (_, dir) in &candidates {
+                match load_checkpoint(dir) {
+                    Ok(meta) => {
+                        loaded = Some(meta);
+                        break;
+                    }
+                    Err(e) if *fallback => {
+                        tracing::warn!(checkpoint = %dir.display(), error = %e, "Checkpoint unreadable; trying an older one.");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            loaded.ok_or_else(|| {
+                Error::Config(format!(
+                    "none of the {} checkpoints in {} can be restored",
+                    candidates.len(),
+                    config.dir.display()
+                ))
+            })?
+        }
+    };
+    if loaded.max_parallelism != graph.config.max_parallelism {
+        return Err(Error::Config(format!(
+            "checkpoint {} was taken with max_parallelism {}, the job has {}: key groups cannot change",
+            loaded.id, loaded.max_parallelism, graph.config.max_parallelism
+        )));
+    }
+    let root = match &graph.restore {
+        RestoreFrom::Path(dir) => dir
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default(),
+        _ => graph
+            .checkpoint
+            .as_ref()
+            .map(|c| c.dir.clone())
+            .unwrap_or_default(),
+    };
+    tracing::info!(checkpoint = loaded.id, "Restoring from checkpoint.");
+    Ok(Some(Restored { meta: loaded, root }))
 }
 
 fn thread_name(task: &str) -> String {
@@ -294,6 +441,7 @@ fn register_signals(stop: &Arc<AtomicBool>) -> Result<Vec<signal_hook::SigId>> {
 pub struct JobHandle {
     control: Arc<JobControl>,
     threads: Vec<JoinHandle<()>>,
+    coordinator: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
     metrics: JobMetrics,
     started: Instant,
     signals: Vec<signal_hook::SigId>,
@@ -366,6 +514,10 @@ impl JobHandle {
     fn wait(&mut self) {
         for t in self.threads.drain(..) {
             // Tasks catch their own panics; a join error cannot carry anything new.
+            let _ = t.join();
+        }
+        if let Some((t, done)) = self.coordinator.take() {
+            done.store(true, Ordering::Release);
             let _ = t.join();
         }
         for id in self.signals.drain(..) {

@@ -1,29 +1,53 @@
 //! The job graph as it is being built: stages (chains that run `parallelism` tasks each)
 //! joined by exchanges. Types are erased here; `stream` keeps them.
 
+use crate::checkpoint::coordinator::CheckpointHub;
+use crate::checkpoint::CheckpointMetadata;
 use crate::metrics::JobMetrics;
 use crate::runtime::control::JobControl;
 use crate::runtime::exchange::{channel_matrix, Receivers, Senders};
 use crate::runtime::task::Task;
+use crate::runtime::task::TaskCheckpoint;
 use crate::runtime::Next;
+use crate::CheckpointConfig;
+use crate::RestoreFrom;
 use crate::{EnvConfig, Error, Result, SplitReader};
 use ferroflow_state::StateBackend;
 use parking_lot::Mutex;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+/// A checkpoint being restored, with the directory its file paths are relative to.
+pub(crate) struct Restored {
+    pub(crate) meta: CheckpointMetadata,
+    pub(crate) root: PathBuf,
+}
 
 /// What a task builder gets to know about its worker.
 pub(crate) struct WorkerCtx {
     pub(crate) worker: usize,
     pub(crate) parallelism: usize,
+    /// Index of the task in the job (for checkpoint acknowledgements).
+    pub(crate) task: usize,
     pub(crate) config: EnvConfig,
     pub(crate) control: Arc<JobControl>,
     pub(crate) metrics: JobMetrics,
     pub(crate) backend: Arc<dyn StateBackend>,
+    pub(crate) checkpoint: Option<Arc<CheckpointHub>>,
+    pub(crate) restored: Option<Arc<Restored>>,
+    pub(crate) attempt: u64,
 }
 
 impl WorkerCtx {
     pub(crate) fn task_name(&self, stage: &str) -> String {
         format!("{stage}[{}/{}]", self.worker, self.parallelism)
+    }
+
+    /// This task's part in checkpointing, if enabled.
+    pub(crate) fn task_checkpoint(&self) -> Option<TaskCheckpoint> {
+        self.checkpoint
+            .as_ref()
+            .map(|hub| TaskCheckpoint::new(Arc::clone(hub), self.task))
     }
 }
 
@@ -60,6 +84,8 @@ pub(crate) struct Exchange {
 pub(crate) struct Graph {
     pub(crate) config: EnvConfig,
     pub(crate) backend: Arc<dyn StateBackend>,
+    pub(crate) checkpoint: Option<CheckpointConfig>,
+    pub(crate) restore: RestoreFrom,
     pub(crate) stages: Vec<Stage>,
     pub(crate) exchanges: Vec<Exchange>,
     pub(crate) errors: Vec<String>,
@@ -71,6 +97,8 @@ impl Graph {
         Self {
             config,
             backend,
+            checkpoint: None,
+            restore: RestoreFrom::Nothing,
             stages: Vec::new(),
             exchanges: Vec::new(),
             errors: Vec::new(),

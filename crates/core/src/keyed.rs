@@ -1,13 +1,15 @@
 //! Keyed processing: a user function called per record with the record's key in scope,
 //! keyed state for that key, and per-key timers.
 
+use crate::checkpoint::coordinator::TaskSnapshot;
+use crate::checkpoint::StateFile;
 use crate::metrics::OperatorMetrics;
 use crate::runtime::{Next, Push};
 use crate::timer::{TimeDomain, Timer, Timers};
 use crate::{now_millis, Result, Timestamp, MIN_WATERMARK};
 use ferroflow_state::{
-    KeyedStateStore, ListState, MapState, StateAccess, StateDescriptor, StateKey, StateValue,
-    ValueState,
+    decode_section, encode_sections, KeyedStateStore, ListState, MapState, StateAccess,
+    StateDescriptor, StateKey, StateKind, StateValue, ValueState,
 };
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -193,6 +195,23 @@ impl<K: StateKey> StateAccess for KeyedContext<'_, K> {
     }
 }
 
+/// Snapshot names of the timer queues.
+const EVENT_TIMERS: &str = "__timers.event";
+const PROCESSING_TIMERS: &str = "__timers.processing";
+
+/// A file-name-safe form of an operator name.
+pub(crate) fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Runs a [`KeyedProcessFunction`] on `(key, record)` pairs from a keyed exchange.
 pub(crate) struct KeyedNode<F: KeyedProcessFunction> {
     f: F,
@@ -206,23 +225,37 @@ pub(crate) struct KeyedNode<F: KeyedProcessFunction> {
 }
 
 impl<F: KeyedProcessFunction> KeyedNode<F> {
+    /// A node over `store`, which may hold restored state (timers included).
     pub(crate) fn new(
         f: F,
-        store: KeyedStateStore,
+        mut store: KeyedStateStore,
         next: Next<F::Out>,
         metrics: Arc<OperatorMetrics>,
-    ) -> Self {
+    ) -> Result<Self> {
         let scope = store.scope().clone();
-        Self {
+        let mut timers = Timers::new();
+        for (name, queue) in [
+            (EVENT_TIMERS, &mut timers.event),
+            (PROCESSING_TIMERS, &mut timers.processing),
+        ] {
+            for section in store.take_pending(name) {
+                for (key, times) in decode_section::<F::Key, Vec<Timestamp>>(&section)? {
+                    for at in times {
+                        queue.register(at, key.clone());
+                    }
+                }
+            }
+        }
+        Ok(Self {
             f,
             store,
-            timers: Timers::new(),
+            timers,
             watermark: MIN_WATERMARK,
             worker: scope.worker,
             parallelism: scope.parallelism,
             next,
             metrics,
-        }
+        })
     }
 
     /// Fires the timers of one clock that are due at `upto`; returns their output.
@@ -322,5 +355,44 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
     fn finish(&mut self) -> Result<()> {
         self.f.close()?;
         self.next.finish()
+    }
+
+    fn barrier(&mut self, snapshot: &mut TaskSnapshot) -> Result<()> {
+        let start = Instant::now();
+        let scope = self.store.scope().clone();
+        let mut state = self.store.snapshot()?;
+        for (name, queue) in [
+            (EVENT_TIMERS, &self.timers.event),
+            (PROCESSING_TIMERS, &self.timers.processing),
+        ] {
+            let by_key = queue.by_key();
+            encode_sections(
+                name,
+                StateKind::List,
+                "timers",
+                by_key.iter(),
+                scope.max_parallelism,
+                &mut state.sections,
+            )?;
+        }
+        let file = format!(
+            "chk-{}/{}-{}.state",
+            snapshot.checkpoint,
+            file_safe(&scope.operator),
+            scope.worker
+        );
+        let bytes = state.write_to(&snapshot.root.join(&file))?;
+        snapshot.states.push(StateFile {
+            operator: scope.operator,
+            worker: scope.worker,
+            file,
+            bytes,
+        });
+        self.metrics.add_busy(start.elapsed());
+        self.next.barrier(snapshot)
+    }
+
+    fn checkpoint_complete(&mut self, id: u64) -> Result<()> {
+        self.next.checkpoint_complete(id)
     }
 }

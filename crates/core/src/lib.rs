@@ -33,6 +33,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 mod config;
 mod env;
 mod error;
@@ -50,6 +51,8 @@ mod time;
 mod timer;
 mod watermark;
 
+pub use checkpoint::SplitPosition;
+pub use checkpoint::{CheckpointConfig, RestoreFrom};
 pub use config::EnvConfig;
 pub use env::{JobHandle, JobResult, StopHandle, StreamEnvironment};
 pub use error::{BoxError, Error, Result};

@@ -6,6 +6,7 @@
 //! the runtime: it decides when to read, tracks watermarks per split and stops reading on
 //! shutdown.
 
+use crate::checkpoint::SplitPosition;
 use crate::Result;
 
 /// What a [`SplitReader::poll`] call found.
@@ -39,6 +40,26 @@ pub trait SplitReader<T>: Send {
     /// Called once when the split is finished or the job stops.
     fn close(&mut self) -> Result<()> {
         Ok(())
+    }
+
+    /// The position after the last record returned by `poll` (also after the split
+    /// finished or closed), recorded in checkpoints. `None` means the split cannot be
+    /// replayed, and a job with checkpoints enabled then fails at its first checkpoint
+    /// with an error naming the split.
+    fn position(&self) -> Option<SplitPosition> {
+        None
+    }
+
+    /// Continues after `position`, as recorded by [`Self::position`] in a checkpoint.
+    /// Called before `open`.
+    ///
+    /// # Errors
+    /// When the position does not belong to this split or cannot be reached.
+    fn seek(&mut self, position: &SplitPosition) -> Result<()> {
+        Err(crate::Error::Config(format!(
+            "split `{}` cannot be restored to {position}: it is not replayable",
+            self.split_id()
+        )))
     }
 }
 

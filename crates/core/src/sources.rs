@@ -1,6 +1,6 @@
 //! Built-in in-memory source.
 
-use crate::{Result, Source, SplitReader, SplitStatus};
+use crate::{Error, Result, Source, SplitPosition, SplitReader, SplitStatus};
 
 /// A bounded source of the records of a collection, in one split.
 #[derive(Debug)]
@@ -28,13 +28,21 @@ impl<T: Send + 'static> Source for VecSource<T> {
         Ok(self
             .items
             .take()
-            .map(|items| Box::new(VecReader(items.into_iter())) as Box<dyn SplitReader<T>>)
+            .map(|items| {
+                Box::new(VecReader {
+                    items: items.into_iter(),
+                    read: 0,
+                }) as Box<dyn SplitReader<T>>
+            })
             .into_iter()
             .collect())
     }
 }
 
-struct VecReader<T>(std::vec::IntoIter<T>);
+struct VecReader<T> {
+    items: std::vec::IntoIter<T>,
+    read: u64,
+}
 
 impl<T: Send> SplitReader<T> for VecReader<T> {
     fn split_id(&self) -> String {
@@ -42,11 +50,28 @@ impl<T: Send> SplitReader<T> for VecReader<T> {
     }
 
     fn poll(&mut self, max: usize, out: &mut Vec<T>) -> Result<SplitStatus> {
-        out.extend(self.0.by_ref().take(max));
-        Ok(if self.0.len() == 0 {
+        let before = out.len();
+        out.extend(self.items.by_ref().take(max));
+        self.read += (out.len() - before) as u64;
+        Ok(if self.items.len() == 0 {
             SplitStatus::Finished
         } else {
             SplitStatus::More
         })
+    }
+
+    fn position(&self) -> Option<SplitPosition> {
+        Some(serde_json::json!({ "read": self.read }))
+    }
+
+    fn seek(&mut self, position: &SplitPosition) -> Result<()> {
+        let read = position["read"]
+            .as_u64()
+            .ok_or_else(|| Error::Config(format!("bad collection position {position}")))?;
+        for _ in 0..read.saturating_sub(self.read) {
+            self.items.next();
+        }
+        self.read = read;
+        Ok(())
     }
 }

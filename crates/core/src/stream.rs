@@ -11,7 +11,7 @@ use crate::runtime::gate::InputGate;
 use crate::runtime::task::ChannelTask;
 use crate::runtime::Next;
 use crate::{Result, Sink, SinkContext};
-use ferroflow_state::{StateKey, StoreScope};
+use ferroflow_state::{KeyedSnapshot, StateKey, StoreScope};
 use parking_lot::Mutex;
 use std::sync::Arc;
 
@@ -248,13 +248,22 @@ impl<T: Send + 'static> DataStream<T> {
             self.stage,
             Box::new(move |ctx: &WorkerCtx| {
                 let metrics = ctx.metrics.register(&name, ctx.worker);
+                let restored_commits = ctx
+                    .restored
+                    .iter()
+                    .flat_map(|r| &r.meta.sink_commits)
+                    .filter(|c| c.operator == name && c.worker % ctx.parallelism == ctx.worker)
+                    .map(|c| c.committable.clone())
+                    .collect();
                 let sink_ctx = SinkContext {
                     worker: ctx.worker,
                     parallelism: ctx.parallelism,
+                    attempt: ctx.attempt,
+                    restored_commits,
                 };
                 wire(
                     ctx,
-                    Box::new(SinkNode::new(sink.clone(), sink_ctx, metrics)),
+                    Box::new(SinkNode::new(sink.clone(), name.clone(), sink_ctx, metrics)),
                 )
             }),
         );
@@ -330,6 +339,7 @@ fn channel_stage<M: Send + 'static>(
             ctx.task_name(&stage_name),
             InputGate::new(receivers),
             chain,
+            ctx.task_checkpoint(),
         )))
     });
     DataStream::new(graph, stage, wire, name)
@@ -399,9 +409,20 @@ impl<K: StateKey, T: Send + 'static> KeyedStream<K, T> {
                 ctx.parallelism,
                 ctx.config.max_parallelism,
             );
-            let store = ctx.backend.open_keyed_store(&scope)?;
+            let mut store = ctx.backend.open_keyed_store(&scope)?;
+            if let Some(restored) = &ctx.restored {
+                for f in restored
+                    .meta
+                    .state_files
+                    .iter()
+                    .filter(|f| f.operator == op)
+                {
+                    let snapshot = KeyedSnapshot::read_from(&restored.root.join(&f.file))?;
+                    store.restore(snapshot)?;
+                }
+            }
             let metrics = ctx.metrics.register(&op, ctx.worker);
-            let node = KeyedNode::new(function.lock().clone(), store, next, metrics);
+            let node = KeyedNode::new(function.lock().clone(), store, next, metrics)?;
             upstream(ctx, Box::new(node))
         });
         DataStream {

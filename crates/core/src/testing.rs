@@ -1,6 +1,7 @@
 //! Test utilities: a scripted source whose splits follow a script (records, quiet spells,
 //! failures), and a small keyed counter.
 
+use crate::SplitPosition;
 use crate::{
     Collector, Error, KeyedContext, KeyedProcessFunction, OpenContext, Result, Source, SplitReader,
     SplitStatus,
@@ -55,6 +56,8 @@ impl<T: Clone + Send + 'static> Source for ScriptedSource<T> {
                     steps: steps.clone().into_iter().rev().collect(),
                     pending: Vec::new(),
                     idle_until: None,
+                    emitted: 0,
+                    skip: 0,
                 }) as Box<dyn SplitReader<T>>
             })
             .collect())
@@ -67,6 +70,10 @@ struct ScriptedReader<T> {
     steps: Vec<Step<T>>,
     pending: Vec<T>,
     idle_until: Option<Instant>,
+    /// Records returned so far (the split's position).
+    emitted: u64,
+    /// Records still to drop after a `seek`.
+    skip: u64,
 }
 
 impl<T: Send> SplitReader<T> for ScriptedReader<T> {
@@ -76,9 +83,16 @@ impl<T: Send> SplitReader<T> for ScriptedReader<T> {
 
     fn poll(&mut self, max: usize, out: &mut Vec<T>) -> Result<SplitStatus> {
         loop {
+            if self.skip > 0 && !self.pending.is_empty() {
+                let n = (self.skip as usize).min(self.pending.len());
+                self.pending.drain(..n);
+                self.skip -= n as u64;
+                continue;
+            }
             if !self.pending.is_empty() {
                 let n = max.min(self.pending.len());
                 out.extend(self.pending.drain(..n));
+                self.emitted += n as u64;
                 return Ok(SplitStatus::More);
             }
             if let Some(until) = self.idle_until {
@@ -90,6 +104,7 @@ impl<T: Send> SplitReader<T> for ScriptedReader<T> {
             match self.steps.pop() {
                 None => return Ok(SplitStatus::Finished),
                 Some(Step::Emit(records)) => self.pending = records,
+                Some(Step::Idle(_)) if self.skip > 0 => {}
                 Some(Step::Idle(d)) => self.idle_until = Some(Instant::now() + d),
                 Some(Step::IdleForever) => {
                     self.steps.push(Step::IdleForever);
@@ -101,6 +116,25 @@ impl<T: Send> SplitReader<T> for ScriptedReader<T> {
                 Some(Step::Panic(msg)) => std::panic::panic_any(msg),
             }
         }
+    }
+
+    fn position(&self) -> Option<SplitPosition> {
+        Some(serde_json::json!({ "emitted": self.emitted }))
+    }
+
+    fn seek(&mut self, position: &SplitPosition) -> Result<()> {
+        let emitted = position["emitted"]
+            .as_u64()
+            .ok_or_else(|| Error::Config(format!("bad scripted position {position}")))?;
+        self.restore_to(emitted);
+        Ok(())
+    }
+}
+
+impl<T> ScriptedReader<T> {
+    fn restore_to(&mut self, emitted: u64) {
+        self.skip = emitted;
+        self.emitted = emitted;
     }
 }
 

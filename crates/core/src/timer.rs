@@ -77,6 +77,17 @@ impl<K: StateKey> TimerQueue<K> {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// Every timer, grouped by key (for snapshots).
+    pub(crate) fn by_key(&self) -> hashbrown::HashMap<K, Vec<Timestamp>> {
+        let mut out: hashbrown::HashMap<K, Vec<Timestamp>> = hashbrown::HashMap::new();
+        for (at, keys) in &self.by_time {
+            for key in keys {
+                out.entry(key.clone()).or_default().push(*at);
+            }
+        }
+        out
+    }
 }
 
 /// Both timer queues of one keyed operator instance.

@@ -216,6 +216,23 @@ impl KeyedSnapshot {
         Ok(bytes.len() as u64)
     }
 
+    /// Checks that `path` holds an intact snapshot (format and checksum) without decoding
+    /// its sections.
+    pub fn verify(path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::Io(format!("reading {}: {e}", path.display())))?;
+        let origin = path.display().to_string();
+        let corrupt = |why: &str| Error::Corrupt(format!("{origin}: {why}"));
+        if bytes.len() < MAGIC.len() + 1 + 4 || &bytes[..4] != MAGIC {
+            return Err(corrupt("not a keyed-state snapshot"));
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32fast::hash(body).to_le_bytes() != crc {
+            return Err(corrupt("checksum mismatch"));
+        }
+        Ok(())
+    }
+
     /// Reads a snapshot written by [`Self::write_to`].
     pub fn read_from(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path)

@@ -1,8 +1,10 @@
 //! JSON-lines files: one JSON value per line.
 
+mod parts;
 mod sink;
 mod source;
 mod writer;
 
+pub use parts::JsonLinesPartSink;
 pub use sink::JsonLinesSink;
 pub use source::{DeadLetterCounter, JsonLinesSource};

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 /// `<stem>-<i>.<ext>` beside it ([`JsonLinesSink::output_files`] lists them). Use
 /// `stream.global().sink(..)` for a single file from a parallel job. Files are truncated
 /// on open and flushed and synced to disk when the input ends; a failed write stops the
-/// job with an error naming the file.
+/// job with an error naming the file. With checkpoints the file is flushed on every
+/// barrier (at-least-once: after a restore, records since the checkpoint are written
+/// again); use [`super::JsonLinesPartSink`] for exactly-once output.
 #[derive(Debug)]
 pub struct JsonLinesSink<T> {
     path: PathBuf,
@@ -90,6 +92,13 @@ impl<T: Serialize + Send + 'static> Sink<T> for JsonLinesSink<T> {
             w.write_all(b"\n").map_err(|e| io_err(path, "writing", e))?;
         }
         Ok(())
+    }
+
+    fn prepare_commit(&mut self, _checkpoint: u64) -> Result<Option<serde_json::Value>> {
+        if let Some((path, w)) = self.file.as_mut() {
+            w.flush().map_err(|e| io_err(path, "flushing", e))?;
+        }
+        Ok(None)
     }
 
     fn finish(&mut self) -> Result<()> {

@@ -1,10 +1,10 @@
 //! A JSON-lines file source: one split per file.
 
 use super::writer::SharedWriter;
-use ferroflow_core::{Error, Result, Source, SplitReader, SplitStatus};
+use ferroflow_core::{Error, Result, Source, SplitPosition, SplitReader, SplitStatus};
 use serde::de::DeserializeOwned;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,6 +106,7 @@ impl<T: DeserializeOwned + Send + 'static> Source for JsonLinesSource<T> {
                     path,
                     reader: None,
                     line_no: 0,
+                    offset: 0,
                     line: String::new(),
                     dead_letter: dead_letter.clone(),
                     counter: self.counter.clone(),
@@ -125,6 +126,8 @@ struct JsonLinesReader<T> {
     path: PathBuf,
     reader: Option<BufReader<File>>,
     line_no: u64,
+    /// Byte offset after the last line read.
+    offset: u64,
     line: String,
     dead_letter: Option<SharedWriter>,
     counter: DeadLetterCounter,
@@ -138,8 +141,12 @@ impl<T: DeserializeOwned + Send> SplitReader<T> for JsonLinesReader<T> {
     }
 
     fn open(&mut self) -> Result<()> {
-        let file = File::open(&self.path)
+        let mut file = File::open(&self.path)
             .map_err(|e| Error::io(format!("opening {}", self.path.display()), e))?;
+        if self.offset > 0 {
+            file.seek(SeekFrom::Start(self.offset))
+                .map_err(|e| Error::io(format!("seeking in {}", self.path.display()), e))?;
+        }
         self.reader = Some(BufReader::with_capacity(1 << 16, file));
         Ok(())
     }
@@ -160,6 +167,7 @@ impl<T: DeserializeOwned + Send> SplitReader<T> for JsonLinesReader<T> {
                 return self.finish_poll(dead, SplitStatus::Finished);
             }
             self.line_no += 1;
+            self.offset += n as u64;
             let text = self.line.trim_end_matches(['\n', '\r']);
             if text.trim().is_empty() {
                 continue;
@@ -181,6 +189,24 @@ impl<T: DeserializeOwned + Send> SplitReader<T> for JsonLinesReader<T> {
             }
         }
         self.finish_poll(dead, SplitStatus::More)
+    }
+
+    fn position(&self) -> Option<SplitPosition> {
+        Some(serde_json::json!({ "offset": self.offset, "line": self.line_no }))
+    }
+
+    fn seek(&mut self, position: &SplitPosition) -> Result<()> {
+        match (position["offset"].as_u64(), position["line"].as_u64()) {
+            (Some(offset), Some(line)) => {
+                self.offset = offset;
+                self.line_no = line;
+                Ok(())
+            }
+            _ => Err(Error::Config(format!(
+                "bad position {position} for {}",
+                self.path.display()
+            ))),
+        }
     }
 
     fn close(&mut self) -> Result<()> {

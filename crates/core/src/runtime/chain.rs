@@ -2,8 +2,11 @@
 //! on the worker thread: no channel, no copy beyond the operator's own output.
 
 use super::{Next, Push};
+use crate::checkpoint::coordinator::TaskSnapshot;
+use crate::checkpoint::SinkCommit;
 use crate::metrics::OperatorMetrics;
 use crate::{Result, Sink, SinkContext, Timestamp};
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Instant;
@@ -97,6 +100,15 @@ macro_rules! forward_control {
         fn finish(&mut self) -> $crate::Result<()> {
             self.next.finish()
         }
+        fn barrier(
+            &mut self,
+            snapshot: &mut $crate::checkpoint::coordinator::TaskSnapshot,
+        ) -> $crate::Result<()> {
+            self.next.barrier(snapshot)
+        }
+        fn checkpoint_complete(&mut self, id: u64) -> $crate::Result<()> {
+            self.next.checkpoint_complete(id)
+        }
     };
 }
 
@@ -119,17 +131,27 @@ impl<T: Send + 'static, U: Send + 'static> Push<T> for Stateless<T, U> {
 /// A sink at the end of a chain.
 pub(crate) struct SinkNode<T, S> {
     sink: S,
+    operator: String,
     ctx: SinkContext,
     metrics: Arc<OperatorMetrics>,
+    /// Prepared for checkpoints not yet known to be complete.
+    prepared: BTreeMap<u64, serde_json::Value>,
     _in: PhantomData<fn(T)>,
 }
 
 impl<T, S> SinkNode<T, S> {
-    pub(crate) fn new(sink: S, ctx: SinkContext, metrics: Arc<OperatorMetrics>) -> Self {
+    pub(crate) fn new(
+        sink: S,
+        operator: String,
+        ctx: SinkContext,
+        metrics: Arc<OperatorMetrics>,
+    ) -> Self {
         Self {
             sink,
+            operator,
             ctx,
             metrics,
+            prepared: BTreeMap::new(),
             _in: PhantomData,
         }
     }
@@ -162,8 +184,37 @@ impl<T: Send + 'static, S: Sink<T>> Push<T> for SinkNode<T, S> {
 
     fn finish(&mut self) -> Result<()> {
         let start = Instant::now();
+        // The input ended: what was prepared for checkpoints still in flight is final too.
+        let prepared = std::mem::take(&mut self.prepared);
+        if !prepared.is_empty() {
+            self.sink.commit(prepared.into_values().collect())?;
+        }
         self.sink.finish()?;
         self.metrics.add_busy(start.elapsed());
+        Ok(())
+    }
+
+    fn barrier(&mut self, snapshot: &mut TaskSnapshot) -> Result<()> {
+        let start = Instant::now();
+        if let Some(committable) = self.sink.prepare_commit(snapshot.checkpoint)? {
+            self.prepared
+                .insert(snapshot.checkpoint, committable.clone());
+            snapshot.sinks.push(SinkCommit {
+                operator: self.operator.clone(),
+                worker: self.ctx.worker,
+                committable,
+            });
+        }
+        self.metrics.add_busy(start.elapsed());
+        Ok(())
+    }
+
+    fn checkpoint_complete(&mut self, id: u64) -> Result<()> {
+        let later = self.prepared.split_off(&(id + 1));
+        let done = std::mem::replace(&mut self.prepared, later);
+        if !done.is_empty() {
+            self.sink.commit(done.into_values().collect())?;
+        }
         Ok(())
     }
 }

@@ -18,6 +18,8 @@ pub(crate) enum Message<T> {
     Data(Vec<T>),
     Watermark(Timestamp),
     Idle,
+    /// Checkpoint barrier `n`.
+    Barrier(u64),
     End,
 }
 
@@ -202,6 +204,18 @@ macro_rules! outbox_control {
 
         fn finish(&mut self) -> Result<()> {
             self.outbox.broadcast(|| Message::End)
+        }
+
+        fn barrier(
+            &mut self,
+            snapshot: &mut crate::checkpoint::coordinator::TaskSnapshot,
+        ) -> Result<()> {
+            let id = snapshot.checkpoint;
+            self.outbox.broadcast(|| Message::Barrier(id))
+        }
+
+        fn checkpoint_complete(&mut self, _id: u64) -> Result<()> {
+            Ok(())
         }
     };
 }

@@ -14,6 +14,8 @@ pub(crate) enum GateEvent<T> {
     Data(Vec<T>),
     Watermark(Timestamp),
     Idle,
+    /// Checkpoint barrier `n`, delivered once it has arrived on every live input.
+    Barrier(u64),
     End,
     Timeout,
 }
@@ -23,6 +25,8 @@ struct Input {
     watermark: Timestamp,
     idle: bool,
     ended: bool,
+    /// Delivered the barrier being aligned: not read until alignment completes.
+    blocked: bool,
 }
 
 pub(crate) struct InputGate<T> {
@@ -33,6 +37,7 @@ pub(crate) struct InputGate<T> {
     reported_idle: bool,
     next: usize,
     ready: VecDeque<GateEvent<T>>,
+    aligning: Option<u64>,
 }
 
 impl<T> InputGate<T> {
@@ -42,6 +47,7 @@ impl<T> InputGate<T> {
                 watermark: MIN_WATERMARK,
                 idle: false,
                 ended: false,
+                blocked: false,
             };
             inputs.len()
         ];
@@ -53,6 +59,7 @@ impl<T> InputGate<T> {
             reported_idle: false,
             next: 0,
             ready: VecDeque::new(),
+            aligning: None,
         }
     }
 
@@ -80,7 +87,7 @@ impl<T> InputGate<T> {
         let n = self.inputs.len();
         for j in 0..n {
             let i = (self.next + j) % n;
-            if self.state[i].ended {
+            if self.state[i].ended || self.state[i].blocked {
                 continue;
             }
             match self.inputs[i].try_recv() {
@@ -100,7 +107,7 @@ impl<T> InputGate<T> {
         let mut select = Select::new();
         let mut index = Vec::with_capacity(self.live);
         for (i, rx) in self.inputs.iter().enumerate() {
-            if !self.state[i].ended {
+            if !self.state[i].ended && !self.state[i].blocked {
                 select.recv(rx);
                 index.push(i);
             }
@@ -137,15 +144,38 @@ impl<T> InputGate<T> {
                 self.state[i].idle = true;
                 self.advance();
             }
+            Message::Barrier(id) => {
+                if self.aligning.is_some_and(|a| a != id) {
+                    tracing::warn!(aligning = ?self.aligning, barrier = id, "Barrier of another checkpoint while aligning.");
+                }
+                self.aligning = Some(self.aligning.map_or(id, |a| a.max(id)));
+                self.state[i].blocked = true;
+                self.check_aligned();
+            }
             Message::End => {
                 self.state[i].ended = true;
+                self.state[i].blocked = false;
                 self.live -= 1;
+                // An ended input has nothing more before any barrier: it counts as aligned.
+                self.check_aligned();
                 if self.live == 0 {
                     self.ready.push_back(GateEvent::End);
                 } else {
                     self.advance();
                 }
             }
+        }
+    }
+
+    /// Releases the barrier once every live input delivered it.
+    fn check_aligned(&mut self) {
+        let Some(id) = self.aligning else { return };
+        if self.state.iter().all(|s| s.ended || s.blocked) {
+            for s in &mut self.state {
+                s.blocked = false;
+            }
+            self.aligning = None;
+            self.ready.push_back(GateEvent::Barrier(id));
         }
     }
 
@@ -236,6 +266,38 @@ mod tests {
                 "{events:?}"
             );
         }
+    }
+
+    #[test]
+    fn barriers_align_blocking_inputs_that_delivered_them() {
+        let (tx, mut g) = gate(2);
+        tx[0].send(Message::Data(vec![1])).unwrap();
+        tx[0].send(Message::Barrier(7)).unwrap();
+        tx[0].send(Message::Data(vec![2])).unwrap(); // after the barrier: must wait
+        tx[1].send(Message::Data(vec![10])).unwrap();
+        let mut seen = Vec::new();
+        loop {
+            match next(&mut g) {
+                GateEvent::Data(b) => seen.extend(b),
+                GateEvent::Timeout => break,
+                e => panic!("unexpected {e:?}"),
+            }
+        }
+        assert_eq!(seen, vec![1, 10], "input 0 is blocked after its barrier");
+        tx[1].send(Message::Data(vec![11])).unwrap();
+        tx[1].send(Message::Barrier(7)).unwrap();
+        assert!(matches!(next(&mut g), GateEvent::Data(b) if b == vec![11]));
+        assert!(matches!(next(&mut g), GateEvent::Barrier(7)));
+        assert!(matches!(next(&mut g), GateEvent::Data(b) if b == vec![2]));
+    }
+
+    #[test]
+    fn an_ended_input_counts_as_aligned() {
+        let (tx, mut g) = gate(2);
+        tx[0].send(Message::Barrier(3)).unwrap();
+        assert!(matches!(next(&mut g), GateEvent::Timeout));
+        tx[1].send(Message::End).unwrap();
+        assert!(matches!(next(&mut g), GateEvent::Barrier(3)));
     }
 
     #[test]

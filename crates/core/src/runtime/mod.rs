@@ -7,6 +7,7 @@ pub(crate) mod exchange;
 pub(crate) mod gate;
 pub(crate) mod task;
 
+use crate::checkpoint::coordinator::TaskSnapshot;
 use crate::{Result, Timestamp};
 use std::time::Instant;
 
@@ -26,6 +27,11 @@ pub(crate) trait Push<T>: Send {
     fn tick(&mut self, now: Instant) -> Result<()>;
     /// The input ended: flush, close, and pass the end on.
     fn finish(&mut self) -> Result<()>;
+    /// A checkpoint barrier, aligned on every input: add this operator's state to
+    /// `snapshot`, then pass the barrier on.
+    fn barrier(&mut self, snapshot: &mut TaskSnapshot) -> Result<()>;
+    /// Checkpoint `id` (and every earlier one) completed: publish side effects.
+    fn checkpoint_complete(&mut self, id: u64) -> Result<()>;
 }
 
 /// Boxed chain continuation.

@@ -5,6 +5,8 @@
 use super::control::JobControl;
 use super::gate::{GateEvent, InputGate};
 use super::Next;
+use crate::checkpoint::coordinator::CheckpointHub;
+use crate::checkpoint::SplitPositionEntry;
 use crate::metrics::OperatorMetrics;
 use crate::watermark::{SplitWatermark, WatermarkStrategy};
 use crate::{Error, Result, SplitReader, SplitStatus, MAX_WATERMARK, MIN_WATERMARK};
@@ -41,6 +43,52 @@ pub(crate) fn run_task(mut task: Box<dyn Task>, control: &JobControl) {
     }
 }
 
+/// A task's part in checkpointing.
+pub(crate) struct TaskCheckpoint {
+    hub: Arc<CheckpointHub>,
+    task: usize,
+    last_barrier: u64,
+    last_completed: u64,
+}
+
+impl TaskCheckpoint {
+    pub(crate) fn new(hub: Arc<CheckpointHub>, task: usize) -> Self {
+        let (last_barrier, last_completed) = (hub.requested(), hub.completed());
+        Self {
+            hub,
+            task,
+            last_barrier,
+            last_completed,
+        }
+    }
+
+    /// Tells the chain about a newly completed checkpoint.
+    fn notify<T>(&mut self, chain: &mut Next<T>) -> Result<()> {
+        let done = self.hub.completed();
+        if done > self.last_completed {
+            self.last_completed = done;
+            chain.checkpoint_complete(done)?;
+        }
+        Ok(())
+    }
+
+    /// Passes barrier `id` through the chain and acknowledges it with what the chain
+    /// snapshotted plus `positions`.
+    fn barrier<T>(
+        &mut self,
+        id: u64,
+        positions: Vec<SplitPositionEntry>,
+        chain: &mut Next<T>,
+    ) -> Result<()> {
+        self.last_barrier = id;
+        let mut snapshot = self.hub.new_snapshot(id);
+        snapshot.positions = positions;
+        chain.barrier(&mut snapshot)?;
+        self.hub.ack(self.task, snapshot);
+        Ok(())
+    }
+}
+
 /// Settings a source task needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SourceSettings {
@@ -58,21 +106,26 @@ struct Split<T> {
 /// Reads the splits assigned to one worker and drives the chain behind them.
 pub(crate) struct SourceTask<T> {
     name: String,
+    operator: String,
     splits: Vec<Split<T>>,
     strategy: WatermarkStrategy<T>,
     chain: Next<T>,
     settings: SourceSettings,
     metrics: Arc<OperatorMetrics>,
+    checkpoint: Option<TaskCheckpoint>,
 }
 
 impl<T: Send + 'static> SourceTask<T> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         name: String,
+        operator: String,
         readers: Vec<Box<dyn SplitReader<T>>>,
         strategy: WatermarkStrategy<T>,
         chain: Next<T>,
         settings: SourceSettings,
         metrics: Arc<OperatorMetrics>,
+        checkpoint: Option<TaskCheckpoint>,
     ) -> Self {
         let now = Instant::now();
         let splits = readers
@@ -85,12 +138,64 @@ impl<T: Send + 'static> SourceTask<T> {
             .collect();
         Self {
             name,
+            operator,
             splits,
             strategy,
             chain,
             settings,
             metrics,
+            checkpoint,
         }
+    }
+
+    /// The position of every split, finished or not.
+    fn positions(&self) -> Result<Vec<SplitPositionEntry>> {
+        self.splits
+            .iter()
+            .map(|s| {
+                let split = s.reader.split_id();
+                let position = s.reader.position().ok_or_else(|| {
+                    Error::Config(format!(
+                        "split `{split}` of source `{}` cannot report a position: \
+                         checkpoints need replayable sources",
+                        self.operator
+                    ))
+                })?;
+                Ok(SplitPositionEntry {
+                    operator: self.operator.clone(),
+                    split,
+                    position,
+                })
+            })
+            .collect()
+    }
+
+    /// Emits a barrier if a checkpoint was requested, and passes on completions.
+    fn checkpointing(&mut self) -> Result<()> {
+        let Some(c) = &mut self.checkpoint else {
+            return Ok(());
+        };
+        c.notify(&mut self.chain)?;
+        let requested = c.hub.requested();
+        if requested > c.last_barrier {
+            let positions = self.positions()?;
+            if let Some(c) = &mut self.checkpoint {
+                c.barrier(requested, positions, &mut self.chain)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the chain and tells the coordinator this source's final positions.
+    fn finish(&mut self) -> Result<()> {
+        self.chain.finish()?;
+        if self.checkpoint.is_some() {
+            let positions = self.positions()?;
+            if let Some(c) = &self.checkpoint {
+                c.hub.finished(c.task, Some(positions));
+            }
+        }
+        Ok(())
     }
 
     fn close_splits(&mut self) -> Result<()> {
@@ -173,15 +278,16 @@ impl<T: Send + 'static> Task for SourceTask<T> {
                 // Graceful stop: no final watermark, so event-time results stay open.
                 tracing::info!(task = %self.name, "Stop requested; draining.");
                 self.close_splits()?;
-                return self.chain.finish();
+                return self.finish();
             }
+            self.checkpointing()?;
             let now = Instant::now();
             let read = self.read_round(now)?;
             if self.splits.iter().all(|s| s.finished) {
                 if emitted < MAX_WATERMARK {
                     self.chain.watermark(MAX_WATERMARK)?;
                 }
-                return self.chain.finish();
+                return self.finish();
             }
             match self.current_watermark() {
                 Some(w) => {
@@ -225,11 +331,22 @@ pub(crate) struct ChannelTask<T> {
     name: String,
     gate: InputGate<T>,
     chain: Next<T>,
+    checkpoint: Option<TaskCheckpoint>,
 }
 
 impl<T: Send + 'static> ChannelTask<T> {
-    pub(crate) fn new(name: String, gate: InputGate<T>, chain: Next<T>) -> Self {
-        Self { name, gate, chain }
+    pub(crate) fn new(
+        name: String,
+        gate: InputGate<T>,
+        chain: Next<T>,
+        checkpoint: Option<TaskCheckpoint>,
+    ) -> Self {
+        Self {
+            name,
+            gate,
+            chain,
+            checkpoint,
+        }
     }
 }
 
@@ -249,8 +366,22 @@ impl<T: Send + 'static> Task for ChannelTask<T> {
                 GateEvent::Data(batch) => self.chain.push(batch)?,
                 GateEvent::Watermark(w) => self.chain.watermark(w)?,
                 GateEvent::Idle => self.chain.idle()?,
-                GateEvent::End => return self.chain.finish(),
+                GateEvent::Barrier(id) => {
+                    if let Some(c) = &mut self.checkpoint {
+                        c.barrier(id, Vec::new(), &mut self.chain)?;
+                    }
+                }
+                GateEvent::End => {
+                    self.chain.finish()?;
+                    if let Some(c) = &self.checkpoint {
+                        c.hub.finished(c.task, None);
+                    }
+                    return Ok(());
+                }
                 GateEvent::Timeout => {}
+            }
+            if let Some(c) = &mut self.checkpoint {
+                c.notify(&mut self.chain)?;
             }
             let now = Instant::now();
             if now.duration_since(last_tick) >= TICK {

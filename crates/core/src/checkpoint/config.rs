@@ -1,0 +1,131 @@
+//! Checkpoint configuration.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// When and where to checkpoint. Unknown fields are rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Directory holding the checkpoints. Default: `checkpoints`.
+    pub dir: PathBuf,
+    /// Milliseconds between the start of two checkpoints. Default: 10,000.
+    pub interval_ms: u64,
+    /// Milliseconds a checkpoint may take before it is abandoned. Default: 600,000.
+    pub timeout_ms: u64,
+    /// Minimum milliseconds between the end of one checkpoint and the start of the next.
+    /// Default: 0.
+    pub min_pause_ms: u64,
+    /// Completed checkpoints kept; older ones are deleted. Default: 3.
+    pub retained: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("checkpoints"),
+            interval_ms: 10_000,
+            timeout_ms: 600_000,
+            min_pause_ms: 0,
+            retained: 3,
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// Checkpoints in `dir` with the defaults otherwise.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets `interval_ms`.
+    #[must_use]
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval_ms = ms(interval);
+        self
+    }
+
+    /// Sets `timeout_ms`.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout_ms = ms(timeout);
+        self
+    }
+
+    /// Sets `min_pause_ms`.
+    #[must_use]
+    pub fn with_min_pause(mut self, pause: Duration) -> Self {
+        self.min_pause_ms = ms(pause);
+        self
+    }
+
+    /// Sets `retained`.
+    #[must_use]
+    pub fn with_retained(mut self, retained: usize) -> Self {
+        self.retained = retained;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.interval_ms == 0 {
+            return Err(Error::Config(
+                "checkpoint interval_ms must be at least 1".into(),
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err(Error::Config(
+                "checkpoint timeout_ms must be at least 1".into(),
+            ));
+        }
+        if self.retained == 0 {
+            return Err(Error::Config(
+                "checkpoint retained must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    pub(crate) fn min_pause(&self) -> Duration {
+        Duration::from_millis(self.min_pause_ms)
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Where a job's state comes from when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RestoreFrom {
+    /// Start with empty state and every source at its beginning.
+    #[default]
+    Nothing,
+    /// The newest complete checkpoint in the checkpoint directory; empty state if there is
+    /// none. If the newest is damaged, the job refuses to start unless `fallback` allows
+    /// trying older ones; it never starts from empty state because of damage.
+    Latest {
+        /// Try older complete checkpoints when the newest cannot be read. What the skipped
+        /// checkpoints had already committed is produced again (sinks see that stretch
+        /// twice), so this trades exactly-once for availability and is off by default.
+        fallback: bool,
+    },
+    /// This checkpoint directory (`.../chk-<n>`); an error if it cannot be read.
+    Path(PathBuf),
+}

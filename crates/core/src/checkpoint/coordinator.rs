@@ -1,0 +1,337 @@
+//! The checkpoint coordinator: triggers checkpoints, collects acknowledgements, publishes
+//! completed checkpoints and prunes old ones.
+
+use super::metadata::{
+    latest_checkpoints, CheckpointMetadata, SinkCommit, SplitPositionEntry, StateFile,
+};
+use super::CheckpointConfig;
+use crate::runtime::control::JobControl;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What one task contributes to a checkpoint.
+#[derive(Debug, Default)]
+pub(crate) struct TaskSnapshot {
+    pub(crate) checkpoint: u64,
+    pub(crate) root: PathBuf,
+    pub(crate) states: Vec<StateFile>,
+    pub(crate) positions: Vec<SplitPositionEntry>,
+    pub(crate) sinks: Vec<SinkCommit>,
+}
+
+pub(crate) fn checkpoint_dir(root: &Path, id: u64) -> PathBuf {
+    root.join(format!("chk-{id}"))
+}
+
+pub(crate) enum ToCoordinator {
+    Ack {
+        task: usize,
+        snapshot: TaskSnapshot,
+    },
+    /// A task ended. Sources report their final positions: they take part in later
+    /// checkpoints with those.
+    Finished {
+        task: usize,
+        positions: Option<Vec<SplitPositionEntry>>,
+    },
+}
+
+/// Shared between the coordinator and every task.
+pub(crate) struct CheckpointHub {
+    pub(crate) config: CheckpointConfig,
+    requested: AtomicU64,
+    completed: AtomicU64,
+    tx: Sender<ToCoordinator>,
+}
+
+impl CheckpointHub {
+    /// The newest checkpoint sources should start.
+    pub(crate) fn requested(&self) -> u64 {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// The newest completed checkpoint.
+    pub(crate) fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn new_snapshot(&self, checkpoint: u64) -> TaskSnapshot {
+        TaskSnapshot {
+            checkpoint,
+            root: self.config.dir.clone(),
+            ..TaskSnapshot::default()
+        }
+    }
+
+    pub(crate) fn ack(&self, task: usize, snapshot: TaskSnapshot) {
+        // The coordinator may be gone when the job is ending: nothing to acknowledge then.
+        let _ = self.tx.send(ToCoordinator::Ack { task, snapshot });
+    }
+
+    pub(crate) fn finished(&self, task: usize, positions: Option<Vec<SplitPositionEntry>>) {
+        let _ = self.tx.send(ToCoordinator::Finished { task, positions });
+    }
+}
+
+struct Pending {
+    id: u64,
+    started: Instant,
+    acks: Vec<Option<TaskSnapshot>>,
+}
+
+pub(crate) struct Coordinator {
+    hub: Arc<CheckpointHub>,
+    rx: Receiver<ToCoordinator>,
+    control: Arc<JobControl>,
+    done: Arc<AtomicBool>,
+    tasks: usize,
+    max_parallelism: u16,
+    next_id: u64,
+    finished_sources: Vec<Option<Vec<SplitPositionEntry>>>,
+    finished_other: bool,
+}
+
+impl Coordinator {
+    /// A coordinator for `tasks` tasks whose first checkpoint is numbered `next_id`.
+    pub(crate) fn new(
+        config: CheckpointConfig,
+        tasks: usize,
+        max_parallelism: u16,
+        next_id: u64,
+        control: Arc<JobControl>,
+    ) -> (Self, Arc<CheckpointHub>, Arc<AtomicBool>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let hub = Arc::new(CheckpointHub {
+            config,
+            requested: AtomicU64::new(next_id.saturating_sub(1)),
+            completed: AtomicU64::new(next_id.saturating_sub(1)),
+            tx,
+        });
+        let done = Arc::new(AtomicBool::new(false));
+        let c = Self {
+            hub: Arc::clone(&hub),
+            rx,
+            control,
+            done: Arc::clone(&done),
+            tasks,
+            max_parallelism,
+            next_id,
+            finished_sources: (0..tasks).map(|_| None).collect(),
+            finished_other: false,
+        };
+        (c, hub, done)
+    }
+
+    pub(crate) fn run(mut self) {
+        let config = self.hub.config.clone();
+        let mut next_trigger = Instant::now() + config.interval();
+        let mut pending: Option<Pending> = None;
+        while !self.done.load(Ordering::Acquire) && !self.control.is_cancelled() {
+            match self.rx.recv_timeout(Duration::from_millis(10)) {
+                Ok(msg) => self.handle(msg, &mut pending),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            match &mut pending {
+                Some(p) if p.acks.iter().all(Option::is_some) => {
+                    let started = p.started;
+                    if let Some(p) = pending.take() {
+                        self.complete(p);
+                    }
+                    next_trigger = (started + config.interval()).max(now + config.min_pause());
+                }
+                Some(p) if now.duration_since(p.started) > config.timeout() => {
+                    tracing::warn!(
+                        checkpoint = p.id,
+                        timeout_ms = config.timeout_ms,
+                        "Checkpoint timed out; abandoned."
+                    );
+                    self.abandon(p.id);
+                    pending = None;
+                    next_trigger = now + config.min_pause();
+                }
+                Some(_) => {}
+                None if now >= next_trigger && self.can_trigger() => {
+                    pending = Some(self.trigger(now));
+                }
+                None => {}
+            }
+        }
+        if let Some(p) = pending {
+            self.abandon(p.id);
+        }
+    }
+
+    fn can_trigger(&self) -> bool {
+        !self.finished_other && !self.control.is_stopping()
+    }
+
+    fn trigger(&mut self, now: Instant) -> Pending {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut acks: Vec<Option<TaskSnapshot>> = (0..self.tasks).map(|_| None).collect();
+        for (task, positions) in self.finished_sources.iter().enumerate() {
+            if let Some(positions) = positions {
+                let mut snap = self.hub.new_snapshot(id);
+                snap.positions = positions.clone();
+                acks[task] = Some(snap);
+            }
+        }
+        let dir = checkpoint_dir(&self.hub.config.dir, id);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            // Tasks will fail to write there and the checkpoint times out; say why now.
+            tracing::warn!(dir = %dir.display(), error = %e, "Cannot create the checkpoint directory.");
+        }
+        tracing::debug!(checkpoint = id, "Triggering checkpoint.");
+        self.hub.requested.store(id, Ordering::Release);
+        Pending {
+            id,
+            started: now,
+            acks,
+        }
+    }
+
+    fn handle(&mut self, msg: ToCoordinator, pending: &mut Option<Pending>) {
+        match msg {
+            ToCoordinator::Ack { task, snapshot } => match pending {
+                Some(p) if p.id == snapshot.checkpoint => {
+                    if let Some(slot) = p.acks.get_mut(task) {
+                        *slot = Some(snapshot);
+                    }
+                }
+                _ => tracing::debug!(
+                    checkpoint = snapshot.checkpoint,
+                    task,
+                    "Late acknowledgement ignored."
+                ),
+            },
+            ToCoordinator::Finished {
+                task,
+                positions: Some(positions),
+            } => {
+                if let Some(p) = pending {
+                    if p.acks.get(task).is_some_and(Option::is_none) {
+                        let mut snap = self.hub.new_snapshot(p.id);
+                        snap.positions = positions.clone();
+                        p.acks[task] = Some(snap);
+                    }
+                }
+                if let Some(slot) = self.finished_sources.get_mut(task) {
+                    *slot = Some(positions);
+                }
+            }
+            ToCoordinator::Finished {
+                task,
+                positions: None,
+            } => {
+                // A stateful task ended: later checkpoints could not include its state.
+                tracing::debug!(task, "A non-source task finished; no further checkpoints.");
+                self.finished_other = true;
+                if let Some(p) = pending.take() {
+                    if p.acks.get(task).is_some_and(Option::is_none) {
+                        self.abandon(p.id);
+                    } else {
+                        *pending = Some(p);
+                    }
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, p: Pending) {
+        let mut meta = CheckpointMetadata::new(p.id, self.max_parallelism);
+        for snap in p.acks.into_iter().flatten() {
+            meta.state_files.extend(snap.states);
+            meta.positions.extend(snap.positions);
+            meta.sink_commits.extend(snap.sinks);
+        }
+        let dir = checkpoint_dir(&self.hub.config.dir, p.id);
+        let written = std::fs::create_dir_all(&dir)
+            .map_err(|e| crate::Error::io(format!("creating {}", dir.display()), e))
+            .and_then(|()| meta.write(&dir));
+        match written {
+            Ok(()) => {
+                self.hub.completed.store(p.id, Ordering::Release);
+                tracing::info!(
+                    checkpoint = p.id,
+                    duration_ms = p.started.elapsed().as_millis() as u64,
+                    state_files = meta.state_files.len(),
+                    "Checkpoint completed."
+                );
+                self.prune(p.id);
+            }
+            Err(e) => {
+                tracing::warn!(checkpoint = p.id, error = %e, "Checkpoint could not be published; abandoned.");
+                self.abandon(p.id);
+            }
+        }
+    }
+
+    /// Removes an incomplete checkpoint's files.
+    fn abandon(&self, id: u64) {
+        let dir = checkpoint_dir(&self.hub.config.dir, id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "Could not remove an abandoned checkpoint.");
+            }
+        }
+    }
+
+    /// Keeps the newest `retained` complete checkpoints and removes older directories,
+    /// complete or not.
+    fn prune(&self, newest: u64) {
+        let root = &self.hub.config.dir;
+        let complete = match latest_checkpoints(root) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not list checkpoints for pruning.");
+                return;
+            }
+        };
+        let keep_from = complete
+            .iter()
+            .take(self.hub.config.retained)
+            .map(|(n, _)| *n)
+            .min()
+            .unwrap_or(newest);
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(n) = name
+                .strip_prefix("chk-")
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if n < keep_from {
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!(dir = %entry.path().display(), error = %e, "Could not remove an old checkpoint.");
+                }
+            }
+        }
+    }
+}
+
+/// The first free checkpoint number under `root` (one past every `chk-<n>` present,
+/// complete or not), so a restarted job never overwrites an earlier attempt's files.
+pub(crate) fn next_checkpoint_id(root: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 1;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("chk-")
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .max()
+        .map_or(1, |n| n + 1)
+}

@@ -1,0 +1,324 @@
+//! Exactly-once through checkpoints: a job (replayable source → key_by → keyed count →
+//! exactly-once part-file sink) fails or is killed at many points and is restored; its
+//! published output always equals that of a run that never failed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource, JsonLinesPartSink};
+use ferroflow::prelude::*;
+use ferroflow::testing::CountPerKey;
+use ferroflow::{CheckpointConfig, EnvConfig, Error, RestoreFrom, SplitReader, SplitStatus};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const EVENTS: u64 = 40_000;
+
+fn generator() -> GeneratorConfig {
+    // Throttled to ~0.8 s so that tens of checkpoints complete during a run.
+    GeneratorConfig::default()
+        .with_events(EVENTS)
+        .with_users(1_500)
+        .with_splits(4)
+        .with_rate(50_000)
+}
+
+/// Every (user, running count) the job emits, from a brute-force count.
+fn expected() -> Vec<(u64, u64)> {
+    let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
+    for e in common::all_events(&generator()) {
+        *counts.entry(e.user_id).or_default() += 1;
+    }
+    let mut out: Vec<(u64, u64)> = counts
+        .into_iter()
+        .flat_map(|(u, c)| (1..=c).map(move |n| (u, n)))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+fn published(dir: &Path) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for f in JsonLinesPartSink::<()>::published(dir).unwrap() {
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            out.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    checkpoints: PathBuf,
+    output: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().unwrap();
+    Dirs {
+        checkpoints: tmp.path().join("checkpoints"),
+        output: tmp.path().join("out"),
+        _tmp: tmp,
+    }
+}
+
+/// Runs the job once; fails it after `fail_after` records when set.
+fn run(d: &Dirs, parallelism: usize, fail_after: Option<u64>, restore: RestoreFrom) -> Result<()> {
+    let env = StreamEnvironment::new(
+        EnvConfig::default()
+            .with_parallelism(parallelism)
+            .with_batch_size(64)
+            .with_signal_handling(false),
+    );
+    env.enable_checkpointing(
+        CheckpointConfig::new(&d.checkpoints).with_interval(Duration::from_millis(25)),
+    );
+    env.restore_from(restore);
+    let seen = Arc::new(AtomicU64::new(0));
+    env.from_source(
+        GeneratorSource::new(generator()).unwrap(),
+        WatermarkStrategy::none(),
+    )
+    .try_map(move |e: ClickEvent| {
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        if Some(n) == fail_after {
+            return Err(Error::user(format!("injected failure after {n} records")));
+        }
+        Ok(e)
+    })
+    .key_by(|e: &ClickEvent| e.user_id)
+    .process(CountPerKey::default())
+    .name("count")
+    .sink(JsonLinesPartSink::new(&d.output));
+    env.execute().map(|_| ())
+}
+
+fn latest() -> RestoreFrom {
+    RestoreFrom::Latest { fallback: false }
+}
+
+/// The number of the newest complete checkpoint (0 if none).
+fn newest_checkpoint(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .filter(|e| e.path().join("_metadata").is_file())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .trim_start_matches("chk-")
+                        .parse::<u64>()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+fn complete_checkpoints(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .filter(|e| e.path().join("_metadata").is_file())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn failures_at_many_points_never_duplicate_or_lose_output() {
+    let want = expected();
+    for (i, fail_after) in [1_500u64, 9_000, 17_777, 26_000, 39_000]
+        .into_iter()
+        .enumerate()
+    {
+        let d = dirs();
+        let err = run(&d, 2, Some(fail_after), latest()).unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+        assert!(
+            complete_checkpoints(&d.checkpoints) > 0 || fail_after < 5_000,
+            "kill point {i}: no checkpoint completed"
+        );
+        run(&d, 2, None, latest()).unwrap();
+        assert_eq!(published(&d.output), want, "kill point {fail_after}");
+    }
+}
+
+#[test]
+fn repeated_failures_and_rescale_two_to_one_to_three() {
+    let want = expected();
+    let d = dirs();
+    assert!(run(&d, 2, Some(12_000), latest()).is_err());
+    assert!(run(&d, 1, Some(9_000), latest()).is_err());
+    run(&d, 3, None, latest()).unwrap();
+    assert_eq!(published(&d.output), want);
+}
+
+#[test]
+fn a_run_without_failures_publishes_everything_and_keeps_only_recent_checkpoints() {
+    let d = dirs();
+    run(&d, 2, None, latest()).unwrap();
+    assert_eq!(published(&d.output), expected());
+    let kept = complete_checkpoints(&d.checkpoints);
+    assert!(
+        (1..=3).contains(&kept),
+        "retained {kept} checkpoints, expected 1..=3"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&d.output)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "unpublished files left: {leftovers:?}"
+    );
+}
+
+#[test]
+fn a_damaged_checkpoint_is_named_and_fallback_uses_an_older_one() {
+    let d = dirs();
+    assert!(run(&d, 2, Some(30_000), latest()).is_err());
+    assert!(
+        complete_checkpoints(&d.checkpoints) >= 2,
+        "need two checkpoints to fall back"
+    );
+    let newest = std::fs::read_dir(&d.checkpoints)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("_metadata").is_file())
+        .max_by_key(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .trim_start_matches("chk-")
+                .parse::<u64>()
+                .unwrap()
+        })
+        .unwrap()
+        .path();
+    let state = std::fs::read_dir(&newest)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".state"))
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&state).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&state, bytes).unwrap();
+
+    let err = run(&d, 2, None, latest()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&newest.display().to_string()) && msg.contains("checksum"),
+        "{msg}"
+    );
+    assert!(
+        published(&d.output).len() < expected().len(),
+        "nothing ran from empty state"
+    );
+
+    // Falling back past a completed checkpoint replays what that checkpoint may already
+    // have published: nothing is lost, and that stretch may appear twice.
+    run(&d, 2, None, RestoreFrom::Latest { fallback: true }).unwrap();
+    let mut got = published(&d.output);
+    assert!(got.len() >= expected().len());
+    got.dedup();
+    assert_eq!(got, expected());
+}
+
+/// Runs the job in this process when started as the child of `killed_with_sigkill...`.
+#[test]
+fn child_job() {
+    let Ok(root) = std::env::var("FERROFLOW_CHILD_DIR") else {
+        return;
+    };
+    let d = Dirs {
+        checkpoints: Path::new(&root).join("checkpoints"),
+        output: Path::new(&root).join("out"),
+        _tmp: tempfile::tempdir().unwrap(),
+    };
+    run(&d, 2, None, latest()).unwrap();
+}
+
+#[test]
+fn killed_with_sigkill_and_restored() {
+    let want = expected();
+    for wait_for in [1u64, 6] {
+        let d = dirs();
+        let root = d.checkpoints.parent().unwrap().to_path_buf();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["child_job", "--exact", "--nocapture"])
+            .env("FERROFLOW_CHILD_DIR", &root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while newest_checkpoint(&d.checkpoints) < wait_for {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the child job made no checkpoint"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the child job ended early"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(
+            published(&d.output).len() < want.len(),
+            "killed before the end"
+        );
+        run(&d, 2, None, latest()).unwrap();
+        assert_eq!(
+            published(&d.output),
+            want,
+            "killed after {wait_for} checkpoints"
+        );
+    }
+}
+
+#[test]
+fn checkpoints_need_replayable_sources() {
+    struct OneShot;
+    impl Source for OneShot {
+        type Item = u64;
+        fn name(&self) -> String {
+            "one-shot".into()
+        }
+        fn create_splits(&mut self, _p: usize) -> Result<Vec<Box<dyn SplitReader<u64>>>> {
+            Ok(vec![Box::new(Forever)])
+        }
+    }
+    struct Forever;
+    impl SplitReader<u64> for Forever {
+        fn split_id(&self) -> String {
+            "forever".into()
+        }
+        fn poll(&mut self, _max: usize, out: &mut Vec<u64>) -> Result<SplitStatus> {
+            out.push(1);
+            std::thread::sleep(Duration::from_millis(1));
+            Ok(SplitStatus::More)
+        }
+    }
+    let d = dirs();
+    let env = common::env(1);
+    env.enable_checkpointing(
+        CheckpointConfig::new(&d.checkpoints).with_interval(Duration::from_millis(10)),
+    );
+    env.from_source(OneShot, WatermarkStrategy::none())
+        .sink(DiscardSink::new());
+    let err = env.execute().unwrap_err();
+    assert!(
+        err.to_string().contains("`forever`") && err.to_string().contains("replayable"),
+        "{err}"
+    );
+}
