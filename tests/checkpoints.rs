@@ -68,6 +68,18 @@ fn dirs() -> Dirs {
 
 /// Runs the job once; fails it after `fail_after` records when set.
 fn run(d: &Dirs, parallelism: usize, fail_after: Option<u64>, restore: RestoreFrom) -> Result<()> {
+    job(d, parallelism, fail_after, restore)
+        .execute()
+        .map(|_| ())
+}
+
+/// Builds the job.
+fn job(
+    d: &Dirs,
+    parallelism: usize,
+    fail_after: Option<u64>,
+    restore: RestoreFrom,
+) -> StreamEnvironment {
     let env = StreamEnvironment::new(
         EnvConfig::default()
             .with_parallelism(parallelism)
@@ -94,7 +106,7 @@ fn run(d: &Dirs, parallelism: usize, fail_after: Option<u64>, restore: RestoreFr
     .process(CountPerKey::default())
     .name("count")
     .sink(JsonLinesPartSink::new(&d.output));
-    env.execute().map(|_| ())
+    env
 }
 
 fn latest() -> RestoreFrom {
@@ -321,4 +333,73 @@ fn checkpoints_need_replayable_sources() {
         err.to_string().contains("`forever`") && err.to_string().contains("replayable"),
         "{err}"
     );
+}
+
+#[test]
+fn stop_with_savepoint_then_resume_at_another_parallelism() {
+    let d = dirs();
+    let handle = job(&d, 2, None, RestoreFrom::Nothing).start().unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    let (savepoint, result) = handle.stop_with_savepoint().unwrap();
+    assert!(savepoint
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("savepoint-"));
+    assert!(savepoint.join("_metadata").is_file());
+    let read: u64 = result
+        .metrics
+        .iter()
+        .filter(|m| m.operator.starts_with("source"))
+        .map(|m| m.records_out)
+        .sum();
+    assert!(read > 0 && read < EVENTS, "stopped midway, read {read}");
+    assert_eq!(
+        published(&d.output).len() as u64,
+        read,
+        "everything read before the savepoint is published"
+    );
+
+    job(&d, 3, None, RestoreFrom::Path(savepoint.clone()))
+        .execute()
+        .unwrap();
+    assert_eq!(published(&d.output), expected());
+    assert!(
+        savepoint.join("_metadata").is_file(),
+        "savepoints are not pruned"
+    );
+}
+
+#[test]
+fn a_savepoint_while_running_does_not_disturb_the_job() {
+    let d = dirs();
+    let handle = job(&d, 2, None, RestoreFrom::Nothing).start().unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let savepoint = handle.savepoint().unwrap();
+    handle.join().unwrap();
+    assert_eq!(published(&d.output), expected());
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(savepoint.join("_metadata")).unwrap()).unwrap();
+    let files = meta["state_files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "one state file per keyed worker");
+    for f in files {
+        let file = f["file"].as_str().unwrap();
+        assert!(file.starts_with("savepoint-"), "{file}");
+        assert!(d.checkpoints.join(file).is_file());
+    }
+}
+
+#[test]
+fn savepoints_need_checkpointing() {
+    let env = common::env(1);
+    env.from_source(
+        ferroflow::testing::ScriptedSource::new(vec![vec![ferroflow::testing::Step::IdleForever]]),
+        WatermarkStrategy::<u64>::none(),
+    )
+    .sink(DiscardSink::new());
+    let handle = env.start().unwrap();
+    let err = handle.savepoint().unwrap_err();
+    assert!(err.to_string().contains("checkpointing"), "{err}");
+    handle.stop();
+    handle.join().unwrap();
 }

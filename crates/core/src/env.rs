@@ -1,6 +1,6 @@
 //! The stream environment: where a job is configured, built and executed.
 
-use crate::checkpoint::coordinator::{next_checkpoint_id, Coordinator};
+use crate::checkpoint::coordinator::{next_checkpoint_id, CheckpointHub, Coordinator};
 use crate::checkpoint::{latest_checkpoints, load_checkpoint};
 use crate::graph::{Graph, PrepareCtx, Restored, SplitPool, Wire, WorkerCtx};
 use crate::metrics::{JobMetrics, OperatorSnapshot};
@@ -347,6 +347,7 @@ impl StreamEnvironment {
         Ok(JobHandle {
             control,
             threads,
+            hub,
             coordinator,
             metrics,
             started,
@@ -441,6 +442,7 @@ fn register_signals(stop: &Arc<AtomicBool>) -> Result<Vec<signal_hook::SigId>> {
 pub struct JobHandle {
     control: Arc<JobControl>,
     threads: Vec<JoinHandle<()>>,
+    hub: Option<Arc<CheckpointHub>>,
     coordinator: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
     metrics: JobMetrics,
     started: Instant,
@@ -466,6 +468,43 @@ impl JobHandle {
     /// do not fire.
     pub fn stop(&self) {
         self.control.request_stop();
+    }
+
+    /// Takes a savepoint: a checkpoint taken now (after any checkpoint in flight), kept
+    /// until deleted by hand, as `<checkpoint dir>/savepoint-<n>`. Blocks until it is
+    /// complete and returns its directory, which [`RestoreFrom::Path`] restores.
+    ///
+    /// # Errors
+    /// When checkpointing is not enabled, or the savepoint fails or times out.
+    pub fn savepoint(&self) -> Result<std::path::PathBuf> {
+        self.request_savepoint(false)
+    }
+
+    /// Takes a savepoint and ends the job right after it: sources stop at the savepoint's
+    /// barrier (no final watermark, so event-time state stays open for the resumed job),
+    /// everything before it is processed and committed, and the job ends. Resuming from
+    /// the returned directory continues exactly where this run stopped.
+    ///
+    /// # Errors
+    /// As [`Self::savepoint`], or the job's own error. If the savepoint fails after the
+    /// sources stopped, the job has still ended.
+    pub fn stop_with_savepoint(self) -> Result<(std::path::PathBuf, JobResult)> {
+        let path = self.request_savepoint(true)?;
+        let result = self.join()?;
+        Ok((path, result))
+    }
+
+    fn request_savepoint(&self, stop: bool) -> Result<std::path::PathBuf> {
+        let hub = self
+            .hub
+            .as_ref()
+            .ok_or_else(|| Error::Config("savepoints need checkpointing enabled".into()))?;
+        let wait = hub.config.timeout() + Duration::from_secs(1);
+        hub.request_savepoint(stop)
+            .recv_timeout(wait)
+            .map_err(|_| {
+                Error::Config(format!("no savepoint within {} ms", hub.config.timeout_ms))
+            })?
     }
 
     /// A cloneable handle that can stop the job.

@@ -26,10 +26,19 @@ pub(crate) fn checkpoint_dir(root: &Path, id: u64) -> PathBuf {
     root.join(format!("chk-{id}"))
 }
 
+/// Answer to a savepoint request: the savepoint directory, or why it failed.
+pub(crate) type SavepointReply = Sender<crate::Result<PathBuf>>;
+
 pub(crate) enum ToCoordinator {
     Ack {
         task: usize,
         snapshot: TaskSnapshot,
+    },
+    /// Take a savepoint as soon as no checkpoint is in flight; with `stop`, sources end
+    /// right after its barrier.
+    Savepoint {
+        stop: bool,
+        reply: SavepointReply,
     },
     /// A task ended. Sources report their final positions: they take part in later
     /// checkpoints with those.
@@ -44,6 +53,8 @@ pub(crate) struct CheckpointHub {
     pub(crate) config: CheckpointConfig,
     requested: AtomicU64,
     completed: AtomicU64,
+    /// Sources end after emitting the barrier of this checkpoint (0: none).
+    stop_after: AtomicU64,
     tx: Sender<ToCoordinator>,
 }
 
@@ -74,12 +85,31 @@ impl CheckpointHub {
     pub(crate) fn finished(&self, task: usize, positions: Option<Vec<SplitPositionEntry>>) {
         let _ = self.tx.send(ToCoordinator::Finished { task, positions });
     }
+
+    /// Whether sources must end after the barrier of checkpoint `id`.
+    pub(crate) fn stops_after(&self, id: u64) -> bool {
+        self.stop_after.load(Ordering::Acquire) == id
+    }
+
+    /// Asks for a savepoint; the answer arrives on the returned channel.
+    pub(crate) fn request_savepoint(&self, stop: bool) -> Receiver<crate::Result<PathBuf>> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        if let Err(e) = self.tx.send(ToCoordinator::Savepoint { stop, reply }) {
+            if let ToCoordinator::Savepoint { reply, .. } = e.0 {
+                let _ = reply.send(Err(crate::Error::Config(
+                    "the job has ended; no savepoint".into(),
+                )));
+            }
+        }
+        rx
+    }
 }
 
 struct Pending {
     id: u64,
     started: Instant,
     acks: Vec<Option<TaskSnapshot>>,
+    savepoint: Option<SavepointReply>,
 }
 
 pub(crate) struct Coordinator {
@@ -92,6 +122,7 @@ pub(crate) struct Coordinator {
     next_id: u64,
     finished_sources: Vec<Option<Vec<SplitPositionEntry>>>,
     finished_other: bool,
+    savepoints: std::collections::VecDeque<(bool, SavepointReply)>,
 }
 
 impl Coordinator {
@@ -108,6 +139,7 @@ impl Coordinator {
             config,
             requested: AtomicU64::new(next_id.saturating_sub(1)),
             completed: AtomicU64::new(next_id.saturating_sub(1)),
+            stop_after: AtomicU64::new(0),
             tx,
         });
         let done = Arc::new(AtomicBool::new(false));
@@ -121,6 +153,7 @@ impl Coordinator {
             next_id,
             finished_sources: (0..tasks).map(|_| None).collect(),
             finished_other: false,
+            savepoints: std::collections::VecDeque::new(),
         };
         (c, hub, done)
     }
@@ -155,14 +188,35 @@ impl Coordinator {
                     next_trigger = now + config.min_pause();
                 }
                 Some(_) => {}
+                None if !self.savepoints.is_empty() => {
+                    if let Some((stop, reply)) = self.savepoints.pop_front() {
+                        if self.can_trigger() {
+                            let mut p = self.trigger(now, stop);
+                            p.savepoint = Some(reply);
+                            pending = Some(p);
+                        } else {
+                            let _ = reply.send(Err(crate::Error::Config(
+                                "the job is ending; no savepoint can be taken".into(),
+                            )));
+                        }
+                    }
+                }
                 None if now >= next_trigger && self.can_trigger() => {
-                    pending = Some(self.trigger(now));
+                    pending = Some(self.trigger(now, false));
                 }
                 None => {}
             }
         }
         if let Some(p) = pending {
             self.abandon(p.id);
+            if let Some(reply) = p.savepoint {
+                let _ = reply.send(Err(crate::Error::Cancelled));
+            }
+        }
+        for (_, reply) in self.savepoints.drain(..) {
+            let _ = reply.send(Err(crate::Error::Config(
+                "the job ended before the savepoint".into(),
+            )));
         }
     }
 
@@ -170,8 +224,11 @@ impl Coordinator {
         !self.finished_other && !self.control.is_stopping()
     }
 
-    fn trigger(&mut self, now: Instant) -> Pending {
+    fn trigger(&mut self, now: Instant, stop: bool) -> Pending {
         let id = self.next_id;
+        if stop {
+            self.hub.stop_after.store(id, Ordering::Release);
+        }
         self.next_id += 1;
         let mut acks: Vec<Option<TaskSnapshot>> = (0..self.tasks).map(|_| None).collect();
         for (task, positions) in self.finished_sources.iter().enumerate() {
@@ -192,6 +249,7 @@ impl Coordinator {
             id,
             started: now,
             acks,
+            savepoint: None,
         }
     }
 
@@ -209,6 +267,7 @@ impl Coordinator {
                     "Late acknowledgement ignored."
                 ),
             },
+            ToCoordinator::Savepoint { stop, reply } => self.savepoints.push_back((stop, reply)),
             ToCoordinator::Finished {
                 task,
                 positions: Some(positions),
@@ -234,6 +293,11 @@ impl Coordinator {
                 if let Some(p) = pending.take() {
                     if p.acks.get(task).is_some_and(Option::is_none) {
                         self.abandon(p.id);
+                        if let Some(reply) = p.savepoint {
+                            let _ = reply.send(Err(crate::Error::Config(
+                                "a task finished before the savepoint barrier reached it".into(),
+                            )));
+                        }
                     } else {
                         *pending = Some(p);
                     }
@@ -249,10 +313,37 @@ impl Coordinator {
             meta.positions.extend(snap.positions);
             meta.sink_commits.extend(snap.sinks);
         }
-        let dir = checkpoint_dir(&self.hub.config.dir, p.id);
+        let root = &self.hub.config.dir;
+        let mut dir = checkpoint_dir(root, p.id);
+        if p.savepoint.is_some() {
+            // A savepoint lives outside the retained checkpoints until deleted by hand.
+            let name = format!("savepoint-{}", p.id);
+            let from = format!("chk-{}/", p.id);
+            for f in &mut meta.state_files {
+                if let Some(rest) = f.file.strip_prefix(&from) {
+                    f.file = format!("{name}/{rest}");
+                }
+            }
+            let target = root.join(&name);
+            if let Err(e) =
+                std::fs::create_dir_all(&dir).and_then(|()| std::fs::rename(&dir, &target))
+            {
+                tracing::warn!(error = %e, "Could not move the savepoint into place.");
+            }
+            dir = target;
+        }
         let written = std::fs::create_dir_all(&dir)
             .map_err(|e| crate::Error::io(format!("creating {}", dir.display()), e))
             .and_then(|()| meta.write(&dir));
+        if let Some(reply) = p.savepoint {
+            let _ = reply.send(match &written {
+                Ok(()) => Ok(dir.clone()),
+                Err(e) => Err(crate::Error::Config(format!(
+                    "savepoint {} failed: {e}",
+                    dir.display()
+                ))),
+            });
+        }
         match written {
             Ok(()) => {
                 self.hub.completed.store(p.id, Ordering::Release);

@@ -170,10 +170,11 @@ impl<T: Send + 'static> SourceTask<T> {
             .collect()
     }
 
-    /// Emits a barrier if a checkpoint was requested, and passes on completions.
-    fn checkpointing(&mut self) -> Result<()> {
+    /// Emits a barrier if a checkpoint was requested, and passes on completions. Returns
+    /// true when the barrier was a stop-with-savepoint's: the source must end now.
+    fn checkpointing(&mut self) -> Result<bool> {
         let Some(c) = &mut self.checkpoint else {
-            return Ok(());
+            return Ok(false);
         };
         c.notify(&mut self.chain)?;
         let requested = c.hub.requested();
@@ -181,9 +182,10 @@ impl<T: Send + 'static> SourceTask<T> {
             let positions = self.positions()?;
             if let Some(c) = &mut self.checkpoint {
                 c.barrier(requested, positions, &mut self.chain)?;
+                return Ok(c.hub.stops_after(requested));
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Ends the chain and tells the coordinator this source's final positions.
@@ -280,7 +282,11 @@ impl<T: Send + 'static> Task for SourceTask<T> {
                 self.close_splits()?;
                 return self.finish();
             }
-            self.checkpointing()?;
+            if self.checkpointing()? {
+                tracing::info!(task = %self.name, "Stopping after the savepoint barrier.");
+                self.close_splits()?;
+                return self.finish();
+            }
             let now = Instant::now();
             let read = self.read_round(now)?;
             if self.splits.iter().all(|s| s.finished) {
