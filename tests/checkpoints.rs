@@ -73,12 +73,24 @@ fn run(d: &Dirs, parallelism: usize, fail_after: Option<u64>, restore: RestoreFr
         .map(|_| ())
 }
 
-/// Builds the job.
+/// Builds the job on the memory backend.
 fn job(
     d: &Dirs,
     parallelism: usize,
     fail_after: Option<u64>,
     restore: RestoreFrom,
+) -> StreamEnvironment {
+    job_on(d, parallelism, fail_after, restore, false)
+}
+
+/// Builds the job; on RocksDB when `rocksdb` (with a small write-behind cache, so that
+/// state is written back during the run, not only at barriers).
+fn job_on(
+    d: &Dirs,
+    parallelism: usize,
+    fail_after: Option<u64>,
+    restore: RestoreFrom,
+    rocksdb: bool,
 ) -> StreamEnvironment {
     let env = StreamEnvironment::new(
         EnvConfig::default()
@@ -90,6 +102,19 @@ fn job(
         CheckpointConfig::new(&d.checkpoints).with_interval(Duration::from_millis(25)),
     );
     env.restore_from(restore);
+    if rocksdb {
+        #[cfg(feature = "rocksdb")]
+        env.set_state_backend(
+            ferroflow::state::RocksDbBackend::new(
+                ferroflow::state::RocksDbConfig::default()
+                    .with_local_dir(d.checkpoints.with_file_name("rocksdb"))
+                    .with_cache_entries(500),
+            )
+            .unwrap(),
+        );
+        #[cfg(not(feature = "rocksdb"))]
+        panic!("built without the rocksdb feature");
+    }
     let seen = Arc::new(AtomicU64::new(0));
     env.from_source(
         GeneratorSource::new(generator()).unwrap(),
@@ -402,4 +427,21 @@ fn savepoints_need_checkpointing() {
     assert!(err.to_string().contains("checkpointing"), "{err}");
     handle.stop();
     handle.join().unwrap();
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_state_is_exactly_once_across_failures_and_rescale() {
+    let d = dirs();
+    assert!(job_on(&d, 2, Some(14_000), latest(), true)
+        .execute()
+        .is_err());
+    assert!(job_on(&d, 3, Some(11_000), latest(), true)
+        .execute()
+        .is_err());
+    job_on(&d, 1, None, latest(), true).execute().unwrap();
+    assert_eq!(published(&d.output), expected());
+    let working = d.checkpoints.with_file_name("rocksdb");
+    let left = std::fs::read_dir(&working).map(|e| e.count()).unwrap_or(0);
+    assert_eq!(left, 0, "working databases are removed when operators end");
 }

@@ -2,7 +2,6 @@
 
 use crate::table::{ListTable, MapTable, ValueTable};
 use crate::{KeyedStateStore, Result, StateKey, StateValue};
-use hashbrown::hash_map::RawEntryMut;
 use std::marker::PhantomData;
 
 /// Pairs a keyed store with the key whose state is being accessed.
@@ -80,23 +79,15 @@ impl<V: StateValue> ValueState<V> {
     /// The value of the current key.
     pub fn get<'a, A: StateAccess>(&self, cx: &'a mut A) -> Result<Option<&'a V>> {
         let (store, key) = cx.parts();
-        let t = store.table::<ValueTable<A::Key, V>>(self.id)?;
-        Ok(t.map.get(key))
+        store.table::<ValueTable<A::Key, V>>(self.id)?.get(key)
     }
 
     /// Sets the value of the current key.
     pub fn set<A: StateAccess>(&self, cx: &mut A, value: V) -> Result<()> {
         let (store, key) = cx.parts();
-        let t = store.table::<ValueTable<A::Key, V>>(self.id)?;
-        match t.map.raw_entry_mut().from_key(key) {
-            RawEntryMut::Occupied(mut e) => {
-                e.insert(value);
-            }
-            RawEntryMut::Vacant(e) => {
-                e.insert(key.clone(), value);
-            }
-        }
-        Ok(())
+        store
+            .table::<ValueTable<A::Key, V>>(self.id)?
+            .set(key, value)
     }
 
     /// The value of the current key, inserting `init()` first if there is none.
@@ -106,18 +97,15 @@ impl<V: StateValue> ValueState<V> {
         init: impl FnOnce() -> V,
     ) -> Result<&'a mut V> {
         let (store, key) = cx.parts();
-        let t = store.table::<ValueTable<A::Key, V>>(self.id)?;
-        Ok(match t.map.raw_entry_mut().from_key(key) {
-            RawEntryMut::Occupied(e) => e.into_mut(),
-            RawEntryMut::Vacant(e) => e.insert(key.clone(), init()).1,
-        })
+        store
+            .table::<ValueTable<A::Key, V>>(self.id)?
+            .get_or_insert_with(key, init)
     }
 
     /// Removes and returns the value of the current key.
     pub fn clear<A: StateAccess>(&self, cx: &mut A) -> Result<Option<V>> {
         let (store, key) = cx.parts();
-        let t = store.table::<ValueTable<A::Key, V>>(self.id)?;
-        Ok(t.map.remove(key))
+        store.table::<ValueTable<A::Key, V>>(self.id)?.remove(key)
     }
 }
 
@@ -125,26 +113,22 @@ impl<UK: StateKey, V: StateValue> MapState<UK, V> {
     /// The value under `user_key` in the current key's map.
     pub fn get<'a, A: StateAccess>(&self, cx: &'a mut A, user_key: &UK) -> Result<Option<&'a V>> {
         let (store, key) = cx.parts();
-        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
-        Ok(t.map.get(key).and_then(|m| m.get(user_key)))
+        store
+            .table::<MapTable<A::Key, UK, V>>(self.id)?
+            .get(key, user_key)
     }
 
     /// Whether the current key's map holds `user_key`.
     pub fn contains<A: StateAccess>(&self, cx: &mut A, user_key: &UK) -> Result<bool> {
-        let (store, key) = cx.parts();
-        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
-        Ok(t.map.get(key).is_some_and(|m| m.contains_key(user_key)))
+        self.get(cx, user_key).map(|v| v.is_some())
     }
 
     /// Inserts into the current key's map; returns the previous value.
     pub fn insert<A: StateAccess>(&self, cx: &mut A, user_key: UK, value: V) -> Result<Option<V>> {
         let (store, key) = cx.parts();
-        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
-        let inner = match t.map.raw_entry_mut().from_key(key) {
-            RawEntryMut::Occupied(e) => e.into_mut(),
-            RawEntryMut::Vacant(e) => e.insert(key.clone(), Default::default()).1,
-        };
-        Ok(inner.insert(user_key, value))
+        store
+            .table::<MapTable<A::Key, UK, V>>(self.id)?
+            .insert(key, user_key, value)
     }
 
     /// The value under `user_key`, inserting `init()` first if there is none.
@@ -155,36 +139,24 @@ impl<UK: StateKey, V: StateValue> MapState<UK, V> {
         init: impl FnOnce() -> V,
     ) -> Result<&'a mut V> {
         let (store, key) = cx.parts();
-        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
-        let inner = match t.map.raw_entry_mut().from_key(key) {
-            RawEntryMut::Occupied(e) => e.into_mut(),
-            RawEntryMut::Vacant(e) => e.insert(key.clone(), Default::default()).1,
-        };
-        Ok(match inner.raw_entry_mut().from_key(user_key) {
-            RawEntryMut::Occupied(e) => e.into_mut(),
-            RawEntryMut::Vacant(e) => e.insert(user_key.clone(), init()).1,
-        })
+        store
+            .table::<MapTable<A::Key, UK, V>>(self.id)?
+            .get_or_insert_with(key, user_key, init)
     }
 
     /// Removes `user_key` from the current key's map; returns its value.
     pub fn remove<A: StateAccess>(&self, cx: &mut A, user_key: &UK) -> Result<Option<V>> {
         let (store, key) = cx.parts();
-        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
-        let Some(inner) = t.map.get_mut(key) else {
-            return Ok(None);
-        };
-        let old = inner.remove(user_key);
-        if inner.is_empty() {
-            t.map.remove(key);
-        }
-        Ok(old)
+        store
+            .table::<MapTable<A::Key, UK, V>>(self.id)?
+            .remove(key, user_key)
     }
 
-    /// Number of entries in the current key's map.
+    /// Number of entries in the current key's map. With a backed store this reads the
+    /// whole map; keep a count in value state if it is needed per record.
     pub fn len<A: StateAccess>(&self, cx: &mut A) -> Result<usize> {
         let (store, key) = cx.parts();
-        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
-        Ok(t.map.get(key).map_or(0, |m| m.len()))
+        store.table::<MapTable<A::Key, UK, V>>(self.id)?.len(key)
     }
 
     /// Whether the current key's map is empty.
@@ -198,16 +170,13 @@ impl<UK: StateKey, V: StateValue> MapState<UK, V> {
         cx: &'a mut A,
     ) -> Result<impl Iterator<Item = (&'a UK, &'a V)> + 'a> {
         let (store, key) = cx.parts();
-        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
-        Ok(t.map.get(key).into_iter().flat_map(|m| m.iter()))
+        store.table::<MapTable<A::Key, UK, V>>(self.id)?.iter(key)
     }
 
     /// Removes the current key's whole map.
     pub fn clear<A: StateAccess>(&self, cx: &mut A) -> Result<()> {
         let (store, key) = cx.parts();
-        let t = store.table::<MapTable<A::Key, UK, V>>(self.id)?;
-        t.map.remove(key);
-        Ok(())
+        store.table::<MapTable<A::Key, UK, V>>(self.id)?.clear(key)
     }
 }
 
@@ -215,40 +184,29 @@ impl<V: StateValue> ListState<V> {
     /// The current key's list (empty if none).
     pub fn get<'a, A: StateAccess>(&self, cx: &'a mut A) -> Result<&'a [V]> {
         let (store, key) = cx.parts();
-        let t = store.table::<ListTable<A::Key, V>>(self.id)?;
-        Ok(t.map.get(key).map_or(&[], Vec::as_slice))
+        store.table::<ListTable<A::Key, V>>(self.id)?.get(key)
     }
 
     /// Appends to the current key's list.
     pub fn push<A: StateAccess>(&self, cx: &mut A, value: V) -> Result<()> {
         let (store, key) = cx.parts();
-        let t = store.table::<ListTable<A::Key, V>>(self.id)?;
-        match t.map.raw_entry_mut().from_key(key) {
-            RawEntryMut::Occupied(e) => e.into_mut().push(value),
-            RawEntryMut::Vacant(e) => {
-                e.insert(key.clone(), vec![value]);
-            }
-        }
-        Ok(())
+        store
+            .table::<ListTable<A::Key, V>>(self.id)?
+            .push(key, value)
     }
 
     /// Replaces the current key's list; an empty list removes it.
     pub fn replace<A: StateAccess>(&self, cx: &mut A, values: Vec<V>) -> Result<()> {
         let (store, key) = cx.parts();
-        let t = store.table::<ListTable<A::Key, V>>(self.id)?;
-        if values.is_empty() {
-            t.map.remove(key);
-        } else {
-            t.map.insert(key.clone(), values);
-        }
-        Ok(())
+        store
+            .table::<ListTable<A::Key, V>>(self.id)?
+            .replace(key, values)
     }
 
     /// Removes and returns the current key's list.
     pub fn clear<A: StateAccess>(&self, cx: &mut A) -> Result<Vec<V>> {
         let (store, key) = cx.parts();
-        let t = store.table::<ListTable<A::Key, V>>(self.id)?;
-        Ok(t.map.remove(key).unwrap_or_default())
+        store.table::<ListTable<A::Key, V>>(self.id)?.take(key)
     }
 }
 
@@ -283,7 +241,7 @@ mod tests {
             "two"
         );
         assert_eq!(v.get(&mut KeyScope::new(&mut s, &2u32)).unwrap(), None);
-        assert_eq!(s.stats().entries(), 1);
+        assert_eq!(s.stats().unwrap().entries(), 1);
     }
 
     #[test]
@@ -324,13 +282,21 @@ mod tests {
         l.push(&mut cx, 1).unwrap();
         l.push(&mut cx, 2).unwrap();
         assert_eq!(l.get(&mut cx).unwrap(), &[1, 2]);
-        let stats = s.stats();
+        let stats = s.stats().unwrap();
         assert_eq!(stats.tables[0].kind, StateKind::Map);
         assert_eq!((stats.tables[0].keys, stats.tables[1].entries), (1, 2));
         let mut cx = KeyScope::new(&mut s, &k);
         m.remove(&mut cx, &10).unwrap();
         l.replace(&mut cx, vec![]).unwrap();
-        assert_eq!(s.stats().tables.iter().map(|t| t.keys).sum::<usize>(), 0);
+        assert_eq!(
+            s.stats()
+                .unwrap()
+                .tables
+                .iter()
+                .map(|t| t.keys)
+                .sum::<usize>(),
+            0
+        );
     }
 
     #[derive(Debug, Clone)]
@@ -379,7 +345,7 @@ mod tests {
                 let want: BTreeSet<(u8, u16)> = model.get(&k).map(|e| e.iter().map(|(a, b)| (*a, *b)).collect()).unwrap_or_default();
                 prop_assert_eq!(got, want);
             }
-            prop_assert_eq!(s.stats().tables[0].keys, model.len());
+            prop_assert_eq!(s.stats().unwrap().tables[0].keys, model.len());
         }
     }
 }

@@ -33,6 +33,10 @@ mod backend;
 mod error;
 mod handle;
 mod key_group;
+#[cfg(test)]
+mod model_tests;
+#[cfg(feature = "rocksdb")]
+mod rocks;
 mod snapshot;
 mod store;
 mod table;
@@ -44,6 +48,8 @@ pub use key_group::{
     key_group_for_key, stable_hash, worker_for_key_group, KeyGroup, KeyGroupRange, StableHasher,
     DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM,
 };
+#[cfg(feature = "rocksdb")]
+pub use rocks::{RocksDbBackend, RocksDbConfig};
 pub use snapshot::{decode_section, encode_sections, KeyedSnapshot, Section};
 pub use store::{KeyedStateStore, StateDescriptor, StateKind, StateStats, TableStats};
 

@@ -335,7 +335,7 @@ mod tests {
         let _ = dump(&mut c, 0..1);
         c.restore(KeyedSnapshot::read_from(&path).unwrap()).unwrap();
         assert_eq!(dump(&mut c, 0..500), want);
-        assert_eq!(c.stats(), a.stats());
+        assert_eq!(c.stats().unwrap(), a.stats().unwrap());
     }
 
     #[test]
@@ -355,7 +355,7 @@ mod tests {
         fill(&mut reference, keys.clone());
         let want = dump(&mut reference, keys.clone());
 
-        let snaps: Vec<KeyedSnapshot> = old.iter().map(|s| s.snapshot().unwrap()).collect();
+        let snaps: Vec<KeyedSnapshot> = old.iter_mut().map(|s| s.snapshot().unwrap()).collect();
         let mut merged = Dump::new();
         for w in 0..3 {
             let mut s = store(w, 3);

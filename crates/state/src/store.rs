@@ -2,10 +2,11 @@
 
 use crate::handle::{ListState, MapState, ValueState};
 use crate::snapshot::{KeyedSnapshot, Section};
-use crate::table::{ErasedTable, ListTable, MapTable, ValueTable};
+use crate::table::{Backing, ErasedTable, KvStore, ListTable, MapTable, NewTable, ValueTable};
 use crate::{Error, Result, StateKey, StateValue, StoreScope};
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// The kind of a declared state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +109,9 @@ pub struct KeyedStateStore {
     descriptors: Vec<StateDescriptor>,
     /// Restored sections not yet claimed by a declaration, by state name.
     pending: HashMap<String, Vec<Section>>,
+    /// The store under backed tables, with each table's cache capacity; `None` keeps
+    /// tables in memory.
+    storage: Option<(Arc<dyn KvStore>, usize)>,
 }
 
 impl fmt::Debug for KeyedStateStore {
@@ -128,7 +132,28 @@ impl KeyedStateStore {
             names: HashMap::new(),
             descriptors: Vec::new(),
             pending: HashMap::new(),
+            storage: None,
         }
+    }
+
+    /// An empty store whose tables are write-behind caches of `cache_capacity` entries
+    /// each over `store`.
+    pub(crate) fn backed(
+        scope: StoreScope,
+        store: Arc<dyn KvStore>,
+        cache_capacity: usize,
+    ) -> Self {
+        let mut s = Self::in_memory(scope);
+        s.storage = Some((store, cache_capacity.max(1)));
+        s
+    }
+
+    /// Writes every cached change to the backing store (no-op in memory).
+    pub fn flush(&mut self) -> Result<()> {
+        for t in &mut self.tables {
+            t.flush()?;
+        }
+        Ok(())
     }
 
     /// Where this store belongs (operator, worker, key groups).
@@ -166,9 +191,9 @@ impl KeyedStateStore {
     /// Snapshots every declared state, one section per state and key group. Restored
     /// state that no declaration claimed is carried over unchanged, so it survives until
     /// an operator declares it again.
-    pub fn snapshot(&self) -> Result<KeyedSnapshot> {
+    pub fn snapshot(&mut self) -> Result<KeyedSnapshot> {
         let mut sections = Vec::new();
-        for (desc, table) in self.descriptors.iter().zip(&self.tables) {
+        for (desc, table) in self.descriptors.iter().zip(&mut self.tables) {
             table.snapshot(desc.name(), self.scope.max_parallelism, &mut sections)?;
         }
         sections.extend(self.pending.values().flatten().cloned());
@@ -229,21 +254,20 @@ impl KeyedStateStore {
         table.restore(section)
     }
 
-    /// Statistics per declared state.
-    pub fn stats(&self) -> StateStats {
-        StateStats {
-            tables: self
-                .descriptors
-                .iter()
-                .zip(&self.tables)
-                .map(|(d, t)| TableStats {
-                    name: d.name().to_string(),
-                    kind: t.kind(),
-                    keys: t.keys(),
-                    entries: t.entries(),
-                })
-                .collect(),
+    /// Exact statistics per declared state. In a backed store this flushes and scans the
+    /// store, so it is meant for tests and diagnostics, not for every record.
+    pub fn stats(&mut self) -> Result<StateStats> {
+        let mut tables = Vec::with_capacity(self.tables.len());
+        for (d, t) in self.descriptors.iter().zip(&mut self.tables) {
+            let (keys, entries) = t.stats()?;
+            tables.push(TableStats {
+                name: d.name().to_string(),
+                kind: t.kind(),
+                keys,
+                entries,
+            });
         }
+        Ok(StateStats { tables })
     }
 
     /// The typed table behind handle `id`.
@@ -254,7 +278,7 @@ impl KeyedStateStore {
             .ok_or(Error::HandleMismatch { id })
     }
 
-    fn register<T: ErasedTable + Default + 'static>(
+    fn register<T: ErasedTable + NewTable + 'static>(
         &mut self,
         desc: StateDescriptor,
     ) -> Result<u32> {
@@ -264,7 +288,7 @@ impl KeyedStateStore {
             if existing.as_any().is::<T>() {
                 return Ok(id);
             }
-            let requested = T::default();
+            let requested = T::new_table(None);
             return Err(Error::StateConflict {
                 name: desc.name().to_string(),
                 existing: format!("{} ({})", existing.kind(), existing.type_name()),
@@ -273,7 +297,17 @@ impl KeyedStateStore {
         }
         let id = u32::try_from(self.tables.len())
             .map_err(|_| Error::InvalidConfig("too many states in one operator".into()))?;
-        self.tables.push(Box::new(T::default()));
+        let backing = match &self.storage {
+            None => None,
+            Some((store, capacity)) => Some(Backing {
+                store: Arc::clone(store),
+                state_id: u16::try_from(id)
+                    .map_err(|_| Error::InvalidConfig("too many states in one operator".into()))?,
+                max_parallelism: self.scope.max_parallelism,
+                cache_capacity: *capacity,
+            }),
+        };
+        self.tables.push(Box::new(T::new_table(backing)));
         self.names.insert(desc.name().to_string(), id);
         if let Some(sections) = self.pending.remove(desc.name()) {
             for section in &sections {

@@ -1,0 +1,207 @@
+//! The RocksDB state backend.
+//!
+//! Each worker of each keyed operator gets its own RocksDB database in a local working
+//! directory (deleted when the operator instance ends). Declared states are typed
+//! write-behind caches over it: reads that hit the cache cost a hash lookup; changed
+//! entries are written back in one batch when a state's cache fills up and before every
+//! snapshot. The write-ahead log is off: durability comes from checkpoints.
+
+use crate::table::{KvOp, KvStore, Visitor};
+use crate::{Error, KeyedStateStore, Result, StateBackend, StoreScope};
+use rocksdb::{
+    BlockBasedOptions, Cache, DBCompressionType, Direction, IteratorMode, Options, ReadOptions,
+    WriteBatch, WriteOptions, DB,
+};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// RocksDB backend settings. Unknown fields are rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RocksDbConfig {
+    /// Directory for the working databases. Default: `<system temp dir>/ferroflow-rocksdb`.
+    pub local_dir: PathBuf,
+    /// Entries each declared state keeps in its write-behind cache. Default: 100,000.
+    pub cache_entries: usize,
+    /// RocksDB block cache per database, MiB. Default: 64.
+    pub block_cache_mb: usize,
+    /// RocksDB write buffer (memtable) size, MiB. Default: 64.
+    pub write_buffer_mb: usize,
+}
+
+impl Default for RocksDbConfig {
+    fn default() -> Self {
+        Self {
+            local_dir: std::env::temp_dir().join("ferroflow-rocksdb"),
+            cache_entries: 100_000,
+            block_cache_mb: 64,
+            write_buffer_mb: 64,
+        }
+    }
+}
+
+impl RocksDbConfig {
+    /// Sets `local_dir`.
+    #[must_use]
+    pub fn with_local_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.local_dir = dir.into();
+        self
+    }
+
+    /// Sets `cache_entries`.
+    #[must_use]
+    pub fn with_cache_entries(mut self, entries: usize) -> Self {
+        self.cache_entries = entries;
+        self
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        if self.cache_entries == 0 {
+            return Err(Error::InvalidConfig(
+                "rocksdb.cache_entries must be at least 1".into(),
+            ));
+        }
+        if self.write_buffer_mb == 0 {
+            return Err(Error::InvalidConfig(
+                "rocksdb.write_buffer_mb must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Keeps keyed state in RocksDB, behind typed write-behind caches.
+#[derive(Debug, Clone, Default)]
+pub struct RocksDbBackend {
+    config: RocksDbConfig,
+}
+
+impl RocksDbBackend {
+    /// A backend with `config`.
+    pub fn new(config: RocksDbConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self { config })
+    }
+}
+
+static NEXT_DB: AtomicU64 = AtomicU64::new(0);
+
+impl StateBackend for RocksDbBackend {
+    fn name(&self) -> &'static str {
+        "rocksdb"
+    }
+
+    fn open_keyed_store(&self, scope: &StoreScope) -> Result<KeyedStateStore> {
+        let safe: String = scope
+            .operator
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let dir = self.config.local_dir.join(format!(
+            "{safe}-{}-{}-{}",
+            scope.worker,
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        ));
+        let kv = RocksKv::open(dir, &self.config)?;
+        Ok(KeyedStateStore::backed(
+            scope.clone(),
+            Arc::new(kv),
+            self.config.cache_entries,
+        ))
+    }
+}
+
+struct RocksKv {
+    db: Option<DB>,
+    dir: PathBuf,
+    write: WriteOptions,
+}
+
+fn db_err(what: &str, e: rocksdb::Error) -> Error {
+    Error::Io(format!("rocksdb {what}: {e}"))
+}
+
+impl RocksKv {
+    fn open(dir: PathBuf, config: &RocksDbConfig) -> Result<Self> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Io(format!("creating {}: {e}", dir.display())))?;
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&Cache::new_lru_cache(config.block_cache_mb << 20));
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_block_based_table_factory(&table);
+        opts.set_write_buffer_size(config.write_buffer_mb << 20);
+        opts.set_compression_type(DBCompressionType::Lz4);
+        opts.set_max_background_jobs(2);
+        let db =
+            DB::open(&opts, &dir).map_err(|e| db_err(&format!("opening {}", dir.display()), e))?;
+        let mut write = WriteOptions::default();
+        write.disable_wal(true);
+        Ok(Self {
+            db: Some(db),
+            dir,
+            write,
+        })
+    }
+
+    fn db(&self) -> Result<&DB> {
+        self.db
+            .as_ref()
+            .ok_or_else(|| Error::Io("rocksdb database already closed".into()))
+    }
+}
+
+impl Drop for RocksKv {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                // A leftover working directory wastes disk but loses nothing.
+                tracing::warn!(dir = %self.dir.display(), error = %e, "Could not remove a RocksDB working directory.");
+            }
+        }
+    }
+}
+
+impl KvStore for RocksKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db()?.get(key).map_err(|e| db_err("get", e))
+    }
+
+    fn write(&self, ops: Vec<KvOp>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for op in ops {
+            match op {
+                KvOp::Put(k, v) => batch.put(k, v),
+                KvOp::Delete(k) => batch.delete(k),
+                KvOp::DeleteRange(from, to) => batch.delete_range(from, to),
+            }
+        }
+        self.db()?
+            .write_opt(batch, &self.write)
+            .map_err(|e| db_err("write", e))
+    }
+
+    fn scan_prefix(&self, prefix: &[u8], f: &mut Visitor<'_>) -> Result<()> {
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(crate::table::prefix_end(prefix));
+        for item in self
+            .db()?
+            .iterator_opt(IteratorMode::From(prefix, Direction::Forward), read)
+        {
+            let (k, v) = item.map_err(|e| db_err("scan", e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+}

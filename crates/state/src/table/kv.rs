@@ -1,0 +1,140 @@
+//! The byte-level store under backed tables, and the key layout in it.
+
+use crate::{key_group_for_key, Error, Result};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// One change in a write batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KvOp {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    /// Deletes every key in `[from, to)`.
+    DeleteRange(Vec<u8>, Vec<u8>),
+}
+
+/// Called on each entry of a scan with its key and value.
+pub(crate) type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
+/// A sorted byte-level key-value store (RocksDB, or a `BTreeMap` in tests).
+pub(crate) trait KvStore: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Applies the operations atomically, in order.
+    fn write(&self, ops: Vec<KvOp>) -> Result<()>;
+    /// Calls `f` on every entry whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8], f: &mut Visitor<'_>) -> Result<()>;
+}
+
+/// Where a backed table keeps its entries.
+#[derive(Clone)]
+pub(crate) struct Backing {
+    pub(crate) store: Arc<dyn KvStore>,
+    pub(crate) state_id: u16,
+    pub(crate) max_parallelism: u16,
+    /// Cached entries after which the cache is written back and emptied.
+    pub(crate) cache_capacity: usize,
+}
+
+/// Key layout: `[key group u16 BE][state id u16 BE][postcard(key)][postcard(user key)]`.
+/// postcard encodings are self-delimiting, so one key's encoding is never a prefix of
+/// another's, and each (key group, state) is one contiguous range.
+impl Backing {
+    pub(crate) fn prefix(&self, key_group: u16) -> [u8; 4] {
+        let g = key_group.to_be_bytes();
+        let s = self.state_id.to_be_bytes();
+        [g[0], g[1], s[0], s[1]]
+    }
+
+    pub(crate) fn key<K: Serialize + std::hash::Hash>(&self, key: &K) -> Result<Vec<u8>> {
+        let group = key_group_for_key(key, self.max_parallelism).0;
+        let buf = self.prefix(group).to_vec();
+        postcard::to_extend(key, buf)
+            .map_err(|e| Error::Codec(format!("encoding a state key: {e}")))
+    }
+
+    pub(crate) fn entry_key<UK: Serialize>(
+        &self,
+        key_bytes: &[u8],
+        user_key: &UK,
+    ) -> Result<Vec<u8>> {
+        postcard::to_extend(user_key, key_bytes.to_vec())
+            .map_err(|e| Error::Codec(format!("encoding a map key: {e}")))
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| Error::Codec(format!("encoding a state value: {e}")))
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Codec(format!("decoding a state value: {e}")))
+}
+
+/// Splits `bytes` into a decoded `T` and the rest.
+pub(crate) fn take<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8])> {
+    postcard::take_from_bytes(bytes).map_err(|e| Error::Codec(format!("decoding a state key: {e}")))
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+/// An in-memory sorted store: the model backed tables are tested against.
+#[cfg(test)]
+pub(crate) mod model {
+    use super::{prefix_end, KvOp, KvStore, Visitor};
+    use crate::Result;
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, MutexGuard, PoisonError};
+
+    #[derive(Default)]
+    pub(crate) struct BTreeKv(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
+
+    impl BTreeKv {
+        fn map(&self) -> MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+
+    impl KvStore for BTreeKv {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(self.map().get(key).cloned())
+        }
+        fn write(&self, ops: Vec<KvOp>) -> Result<()> {
+            let mut m = self.map();
+            for op in ops {
+                match op {
+                    KvOp::Put(k, v) => {
+                        m.insert(k, v);
+                    }
+                    KvOp::Delete(k) => {
+                        m.remove(&k);
+                    }
+                    KvOp::DeleteRange(from, to) => {
+                        let doomed: Vec<Vec<u8>> =
+                            m.range(from..to).map(|(k, _)| k.clone()).collect();
+                        for k in doomed {
+                            m.remove(&k);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        fn scan_prefix(&self, prefix: &[u8], f: &mut Visitor<'_>) -> Result<()> {
+            let m = self.map();
+            for (k, v) in m.range(prefix.to_vec()..prefix_end(prefix)) {
+                f(k, v)?;
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Typed tables, one per declared state. A table either holds its entries in typed hash
+//! maps (memory mode) or is a typed write-behind cache over a byte-level [`KvStore`]
+//! (backed mode, e.g. RocksDB).
+
+mod kv;
+mod list;
+mod map;
+mod value;
+
+#[cfg(test)]
+pub(crate) use kv::model::BTreeKv;
+#[cfg(feature = "rocksdb")]
+pub(crate) use kv::{prefix_end, KvOp};
+pub(crate) use kv::{Backing, KvStore, Visitor};
+pub(crate) use list::ListTable;
+pub(crate) use map::MapTable;
+pub(crate) use value::ValueTable;
+
+use crate::snapshot::Section;
+use crate::store::StateKind;
+use crate::Result;
+use std::any::Any;
+
+/// Object-safe view of a typed table, for registration, statistics, flushes and
+/// snapshots.
+pub(crate) trait ErasedTable: Send {
+    fn kind(&self) -> StateKind;
+    fn type_name(&self) -> &'static str;
+    /// (keys holding state, entries): one entry per value, map entry or list element.
+    /// Exact; in backed mode this flushes and scans the store.
+    fn stats(&mut self) -> Result<(usize, usize)>;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// Writes every cached change to the backing store (no-op in memory mode).
+    fn flush(&mut self) -> Result<()>;
+    /// Appends one section per key group holding entries.
+    fn snapshot(&mut self, name: &str, max_parallelism: u16, out: &mut Vec<Section>) -> Result<()>;
+    /// Adds the entries of a section (written by `snapshot` of the same table type).
+    fn restore(&mut self, section: &Section) -> Result<()>;
+}
+
+/// A fresh table of type `Self` in the given mode.
+pub(crate) trait NewTable: Sized {
+    fn new_table(backing: Option<Backing>) -> Self;
+}

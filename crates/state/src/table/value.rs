@@ -1,0 +1,275 @@
+//! Value state: one `V` per key.
+
+use super::kv::{decode, encode, take, Backing, KvOp};
+use super::{ErasedTable, NewTable};
+use crate::snapshot::{decode_section, encode_sections, Section};
+use crate::store::StateKind;
+use crate::{Result, StateKey, StateValue};
+use hashbrown::hash_map::RawEntryMut;
+use hashbrown::HashMap;
+use std::any::Any;
+
+/// A cached entry of a backed table: `None` is a known absence (or a deletion).
+pub(crate) struct Slot<V> {
+    pub(crate) value: Option<V>,
+    pub(crate) dirty: bool,
+}
+
+/// `key -> V`.
+pub(crate) enum ValueTable<K, V> {
+    /// The map is the state.
+    Memory(HashMap<K, V>),
+    /// A write-behind cache over a store.
+    Backed {
+        cache: HashMap<K, Slot<V>>,
+        b: Backing,
+    },
+}
+
+impl<K, V> NewTable for ValueTable<K, V> {
+    fn new_table(backing: Option<Backing>) -> Self {
+        match backing {
+            None => Self::Memory(HashMap::new()),
+            Some(b) => Self::Backed {
+                cache: HashMap::new(),
+                b,
+            },
+        }
+    }
+}
+
+impl<K: StateKey, V: StateValue> ValueTable<K, V> {
+    /// The cached slot of `key`, loaded from the store on a miss.
+    fn slot<'a>(
+        cache: &'a mut HashMap<K, Slot<V>>,
+        b: &Backing,
+        key: &K,
+    ) -> Result<&'a mut Slot<V>> {
+        Ok(match cache.raw_entry_mut().from_key(key) {
+            RawEntryMut::Occupied(e) => e.into_mut(),
+            RawEntryMut::Vacant(e) => {
+                let value = match b.store.get(&b.key(key)?)? {
+                    Some(bytes) => Some(decode::<V>(&bytes)?),
+                    None => None,
+                };
+                e.insert(
+                    key.clone(),
+                    Slot {
+                        value,
+                        dirty: false,
+                    },
+                )
+                .1
+            }
+        })
+    }
+
+    /// Writes the cache back and empties it when it is full.
+    fn make_room(&mut self) -> Result<()> {
+        if let Self::Backed { cache, b } = self {
+            if cache.len() >= b.cache_capacity {
+                self.flush()?;
+                if let Self::Backed { cache, .. } = self {
+                    cache.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get(&mut self, key: &K) -> Result<Option<&V>> {
+        self.make_room()?;
+        match self {
+            Self::Memory(map) => Ok(map.get(key)),
+            Self::Backed { cache, b } => Ok(Self::slot(cache, b, key)?.value.as_ref()),
+        }
+    }
+
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        key: &K,
+        init: impl FnOnce() -> V,
+    ) -> Result<&mut V> {
+        self.make_room()?;
+        match self {
+            Self::Memory(map) => Ok(match map.raw_entry_mut().from_key(key) {
+                RawEntryMut::Occupied(e) => e.into_mut(),
+                RawEntryMut::Vacant(e) => e.insert(key.clone(), init()).1,
+            }),
+            Self::Backed { cache, b } => {
+                let slot = Self::slot(cache, b, key)?;
+                // The caller may change the value through the reference.
+                slot.dirty = true;
+                Ok(slot.value.get_or_insert_with(init))
+            }
+        }
+    }
+
+    pub(crate) fn set(&mut self, key: &K, value: V) -> Result<()> {
+        self.make_room()?;
+        match self {
+            Self::Memory(map) => match map.raw_entry_mut().from_key(key) {
+                RawEntryMut::Occupied(mut e) => {
+                    e.insert(value);
+                }
+                RawEntryMut::Vacant(e) => {
+                    e.insert(key.clone(), value);
+                }
+            },
+            // A blind write: no need to read the old value.
+            Self::Backed { cache, .. } => {
+                let slot = Slot {
+                    value: Some(value),
+                    dirty: true,
+                };
+                match cache.raw_entry_mut().from_key(key) {
+                    RawEntryMut::Occupied(mut e) => {
+                        e.insert(slot);
+                    }
+                    RawEntryMut::Vacant(e) => {
+                        e.insert(key.clone(), slot);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, key: &K) -> Result<Option<V>> {
+        self.make_room()?;
+        match self {
+            Self::Memory(map) => Ok(map.remove(key)),
+            Self::Backed { cache, b } => {
+                let slot = Self::slot(cache, b, key)?;
+                let old = slot.value.take();
+                slot.dirty |= old.is_some();
+                Ok(old)
+            }
+        }
+    }
+
+    /// Backed mode: flushes, then calls `f` with the entries of each key group in the
+    /// store. Memory mode has nothing in a store and calls nothing.
+    fn for_each_group(&mut self, mut f: impl FnMut(Vec<(K, V)>) -> Result<()>) -> Result<()> {
+        self.flush()?;
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Backed { b, .. } => {
+                for group in 0..b.max_parallelism {
+                    let mut entries = Vec::new();
+                    b.store.scan_prefix(&b.prefix(group), &mut |k, v| {
+                        let (key, _) = take::<K>(&k[4..])?;
+                        entries.push((key, decode::<V>(v)?));
+                        Ok(())
+                    })?;
+                    if !entries.is_empty() {
+                        f(entries)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn stats_with(&mut self, weight: impl Fn(&V) -> usize) -> Result<(usize, usize)> {
+        if let Self::Memory(map) = self {
+            return Ok((map.len(), map.values().map(&weight).sum()));
+        }
+        let (mut keys, mut entries) = (0, 0);
+        self.for_each_group(|group| {
+            keys += group.len();
+            entries += group.iter().map(|(_, v)| weight(v)).sum::<usize>();
+            Ok(())
+        })?;
+        Ok((keys, entries))
+    }
+
+    pub(crate) fn snapshot_as(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        type_name: &str,
+        max: u16,
+        out: &mut Vec<Section>,
+    ) -> Result<()> {
+        if let Self::Memory(map) = self {
+            return encode_sections(name, kind, type_name, map.iter(), max, out);
+        }
+        self.for_each_group(|group| {
+            encode_sections(
+                name,
+                kind,
+                type_name,
+                group.iter().map(|(k, v)| (k, v)),
+                max,
+                out,
+            )
+        })
+    }
+
+    pub(crate) fn restore_entries(&mut self, entries: Vec<(K, V)>) -> Result<()> {
+        // Cached changes of restored keys must not be dropped below.
+        self.flush()?;
+        match self {
+            Self::Memory(map) => {
+                map.extend(entries);
+                Ok(())
+            }
+            Self::Backed { cache, b } => {
+                let mut ops = Vec::with_capacity(entries.len());
+                for (k, v) in entries {
+                    cache.remove(&k);
+                    ops.push(KvOp::Put(b.key(&k)?, encode(&v)?));
+                }
+                b.store.write(ops)
+            }
+        }
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        let Self::Backed { cache, b } = self else {
+            return Ok(());
+        };
+        let mut ops = Vec::new();
+        for (k, slot) in cache.iter_mut().filter(|(_, s)| s.dirty) {
+            let key = b.key(k)?;
+            ops.push(match &slot.value {
+                Some(v) => KvOp::Put(key, encode(v)?),
+                None => KvOp::Delete(key),
+            });
+            slot.dirty = false;
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        b.store.write(ops)
+    }
+}
+
+impl<K: StateKey, V: StateValue> ErasedTable for ValueTable<K, V> {
+    fn kind(&self) -> StateKind {
+        StateKind::Value
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<(K, V)>()
+    }
+    fn stats(&mut self) -> Result<(usize, usize)> {
+        self.stats_with(|_| 1)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn flush(&mut self) -> Result<()> {
+        ValueTable::flush(self)
+    }
+    fn snapshot(&mut self, name: &str, max_parallelism: u16, out: &mut Vec<Section>) -> Result<()> {
+        let type_name = self.type_name();
+        self.snapshot_as(name, StateKind::Value, type_name, max_parallelism, out)
+    }
+    fn restore(&mut self, section: &Section) -> Result<()> {
+        self.restore_entries(decode_section::<K, V>(section)?)
+    }
+}
