@@ -138,6 +138,7 @@ impl KeyedStateStore {
 
     /// An empty store whose tables are write-behind caches of `cache_capacity` entries
     /// each over `store`.
+    #[cfg(any(feature = "rocksdb", test))]
     pub(crate) fn backed(
         scope: StoreScope,
         store: Arc<dyn KvStore>,
