@@ -23,7 +23,7 @@ use std::sync::Arc;
 pub struct RocksDbConfig {
     /// Directory for the working databases. Default: `<system temp dir>/ferroflow-rocksdb`.
     pub local_dir: PathBuf,
-    /// Entries each declared state keeps in its write-behind cache. Default: 100,000.
+    /// Entries each declared state keeps in its write-behind cache. Default: 1,000,000.
     pub cache_entries: usize,
     /// RocksDB block cache per database, MiB. Default: 64.
     pub block_cache_mb: usize,
@@ -35,7 +35,7 @@ impl Default for RocksDbConfig {
     fn default() -> Self {
         Self {
             local_dir: std::env::temp_dir().join("ferroflow-rocksdb"),
-            cache_entries: 100_000,
+            cache_entries: 1_000_000,
             block_cache_mb: 64,
             write_buffer_mb: 64,
         }

@@ -62,6 +62,46 @@ impl Backing {
     }
 }
 
+/// Picks cache entries to evict until `target` weight is chosen, second-chance style: an
+/// entry used since the last pass (`mark` set) loses its mark and is taken only if the
+/// unmarked entries do not reach `target`. Returns the victims' keys.
+pub(crate) fn victims<K: Clone, S>(
+    cache: &mut hashbrown::HashMap<K, S>,
+    target: usize,
+    mark: impl Fn(&mut S) -> &mut bool,
+    weight: impl Fn(&S) -> usize,
+) -> Vec<K> {
+    let mut chosen = Vec::new();
+    let mut chosen_weight = 0;
+    let mut second_chance: Vec<(K, usize)> = Vec::new();
+    let mut second_weight = 0;
+    for (k, s) in cache.iter_mut() {
+        if chosen_weight >= target {
+            break;
+        }
+        let w = weight(s);
+        let m = mark(s);
+        if *m {
+            *m = false;
+            if chosen_weight + second_weight < target {
+                second_weight += w;
+                second_chance.push((k.clone(), w));
+            }
+        } else {
+            chosen_weight += w;
+            chosen.push(k.clone());
+        }
+    }
+    for (k, w) in second_chance {
+        if chosen_weight >= target {
+            break;
+        }
+        chosen_weight += w;
+        chosen.push(k);
+    }
+    chosen
+}
+
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| Error::Codec(format!("encoding a state value: {e}")))
 }

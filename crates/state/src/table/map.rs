@@ -1,6 +1,6 @@
 //! Map state: a map `UK -> V` per key.
 
-use super::kv::{decode, encode, prefix_end, take, Backing, KvOp};
+use super::kv::{decode, encode, prefix_end, take, victims, Backing, KvOp};
 use super::value::Slot;
 use super::{ErasedTable, NewTable};
 use crate::snapshot::{decode_section, encode_sections, Section};
@@ -18,6 +18,8 @@ pub(crate) struct MapSlot<UK, V> {
     complete: bool,
     /// The whole map was cleared: the store's entries go at the next flush.
     cleared: bool,
+    /// Used since the last eviction pass.
+    used: bool,
 }
 
 /// `key -> (user key -> V)`. Empty maps hold no entries.
@@ -46,17 +48,28 @@ impl<K, UK, V> NewTable for MapTable<K, UK, V> {
 }
 
 impl<K: StateKey, UK: StateKey, V: StateValue> MapTable<K, UK, V> {
+    /// When the cache is full: evicts whole keys' maps until a quarter of the cached
+    /// entries are gone, writing back the changes of those maps (and only those).
     fn make_room(&mut self) -> Result<()> {
-        if let Self::Backed { cached, b, .. } = self {
-            if *cached >= b.cache_capacity {
-                self.flush()?;
-                if let Self::Backed { cache, cached, .. } = self {
-                    cache.clear();
-                    *cached = 0;
-                }
+        let Self::Backed { cache, cached, b } = self else {
+            return Ok(());
+        };
+        if *cached < b.cache_capacity {
+            return Ok(());
+        }
+        let target = (b.cache_capacity / 4).max(1);
+        let mut ops = Vec::new();
+        // An empty slot still takes room: it weighs one.
+        for k in victims(cache, target, |s| &mut s.used, |s| s.entries.len().max(1)) {
+            if let Some(mut ms) = cache.remove(&k) {
+                *cached = cached.saturating_sub(ms.entries.len());
+                slot_ops(b, &mut ms, &mut ops)?;
             }
         }
-        Ok(())
+        if ops.is_empty() {
+            return Ok(());
+        }
+        b.store.write(ops)
     }
 
     fn map_slot<'a>(
@@ -65,13 +78,18 @@ impl<K: StateKey, UK: StateKey, V: StateValue> MapTable<K, UK, V> {
         key: &K,
     ) -> Result<&'a mut MapSlot<UK, V>> {
         Ok(match cache.raw_entry_mut().from_key(key) {
-            RawEntryMut::Occupied(e) => e.into_mut(),
+            RawEntryMut::Occupied(e) => {
+                let slot = e.into_mut();
+                slot.used = true;
+                slot
+            }
             RawEntryMut::Vacant(e) => {
                 let slot = MapSlot {
                     key_bytes: b.key(key)?,
                     entries: HashMap::new(),
                     complete: false,
                     cleared: false,
+                    used: true,
                 };
                 e.insert(key.clone(), slot).1
             }
@@ -97,14 +115,7 @@ impl<K: StateKey, UK: StateKey, V: StateValue> MapTable<K, UK, V> {
                     }
                 };
                 *cached += 1;
-                e.insert(
-                    user_key.clone(),
-                    Slot {
-                        value,
-                        dirty: false,
-                    },
-                )
-                .1
+                e.insert(user_key.clone(), Slot::loaded(value)).1
             }
         })
     }
@@ -119,13 +130,7 @@ impl<K: StateKey, UK: StateKey, V: StateValue> MapTable<K, UK, V> {
         b.store.scan_prefix(&ms.key_bytes, &mut |k, v| {
             let user_key: UK = decode(&k[prefix_len..])?;
             if !entries.contains_key(&user_key) {
-                entries.insert(
-                    user_key,
-                    Slot {
-                        value: Some(decode(v)?),
-                        dirty: false,
-                    },
-                );
+                entries.insert(user_key, Slot::loaded(Some(decode(v)?)));
                 *cached += 1;
             }
             Ok(())
@@ -258,22 +263,7 @@ impl<K: StateKey, UK: StateKey, V: StateValue> MapTable<K, UK, V> {
         };
         let mut ops = Vec::new();
         for ms in cache.values_mut() {
-            if ms.cleared {
-                ops.push(KvOp::DeleteRange(
-                    ms.key_bytes.clone(),
-                    prefix_end(&ms.key_bytes),
-                ));
-                ms.cleared = false;
-                // Entries re-added after the clear are all dirty; none is in the store.
-            }
-            for (uk, slot) in ms.entries.iter_mut().filter(|(_, s)| s.dirty) {
-                let key = b.entry_key(&ms.key_bytes, uk)?;
-                ops.push(match &slot.value {
-                    Some(v) => KvOp::Put(key, encode(v)?),
-                    None => KvOp::Delete(key),
-                });
-                slot.dirty = false;
-            }
+            slot_ops(b, ms, &mut ops)?;
         }
         if ops.is_empty() {
             return Ok(());
@@ -313,6 +303,32 @@ impl<K: StateKey, UK: StateKey, V: StateValue> MapTable<K, UK, V> {
         }
         Ok(())
     }
+}
+
+/// Appends the writes that bring the store up to date with one key's cached map, and
+/// marks it clean.
+fn slot_ops<UK: StateKey, V: StateValue>(
+    b: &Backing,
+    ms: &mut MapSlot<UK, V>,
+    ops: &mut Vec<KvOp>,
+) -> Result<()> {
+    if ms.cleared {
+        // Entries added after the clear are all dirty; none of them is in the store.
+        ops.push(KvOp::DeleteRange(
+            ms.key_bytes.clone(),
+            prefix_end(&ms.key_bytes),
+        ));
+        ms.cleared = false;
+    }
+    for (uk, slot) in ms.entries.iter_mut().filter(|(_, s)| s.dirty) {
+        let key = b.entry_key(&ms.key_bytes, uk)?;
+        ops.push(match &slot.value {
+            Some(v) => KvOp::Put(key, encode(v)?),
+            None => KvOp::Delete(key),
+        });
+        slot.dirty = false;
+    }
+    Ok(())
 }
 
 impl<K: StateKey, UK: StateKey, V: StateValue> ErasedTable for MapTable<K, UK, V> {

@@ -10,10 +10,10 @@ mod value;
 #[cfg(test)]
 pub(crate) use kv::model::BTreeKv;
 #[cfg(feature = "rocksdb")]
+pub(crate) use kv::Visitor;
+#[cfg(feature = "rocksdb")]
 pub(crate) use kv::{prefix_end, KvOp};
 pub(crate) use kv::{Backing, KvStore};
-#[cfg(feature = "rocksdb")]
-pub(crate) use kv::Visitor;
 pub(crate) use list::ListTable;
 pub(crate) use map::MapTable;
 pub(crate) use value::ValueTable;

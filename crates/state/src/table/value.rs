@@ -1,6 +1,6 @@
 //! Value state: one `V` per key.
 
-use super::kv::{decode, encode, take, Backing, KvOp};
+use super::kv::{decode, encode, take, victims, Backing, KvOp};
 use super::{ErasedTable, NewTable};
 use crate::snapshot::{decode_section, encode_sections, Section};
 use crate::store::StateKind;
@@ -12,7 +12,20 @@ use std::any::Any;
 /// A cached entry of a backed table: `None` is a known absence (or a deletion).
 pub(crate) struct Slot<V> {
     pub(crate) value: Option<V>,
+    /// Changed since it was last written back.
     pub(crate) dirty: bool,
+    /// Used since the last eviction pass.
+    pub(crate) used: bool,
+}
+
+impl<V> Slot<V> {
+    pub(crate) fn loaded(value: Option<V>) -> Self {
+        Self {
+            value,
+            dirty: false,
+            used: true,
+        }
+    }
 }
 
 /// `key -> V`.
@@ -46,35 +59,42 @@ impl<K: StateKey, V: StateValue> ValueTable<K, V> {
         key: &K,
     ) -> Result<&'a mut Slot<V>> {
         Ok(match cache.raw_entry_mut().from_key(key) {
-            RawEntryMut::Occupied(e) => e.into_mut(),
+            RawEntryMut::Occupied(e) => {
+                let slot = e.into_mut();
+                slot.used = true;
+                slot
+            }
             RawEntryMut::Vacant(e) => {
                 let value = match b.store.get(&b.key(key)?)? {
                     Some(bytes) => Some(decode::<V>(&bytes)?),
                     None => None,
                 };
-                e.insert(
-                    key.clone(),
-                    Slot {
-                        value,
-                        dirty: false,
-                    },
-                )
-                .1
+                e.insert(key.clone(), Slot::loaded(value)).1
             }
         })
     }
 
-    /// Writes the cache back and empties it when it is full.
+    /// When the cache is full: evicts a quarter of it, writing back the victims that
+    /// changed (and only those).
     fn make_room(&mut self) -> Result<()> {
-        if let Self::Backed { cache, b } = self {
-            if cache.len() >= b.cache_capacity {
-                self.flush()?;
-                if let Self::Backed { cache, .. } = self {
-                    cache.clear();
+        let Self::Backed { cache, b } = self else {
+            return Ok(());
+        };
+        if cache.len() < b.cache_capacity {
+            return Ok(());
+        }
+        let mut ops = Vec::new();
+        for k in victims(cache, (b.cache_capacity / 4).max(1), |s| &mut s.used, |_| 1) {
+            if let Some(slot) = cache.remove(&k) {
+                if slot.dirty {
+                    ops.push(slot_op(b, &k, &slot)?);
                 }
             }
         }
-        Ok(())
+        if ops.is_empty() {
+            return Ok(());
+        }
+        b.store.write(ops)
     }
 
     pub(crate) fn get(&mut self, key: &K) -> Result<Option<&V>> {
@@ -121,6 +141,7 @@ impl<K: StateKey, V: StateValue> ValueTable<K, V> {
                 let slot = Slot {
                     value: Some(value),
                     dirty: true,
+                    used: true,
                 };
                 match cache.raw_entry_mut().from_key(key) {
                     RawEntryMut::Occupied(mut e) => {
@@ -232,11 +253,7 @@ impl<K: StateKey, V: StateValue> ValueTable<K, V> {
         };
         let mut ops = Vec::new();
         for (k, slot) in cache.iter_mut().filter(|(_, s)| s.dirty) {
-            let key = b.key(k)?;
-            ops.push(match &slot.value {
-                Some(v) => KvOp::Put(key, encode(v)?),
-                None => KvOp::Delete(key),
-            });
+            ops.push(slot_op(b, k, slot)?);
             slot.dirty = false;
         }
         if ops.is_empty() {
@@ -244,6 +261,15 @@ impl<K: StateKey, V: StateValue> ValueTable<K, V> {
         }
         b.store.write(ops)
     }
+}
+
+/// The write that brings the store up to date with a changed slot.
+fn slot_op<K: StateKey, V: StateValue>(b: &Backing, key: &K, slot: &Slot<V>) -> Result<KvOp> {
+    let key = b.key(key)?;
+    Ok(match &slot.value {
+        Some(v) => KvOp::Put(key, encode(v)?),
+        None => KvOp::Delete(key),
+    })
 }
 
 impl<K: StateKey, V: StateValue> ErasedTable for ValueTable<K, V> {
