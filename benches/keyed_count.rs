@@ -11,56 +11,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
 use ferroflow::prelude::*;
 use std::time::{Duration, Instant};
-use support::{bench_parallelism, cpu_time};
+use support::{bench_parallelism, cpu_time, FinalCount};
 
 const EVENTS: u64 = 20_000_000;
 const KEYS: u64 = 100_000;
-
-/// Counts per key in value state; emits nothing until the end of input, then one record per
-/// key (so the sink sees the final counts and the bench checks them).
-#[derive(Clone, Default)]
-struct Count {
-    count: Option<ValueState<u64>>,
-}
-
-impl KeyedProcessFunction for Count {
-    type Key = u64;
-    type In = ClickEvent;
-    type Out = u64;
-
-    fn open(&mut self, ctx: &mut OpenContext<'_, u64>) -> Result<()> {
-        self.count = Some(ctx.value_state("count")?);
-        Ok(())
-    }
-
-    fn process(
-        &mut self,
-        _e: ClickEvent,
-        ctx: &mut KeyedContext<'_, u64>,
-        _out: &mut Collector<'_, u64>,
-    ) -> Result<()> {
-        if let Some(count) = self.count {
-            let n = count.get_or_insert_with(ctx, || 0)?;
-            *n += 1;
-            if *n == 1 {
-                ctx.register_event_time_timer(i64::MAX - 1);
-            }
-        }
-        Ok(())
-    }
-
-    fn on_timer(
-        &mut self,
-        _t: Timer,
-        ctx: &mut KeyedContext<'_, u64>,
-        out: &mut Collector<'_, u64>,
-    ) -> Result<()> {
-        if let Some(count) = self.count {
-            out.collect(count.get(ctx)?.copied().unwrap_or(0));
-        }
-        Ok(())
-    }
-}
 
 fn run(parallelism: usize) -> (Duration, Duration) {
     let env = StreamEnvironment::new(
@@ -77,7 +31,7 @@ fn run(parallelism: usize) -> (Duration, Duration) {
     .expect("config");
     env.from_source(source, WatermarkStrategy::none())
         .key_by(|e: &ClickEvent| e.item_id)
-        .process(Count::default())
+        .process(FinalCount::default())
         .sink(sink.clone());
     let (cpu0, t0) = (cpu_time(), Instant::now());
     env.execute().expect("job");

@@ -19,51 +19,7 @@ use ferroflow::prelude::*;
 use ferroflow::state::{RocksDbBackend, RocksDbConfig};
 use ferroflow::CheckpointConfig;
 use std::time::{Duration, Instant};
-use support::{bench_parallelism, cpu_time};
-
-#[derive(Clone, Default)]
-struct Count {
-    count: Option<ValueState<u64>>,
-}
-
-impl KeyedProcessFunction for Count {
-    type Key = u64;
-    type In = ClickEvent;
-    type Out = u64;
-
-    fn open(&mut self, ctx: &mut OpenContext<'_, u64>) -> Result<()> {
-        self.count = Some(ctx.value_state("count")?);
-        Ok(())
-    }
-
-    fn process(
-        &mut self,
-        _e: ClickEvent,
-        ctx: &mut KeyedContext<'_, u64>,
-        _out: &mut Collector<'_, u64>,
-    ) -> Result<()> {
-        if let Some(count) = self.count {
-            let n = count.get_or_insert_with(ctx, || 0)?;
-            *n += 1;
-            if *n == 1 {
-                ctx.register_event_time_timer(i64::MAX - 1);
-            }
-        }
-        Ok(())
-    }
-
-    fn on_timer(
-        &mut self,
-        _t: Timer,
-        ctx: &mut KeyedContext<'_, u64>,
-        out: &mut Collector<'_, u64>,
-    ) -> Result<()> {
-        if let Some(count) = self.count {
-            out.collect(count.get(ctx)?.copied().unwrap_or(0));
-        }
-        Ok(())
-    }
-}
+use support::{bench_parallelism, cpu_time, FinalCount};
 
 fn run(
     parallelism: usize,
@@ -92,7 +48,7 @@ fn run(
     let source = GeneratorSource::new(config).expect("config");
     env.from_source(source, WatermarkStrategy::none())
         .key_by(|e: &ClickEvent| e.item_id)
-        .process(Count::default())
+        .process(FinalCount::default())
         .sink(sink.clone());
     let (cpu0, t0) = (cpu_time(), Instant::now());
     env.execute().expect("job");

@@ -1,6 +1,10 @@
 //! Shared by the benches: run a job, measure wall and CPU time, report per-core rates.
+// Each bench uses a different part of this module.
+#![allow(dead_code)]
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use ferroflow::connectors::ClickEvent;
+use ferroflow::prelude::*;
 use std::time::Duration;
 
 /// User + system CPU time of this process so far.
@@ -73,4 +77,51 @@ pub fn bench_parallelism(
         totals.report(&format!("{name} p={p}"));
     }
     group.finish();
+}
+
+/// Counts events per key in value state and emits nothing until the end of input, then one
+/// record per key with its final count (a timer at the end of event time), so that a bench
+/// can check every count.
+#[derive(Clone, Default)]
+pub struct FinalCount {
+    count: Option<ValueState<u64>>,
+}
+
+impl KeyedProcessFunction for FinalCount {
+    type Key = u64;
+    type In = ClickEvent;
+    type Out = u64;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_, u64>) -> Result<()> {
+        self.count = Some(ctx.value_state("count")?);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        _e: ClickEvent,
+        ctx: &mut KeyedContext<'_, u64>,
+        _out: &mut Collector<'_, u64>,
+    ) -> Result<()> {
+        if let Some(count) = self.count {
+            let n = count.get_or_insert_with(ctx, || 0)?;
+            *n += 1;
+            if *n == 1 {
+                ctx.register_event_time_timer(i64::MAX - 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        _t: Timer,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, u64>,
+    ) -> Result<()> {
+        if let Some(count) = self.count {
+            out.collect(count.get(ctx)?.copied().unwrap_or(0));
+        }
+        Ok(())
+    }
 }

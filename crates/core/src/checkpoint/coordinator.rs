@@ -2,7 +2,8 @@
 //! completed checkpoints and prunes old ones.
 
 use super::metadata::{
-    latest_checkpoints, CheckpointMetadata, SinkCommit, SplitPositionEntry, StateFile,
+    checkpoint_number, latest_checkpoints, CheckpointMetadata, SinkCommit, SplitPositionEntry,
+    StateFile,
 };
 use super::CheckpointConfig;
 use crate::runtime::control::JobControl;
@@ -394,10 +395,7 @@ impl Coordinator {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(n) = name
-                .strip_prefix("chk-")
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
+            let Some(n) = checkpoint_number(&name) else {
                 continue;
             };
             if n < keep_from {
@@ -417,12 +415,7 @@ pub(crate) fn next_checkpoint_id(root: &Path) -> u64 {
     };
     entries
         .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .strip_prefix("chk-")
-                .and_then(|n| n.parse::<u64>().ok())
-        })
+        .filter_map(|e| checkpoint_number(&e.file_name().to_string_lossy()))
         .max()
         .map_or(1, |n| n + 1)
 }

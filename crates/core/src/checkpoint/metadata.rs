@@ -97,6 +97,11 @@ impl CheckpointMetadata {
     }
 }
 
+/// The `n` of a checkpoint directory name `chk-<n>`.
+pub(crate) fn checkpoint_number(name: &str) -> Option<u64> {
+    name.strip_prefix("chk-").and_then(|n| n.parse().ok())
+}
+
 /// Complete checkpoints under `root`, newest first: directories `chk-<n>` with metadata.
 pub(crate) fn latest_checkpoints(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let entries = match std::fs::read_dir(root) {
@@ -112,10 +117,7 @@ pub(crate) fn latest_checkpoints(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(n) = name
-            .strip_prefix("chk-")
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
+        let Some(n) = checkpoint_number(&name) else {
             continue;
         };
         if entry.path().join(METADATA).is_file() {

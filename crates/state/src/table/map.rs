@@ -154,10 +154,7 @@ impl<K: StateKey, UK: StateKey, V: StateValue> MapTable<K, UK, V> {
         self.make_room()?;
         match self {
             Self::Memory(map) => {
-                let inner = match map.raw_entry_mut().from_key(key) {
-                    RawEntryMut::Occupied(e) => e.into_mut(),
-                    RawEntryMut::Vacant(e) => e.insert(key.clone(), HashMap::new()).1,
-                };
+                let inner = inner_map(map, key);
                 Ok(inner.insert(user_key, value))
             }
             Self::Backed { cache, cached, b } => {
@@ -178,10 +175,7 @@ impl<K: StateKey, UK: StateKey, V: StateValue> MapTable<K, UK, V> {
         self.make_room()?;
         match self {
             Self::Memory(map) => {
-                let inner = match map.raw_entry_mut().from_key(key) {
-                    RawEntryMut::Occupied(e) => e.into_mut(),
-                    RawEntryMut::Vacant(e) => e.insert(key.clone(), HashMap::new()).1,
-                };
+                let inner = inner_map(map, key);
                 Ok(match inner.raw_entry_mut().from_key(user_key) {
                     RawEntryMut::Occupied(e) => e.into_mut(),
                     RawEntryMut::Vacant(e) => e.insert(user_key.clone(), init()).1,
@@ -302,6 +296,17 @@ impl<K: StateKey, UK: StateKey, V: StateValue> MapTable<K, UK, V> {
             }
         }
         Ok(())
+    }
+}
+
+/// Memory mode: the key's map, created empty if missing.
+fn inner_map<'a, K: StateKey, UK, V>(
+    map: &'a mut HashMap<K, HashMap<UK, V>>,
+    key: &K,
+) -> &'a mut HashMap<UK, V> {
+    match map.raw_entry_mut().from_key(key) {
+        RawEntryMut::Occupied(e) => e.into_mut(),
+        RawEntryMut::Vacant(e) => e.insert(key.clone(), HashMap::new()).1,
     }
 }
 
