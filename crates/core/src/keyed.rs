@@ -8,8 +8,8 @@ use crate::runtime::{Next, Push};
 use crate::timer::{TimeDomain, Timer, Timers};
 use crate::{now_millis, Result, Timestamp, MIN_WATERMARK};
 use ferroflow_state::{
-    decode_section, encode_sections, KeyedStateStore, ListState, MapState, StateAccess,
-    StateDescriptor, StateKey, StateKind, StateValue, ValueState,
+    decode_section, encode_sections, KeyedStateStore, ListState, MapState, ReducingState,
+    StateAccess, StateDescriptor, StateKey, StateKind, StateValue, ValueState,
 };
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -114,6 +114,16 @@ impl<K: StateKey> OpenContext<'_, K> {
         desc: impl Into<StateDescriptor>,
     ) -> Result<ListState<V>> {
         Ok(self.store.list_state::<K, V>(desc)?)
+    }
+
+    /// Declares a reducing state: one `V` per key, into which `add` folds values with
+    /// `reduce(current, added)`.
+    pub fn reducing_state<V: StateValue>(
+        &mut self,
+        desc: impl Into<StateDescriptor>,
+        reduce: impl Fn(&V, V) -> V + Send + Sync + 'static,
+    ) -> Result<ReducingState<V>> {
+        Ok(self.store.reducing_state::<K, V>(desc, reduce)?)
     }
 
     /// Index of this worker.

@@ -1,6 +1,6 @@
 //! Typed state handles and the current-key scope they are used with.
 
-use crate::table::{ListTable, MapTable, ValueTable};
+use crate::table::{ListTable, MapTable, ReducingTable, ValueTable};
 use crate::{KeyedStateStore, Result, StateKey, StateValue};
 use std::marker::PhantomData;
 
@@ -73,6 +73,11 @@ handle!(
 handle!(
     /// Handle to a list state: a list of `V` per key.
     ListState<V>
+);
+handle!(
+    /// Handle to a reducing (aggregating) state: one `V` per key, into which `add` folds
+    /// values with the function given at declaration.
+    ReducingState<V>
 );
 
 impl<V: StateValue> ValueState<V> {
@@ -207,6 +212,30 @@ impl<V: StateValue> ListState<V> {
     pub fn clear<A: StateAccess>(&self, cx: &mut A) -> Result<Vec<V>> {
         let (store, key) = cx.parts();
         store.table::<ListTable<A::Key, V>>(self.id)?.take(key)
+    }
+}
+
+impl<V: StateValue> ReducingState<V> {
+    /// The current key's aggregate.
+    pub fn get<'a, A: StateAccess>(&self, cx: &'a mut A) -> Result<Option<&'a V>> {
+        let (store, key) = cx.parts();
+        store.table::<ReducingTable<A::Key, V>>(self.id)?.get(key)
+    }
+
+    /// Folds `value` into the current key's aggregate (or starts it with `value`).
+    pub fn add<A: StateAccess>(&self, cx: &mut A, value: V) -> Result<()> {
+        let (store, key) = cx.parts();
+        store
+            .table::<ReducingTable<A::Key, V>>(self.id)?
+            .add(key, value)
+    }
+
+    /// Removes and returns the current key's aggregate.
+    pub fn clear<A: StateAccess>(&self, cx: &mut A) -> Result<Option<V>> {
+        let (store, key) = cx.parts();
+        store
+            .table::<ReducingTable<A::Key, V>>(self.id)?
+            .remove(key)
     }
 }
 

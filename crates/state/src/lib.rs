@@ -6,7 +6,7 @@
 //! a job restored with another parallelism only reassigns ranges.
 //!
 //! Operators declare state once (usually in `open`) and get small `Copy` handles back:
-//! [`ValueState`], [`MapState`] and [`ListState`]. A handle is used with anything that
+//! [`ValueState`], [`MapState`], [`ListState`] and [`ReducingState`]. A handle is used with anything that
 //! implements [`StateAccess`], which pairs a worker's [`KeyedStateStore`] with the key of
 //! the record being processed; the runtime's keyed context does that, and so does
 //! [`KeyScope`] for direct use.
@@ -43,7 +43,7 @@ mod table;
 
 pub use backend::{MemoryBackend, StateBackend, StoreScope};
 pub use error::{Error, Result};
-pub use handle::{KeyScope, ListState, MapState, StateAccess, ValueState};
+pub use handle::{KeyScope, ListState, MapState, ReducingState, StateAccess, ValueState};
 pub use key_group::{
     key_group_for_key, stable_hash, worker_for_key_group, KeyGroup, KeyGroupRange, StableHasher,
     DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM,

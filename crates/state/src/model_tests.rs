@@ -4,8 +4,8 @@
 
 use crate::table::BTreeKv;
 use crate::{
-    KeyScope, KeyedSnapshot, KeyedStateStore, ListState, MapState, MemoryBackend, StateBackend,
-    StoreScope, ValueState,
+    KeyScope, KeyedSnapshot, KeyedStateStore, ListState, MapState, MemoryBackend, ReducingState,
+    StateBackend, StoreScope, ValueState,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -23,6 +23,8 @@ enum Op {
     LPush(u32, u8),
     LReplace(u32, Vec<u8>),
     LClear(u32),
+    RAdd(u32, i64),
+    RClear(u32),
     Flush,
     SnapshotRestore,
 }
@@ -40,7 +42,9 @@ fn op() -> impl Strategy<Value = Op> {
         (k.clone(), any::<u8>()).prop_map(|(k, x)| Op::LPush(k, x)),
         (k.clone(), proptest::collection::vec(any::<u8>(), 0..3))
             .prop_map(|(k, v)| Op::LReplace(k, v)),
-        k.prop_map(Op::LClear),
+        k.clone().prop_map(Op::LClear),
+        (k.clone(), -50i64..50).prop_map(|(k, x)| Op::RAdd(k, x)),
+        k.prop_map(Op::RClear),
         Just(Op::Flush),
         Just(Op::SnapshotRestore),
     ]
@@ -51,6 +55,7 @@ struct Model {
     values: BTreeMap<u32, i64>,
     maps: BTreeMap<u32, BTreeMap<u16, i32>>,
     lists: BTreeMap<u32, Vec<u8>>,
+    sums: BTreeMap<u32, i64>,
 }
 
 /// Makes an empty store of one kind.
@@ -67,6 +72,7 @@ struct Handles {
     v: ValueState<i64>,
     m: MapState<u16, i32>,
     l: ListState<u8>,
+    r: ReducingState<i64>,
 }
 
 fn declare(s: &mut KeyedStateStore) -> Handles {
@@ -74,6 +80,8 @@ fn declare(s: &mut KeyedStateStore) -> Handles {
         v: s.value_state::<u32, i64>("v").unwrap(),
         m: s.map_state::<u32, u16, i32>("m").unwrap(),
         l: s.list_state::<u32, u8>("l").unwrap(),
+        r: s.reducing_state::<u32, i64>("r", |a, b| a.wrapping_add(b))
+            .unwrap(),
     }
 }
 
@@ -133,6 +141,9 @@ fn observe(s: &mut KeyedStateStore) -> Model {
         if !list.is_empty() {
             m.lists.insert(k, list);
         }
+        if let Some(x) = h.r.get(&mut cx).unwrap() {
+            m.sums.insert(k, *x);
+        }
     }
     m
 }
@@ -158,6 +169,8 @@ proptest! {
                 Op::LPush(k, x) => { model.lists.entry(*k).or_default().push(*x); None }
                 Op::LReplace(k, v) => { if v.is_empty() { model.lists.remove(k); } else { model.lists.insert(*k, v.clone()); } None }
                 Op::LClear(k) => Some(model.lists.remove(k).map_or(-1, |l| l.len() as i64)),
+                Op::RAdd(k, x) => { let e = model.sums.entry(*k).or_insert(0); *e = e.wrapping_add(*x); None }
+                Op::RClear(k) => Some(model.sums.remove(k).unwrap_or(i64::MIN)),
                 Op::Flush | Op::SnapshotRestore => None,
             };
             model.maps.retain(|_, m| !m.is_empty());
@@ -174,6 +187,8 @@ proptest! {
                     Op::LPush(k, x) => { h.l.push(&mut KeyScope::new(&mut s.store, k), *x).unwrap(); None }
                     Op::LReplace(k, v) => { h.l.replace(&mut KeyScope::new(&mut s.store, k), v.clone()).unwrap(); None }
                     Op::LClear(k) => { let l = h.l.clear(&mut KeyScope::new(&mut s.store, k)).unwrap(); Some(if l.is_empty() { -1 } else { l.len() as i64 }) }
+                    Op::RAdd(k, x) => { h.r.add(&mut KeyScope::new(&mut s.store, k), *x).unwrap(); None }
+                    Op::RClear(k) => Some(h.r.clear(&mut KeyScope::new(&mut s.store, k)).unwrap().unwrap_or(i64::MIN)),
                     Op::Flush => { s.store.flush().unwrap(); None }
                     Op::SnapshotRestore => {
                         let bytes = s.store.snapshot().unwrap().encode().unwrap();
@@ -210,8 +225,11 @@ fn snapshots_move_between_backends() {
         h.v.set(&mut cx, i64::from(k) * 10).unwrap();
         h.m.insert(&mut cx, k as u16, -(k as i32)).unwrap();
         h.l.push(&mut cx, k as u8).unwrap();
+        h.r.add(&mut cx, i64::from(k)).unwrap();
+        h.r.add(&mut cx, 100).unwrap();
     }
     let want = observe(&mut source);
+    assert_eq!(want.sums.get(&5), Some(&105));
     let bytes = source.snapshot().unwrap().encode().unwrap();
     for s in subjects {
         let mut target = (s.make)();

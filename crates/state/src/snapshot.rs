@@ -52,6 +52,7 @@ fn kind_code(kind: StateKind) -> u8 {
         StateKind::Value => 0,
         StateKind::Map => 1,
         StateKind::List => 2,
+        StateKind::Reducing => 3,
     }
 }
 
@@ -60,6 +61,7 @@ fn kind_from(code: u8) -> Option<StateKind> {
         0 => Some(StateKind::Value),
         1 => Some(StateKind::Map),
         2 => Some(StateKind::List),
+        3 => Some(StateKind::Reducing),
         _ => None,
     }
 }

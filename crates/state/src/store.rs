@@ -1,8 +1,11 @@
 //! The per-worker registry of keyed state.
 
-use crate::handle::{ListState, MapState, ValueState};
+use crate::handle::{ListState, MapState, ReducingState, ValueState};
 use crate::snapshot::{KeyedSnapshot, Section};
-use crate::table::{Backing, ErasedTable, KvStore, ListTable, MapTable, NewTable, ValueTable};
+use crate::table::{
+    Backing, ErasedTable, KvStore, ListTable, MapTable, NewTable, ReduceFn, ReducingTable,
+    ValueTable,
+};
 use crate::{Error, Result, StateKey, StateValue, StoreScope};
 use std::collections::HashMap;
 use std::fmt;
@@ -17,6 +20,8 @@ pub enum StateKind {
     Map,
     /// A list per key.
     List,
+    /// One value per key, folded with a reduce function on every `add`.
+    Reducing,
 }
 
 impl fmt::Display for StateKind {
@@ -25,6 +30,7 @@ impl fmt::Display for StateKind {
             StateKind::Value => "value state",
             StateKind::Map => "map state",
             StateKind::List => "list state",
+            StateKind::Reducing => "reducing state",
         })
     }
 }
@@ -187,6 +193,20 @@ impl KeyedStateStore {
     ) -> Result<ListState<V>> {
         self.register::<ListTable<K, V>>(desc.into())
             .map(ListState::new)
+    }
+
+    /// Declares a reducing (aggregating) state: one `V` per key `K`, where
+    /// `ReducingState::add` folds each new value into the current one with `reduce`.
+    /// Declaring it again replaces the function.
+    pub fn reducing_state<K: StateKey, V: StateValue>(
+        &mut self,
+        desc: impl Into<StateDescriptor>,
+        reduce: impl Fn(&V, V) -> V + Send + Sync + 'static,
+    ) -> Result<ReducingState<V>> {
+        let id = self.register::<ReducingTable<K, V>>(desc.into())?;
+        let f: ReduceFn<V> = Arc::new(reduce);
+        self.table::<ReducingTable<K, V>>(id)?.set_reduce(f);
+        Ok(ReducingState::new(id))
     }
 
     /// Snapshots every declared state, one section per state and key group. Restored

@@ -5,6 +5,7 @@
 mod kv;
 mod list;
 mod map;
+mod reducing;
 mod value;
 
 #[cfg(test)]
@@ -16,6 +17,7 @@ pub(crate) use kv::{prefix_end, KvOp};
 pub(crate) use kv::{Backing, KvStore};
 pub(crate) use list::ListTable;
 pub(crate) use map::MapTable;
+pub(crate) use reducing::{ReduceFn, ReducingTable};
 pub(crate) use value::ValueTable;
 
 use crate::snapshot::Section;
