@@ -184,8 +184,13 @@ impl Coordinator {
                         timeout_ms = config.timeout_ms,
                         "Checkpoint timed out; abandoned."
                     );
-                    self.abandon(p.id);
-                    pending = None;
+                    if let Some(p) = pending.take() {
+                        let why = format!(
+                            "checkpoint {} timed out after {} ms",
+                            p.id, config.timeout_ms
+                        );
+                        self.give_up(p, crate::Error::Config(why));
+                    }
                     next_trigger = now + config.min_pause();
                 }
                 Some(_) => {}
@@ -209,10 +214,7 @@ impl Coordinator {
             }
         }
         if let Some(p) = pending {
-            self.abandon(p.id);
-            if let Some(reply) = p.savepoint {
-                let _ = reply.send(Err(crate::Error::Cancelled));
-            }
+            self.give_up(p, crate::Error::Cancelled);
         }
         for (_, reply) in self.savepoints.drain(..) {
             let _ = reply.send(Err(crate::Error::Config(
@@ -293,12 +295,8 @@ impl Coordinator {
                 self.finished_other = true;
                 if let Some(p) = pending.take() {
                     if p.acks.get(task).is_some_and(Option::is_none) {
-                        self.abandon(p.id);
-                        if let Some(reply) = p.savepoint {
-                            let _ = reply.send(Err(crate::Error::Config(
-                                "a task finished before the savepoint barrier reached it".into(),
-                            )));
-                        }
+                        let why = "a task finished before the barrier reached it";
+                        self.give_up(p, crate::Error::Config(why.into()));
                     } else {
                         *pending = Some(p);
                     }
@@ -360,6 +358,14 @@ impl Coordinator {
                 tracing::warn!(checkpoint = p.id, error = %e, "Checkpoint could not be published; abandoned.");
                 self.abandon(p.id);
             }
+        }
+    }
+
+    /// Abandons a checkpoint in flight and answers its savepoint request, if any, with `why`.
+    fn give_up(&self, p: Pending, why: crate::Error) {
+        self.abandon(p.id);
+        if let Some(reply) = p.savepoint {
+            let _ = reply.send(Err(why));
         }
     }
 

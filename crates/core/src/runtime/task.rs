@@ -148,28 +148,6 @@ impl<T: Send + 'static> SourceTask<T> {
         }
     }
 
-    /// The position of every split, finished or not.
-    fn positions(&self) -> Result<Vec<SplitPositionEntry>> {
-        self.splits
-            .iter()
-            .map(|s| {
-                let split = s.reader.split_id();
-                let position = s.reader.position().ok_or_else(|| {
-                    Error::Config(format!(
-                        "split `{split}` of source `{}` cannot report a position: \
-                         checkpoints need replayable sources",
-                        self.operator
-                    ))
-                })?;
-                Ok(SplitPositionEntry {
-                    operator: self.operator.clone(),
-                    split,
-                    position,
-                })
-            })
-            .collect()
-    }
-
     /// Emits a barrier if a checkpoint was requested, and passes on completions. Returns
     /// true when the barrier was a stop-with-savepoint's: the source must end now.
     fn checkpointing(&mut self) -> Result<bool> {
@@ -178,24 +156,20 @@ impl<T: Send + 'static> SourceTask<T> {
         };
         c.notify(&mut self.chain)?;
         let requested = c.hub.requested();
-        if requested > c.last_barrier {
-            let positions = self.positions()?;
-            if let Some(c) = &mut self.checkpoint {
-                c.barrier(requested, positions, &mut self.chain)?;
-                return Ok(c.hub.stops_after(requested));
-            }
+        if requested <= c.last_barrier {
+            return Ok(false);
         }
-        Ok(false)
+        let positions = split_positions(&self.operator, &self.splits)?;
+        c.barrier(requested, positions, &mut self.chain)?;
+        Ok(c.hub.stops_after(requested))
     }
 
     /// Ends the chain and tells the coordinator this source's final positions.
     fn finish(&mut self) -> Result<()> {
         self.chain.finish()?;
-        if self.checkpoint.is_some() {
-            let positions = self.positions()?;
-            if let Some(c) = &self.checkpoint {
-                c.hub.finished(c.task, Some(positions));
-            }
+        if let Some(c) = &self.checkpoint {
+            c.hub
+                .finished(c.task, Some(split_positions(&self.operator, &self.splits)?));
         }
         Ok(())
     }
@@ -244,9 +218,7 @@ impl<T: Send + 'static> SourceTask<T> {
             .map(|s| s.watermark.current(&self.strategy))
             .min()
     }
-}
 
-impl<T: Send + 'static> SourceTask<T> {
     /// The largest watermark among unfinished splits (all of them idle).
     fn idle_watermark(&self) -> crate::Timestamp {
         self.splits
@@ -256,6 +228,27 @@ impl<T: Send + 'static> SourceTask<T> {
             .max()
             .unwrap_or(MIN_WATERMARK)
     }
+}
+
+/// The position of every split of `operator`, finished or not.
+fn split_positions<T>(operator: &str, splits: &[Split<T>]) -> Result<Vec<SplitPositionEntry>> {
+    splits
+        .iter()
+        .map(|s| {
+            let split = s.reader.split_id();
+            let position = s.reader.position().ok_or_else(|| {
+                Error::Config(format!(
+                    "split `{split}` of source `{operator}` cannot report a position: \
+                     checkpoints need replayable sources"
+                ))
+            })?;
+            Ok(SplitPositionEntry {
+                operator: operator.to_string(),
+                split,
+                position,
+            })
+        })
+        .collect()
 }
 
 impl<T: Send + 'static> Task for SourceTask<T> {
