@@ -56,7 +56,9 @@ pub mod prelude {
         WatermarkStrategy,
     };
     pub use ferroflow_operators::KeyedStreamExt;
-    pub use ferroflow_state::{ListState, MapState, ReducingState, ValueState};
+    pub use ferroflow_state::{
+        ListState, MapState, ReducingState, StateDescriptor, StateTtl, ValueState,
+    };
 }
 
 /// The README's code blocks, compiled and run as doctests so the README stays true.

@@ -445,3 +445,60 @@ fn rocksdb_state_is_exactly_once_across_failures_and_rescale() {
     let left = std::fs::read_dir(&working).map(|e| e.count()).unwrap_or(0);
     assert_eq!(left, 0, "working databases are removed when operators end");
 }
+
+/// Files in `shared/` that the complete checkpoints under `root` list, and all files there.
+#[cfg(feature = "rocksdb")]
+fn shared_files(
+    root: &Path,
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let mut used = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(root).unwrap().flatten() {
+        let meta = entry.path().join("_metadata");
+        if !meta.is_file() {
+            continue;
+        }
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
+        for f in meta["state_files"].as_array().unwrap() {
+            let file = root.join(f["file"].as_str().unwrap());
+            for m in ferroflow::state::KeyedSnapshot::read_native_manifests(&file).unwrap() {
+                used.extend(
+                    m.files
+                        .into_iter()
+                        .filter(|f| f.is_shared())
+                        .map(|f| f.path),
+                );
+            }
+        }
+    }
+    let present = std::fs::read_dir(root.join("shared"))
+        .unwrap()
+        .flatten()
+        .map(|e| format!("shared/{}", e.file_name().to_string_lossy()))
+        .collect();
+    (used, present)
+}
+
+/// Restored at the same parallelism, RocksDB state is opened from the checkpoint's own
+/// files; checkpoints are incremental, and shared files no checkpoint uses are deleted.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_native_checkpoints_restore_in_place_and_collect_unused_files() {
+    let d = dirs();
+    assert!(job_on(&d, 2, Some(15_000), latest(), true)
+        .execute()
+        .is_err());
+    let (used, present) = shared_files(&d.checkpoints);
+    assert!(!used.is_empty(), "RocksDB checkpoints are native");
+    assert!(
+        used.is_subset(&present),
+        "every file a checkpoint lists is there"
+    );
+    job_on(&d, 2, None, latest(), true).execute().unwrap();
+    assert_eq!(published(&d.output), expected());
+    let (used, present) = shared_files(&d.checkpoints);
+    assert_eq!(used, present);
+}

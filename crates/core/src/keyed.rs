@@ -7,6 +7,7 @@ use crate::metrics::OperatorMetrics;
 use crate::runtime::{Next, Push};
 use crate::timer::{TimeDomain, Timer, Timers};
 use crate::{now_millis, Result, Timestamp, MIN_WATERMARK};
+use ferroflow_state::native::NativeTarget;
 use ferroflow_state::{
     decode_section, encode_sections, KeyedStateStore, ListState, MapState, ReducingState,
     StateAccess, StateDescriptor, StateKey, StateKind, StateValue, ValueState,
@@ -232,6 +233,8 @@ pub(crate) struct KeyedNode<F: KeyedProcessFunction> {
     parallelism: usize,
     next: Next<F::Out>,
     metrics: Arc<OperatorMetrics>,
+    /// Some declared state has a TTL: keep its clocks current and sweep it.
+    ttl: bool,
 }
 
 impl<F: KeyedProcessFunction> KeyedNode<F> {
@@ -265,7 +268,21 @@ impl<F: KeyedProcessFunction> KeyedNode<F> {
             parallelism: scope.parallelism,
             next,
             metrics,
+            ttl: false,
         })
+    }
+
+    /// Moves the TTL clocks on and runs the sweeps that are due.
+    fn advance_ttl(&mut self, watermark: Option<Timestamp>) -> Result<()> {
+        if !self.ttl {
+            return Ok(());
+        }
+        self.store.set_processing_time(now_millis());
+        if let Some(w) = watermark {
+            self.store.advance_watermark(w);
+        }
+        self.store.sweep_due()?;
+        Ok(())
     }
 
     /// Fires the timers of one clock that are due at `upto`; returns their output.
@@ -311,12 +328,17 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
             _key: PhantomData,
         };
         self.f.open(&mut ctx)?;
+        self.ttl = self.store.has_ttl();
+        self.advance_ttl(None)?;
         self.next.open()
     }
 
     fn push(&mut self, batch: Vec<(F::Key, F::In)>) -> Result<()> {
         let start = Instant::now();
         self.metrics.record_in(batch.len());
+        if self.ttl {
+            self.store.set_processing_time(now_millis());
+        }
         let mut out = Vec::new();
         for (key, record) in batch {
             let mut ctx =
@@ -335,6 +357,7 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
         let start = Instant::now();
         self.watermark = watermark;
         let out = self.fire(TimeDomain::EventTime, watermark)?;
+        self.advance_ttl(Some(watermark))?;
         self.metrics.add_busy(start.elapsed());
         self.emit(out)?;
         self.next.watermark(watermark)
@@ -345,6 +368,7 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
     }
 
     fn tick(&mut self, now: Instant) -> Result<()> {
+        self.advance_ttl(None)?;
         if self.timers.processing.len() > 0 {
             let wall = now_millis();
             if self
@@ -370,7 +394,19 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
     fn barrier(&mut self, snapshot: &mut TaskSnapshot) -> Result<()> {
         let start = Instant::now();
         let scope = self.store.scope().clone();
-        let mut state = self.store.snapshot()?;
+        let base = format!(
+            "chk-{}/{}-{}",
+            snapshot.checkpoint,
+            file_safe(&scope.operator),
+            scope.worker
+        );
+        // Checkpoints are native (incremental) where the backend can; savepoints are
+        // canonical, so they restore on any backend.
+        let target = (!snapshot.savepoint).then(|| NativeTarget {
+            root: snapshot.root.clone(),
+            private_dir: format!("{base}.native"),
+        });
+        let mut state = self.store.snapshot_into(target.as_ref())?;
         for (name, queue) in [
             (EVENT_TIMERS, &self.timers.event),
             (PROCESSING_TIMERS, &self.timers.processing),
@@ -385,12 +421,7 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
                 &mut state.sections,
             )?;
         }
-        let file = format!(
-            "chk-{}/{}-{}.state",
-            snapshot.checkpoint,
-            file_safe(&scope.operator),
-            scope.worker
-        );
+        let file = format!("{base}.state");
         let bytes = state.write_to(&snapshot.root.join(&file))?;
         snapshot.states.push(StateFile {
             operator: scope.operator,

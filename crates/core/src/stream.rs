@@ -409,18 +409,23 @@ impl<K: StateKey, T: Send + 'static> KeyedStream<K, T> {
                 ctx.parallelism,
                 ctx.config.max_parallelism,
             );
-            let mut store = ctx.backend.open_keyed_store(&scope)?;
-            if let Some(restored) = &ctx.restored {
-                for f in restored
-                    .meta
-                    .state_files
-                    .iter()
-                    .filter(|f| f.operator == op)
-                {
-                    let snapshot = KeyedSnapshot::read_from(&restored.root.join(&f.file))?;
-                    store.restore(snapshot)?;
+            let store = match &ctx.restored {
+                None => ctx.backend.open_keyed_store(&scope)?,
+                Some(restored) => {
+                    let mut snapshots = Vec::new();
+                    for f in restored
+                        .meta
+                        .state_files
+                        .iter()
+                        .filter(|f| f.operator == op)
+                    {
+                        let snapshot = KeyedSnapshot::read_from(&restored.root.join(&f.file))?;
+                        snapshots.push(snapshot.filter(scope.key_groups));
+                    }
+                    ctx.backend
+                        .restore_keyed_store(&scope, snapshots, &restored.root)?
                 }
-            }
+            };
             let metrics = ctx.metrics.register(&op, ctx.worker);
             let node = KeyedNode::new(function.lock().clone(), store, next, metrics)?;
             upstream(ctx, Box::new(node))

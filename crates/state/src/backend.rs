@@ -1,7 +1,8 @@
 //! State backends: where a worker's keyed state lives.
 
-use crate::{KeyGroupRange, KeyedStateStore, Result, DEFAULT_MAX_PARALLELISM};
+use crate::{KeyGroupRange, KeyedSnapshot, KeyedStateStore, Result, DEFAULT_MAX_PARALLELISM};
 use std::fmt;
+use std::path::Path;
 
 /// Where one keyed store belongs: which operator, which worker, which key groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,29 @@ pub trait StateBackend: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// When the backend cannot provide storage for the scope.
     fn open_keyed_store(&self, scope: &StoreScope) -> Result<KeyedStateStore>;
+
+    /// Opens the keyed store of one worker with restored state: the snapshots of every
+    /// worker of the previous run that overlap this worker's key groups, whose files
+    /// (native snapshots) are under the checkpoint root `root`. By default the store is
+    /// opened empty and each snapshot's sections restored into it; a snapshot taken
+    /// natively is restored only by the backend that took it.
+    ///
+    /// # Errors
+    /// When a snapshot does not fit the declared states, is damaged, or is native to
+    /// another backend.
+    fn restore_keyed_store(
+        &self,
+        scope: &StoreScope,
+        snapshots: Vec<KeyedSnapshot>,
+        root: &Path,
+    ) -> Result<KeyedStateStore> {
+        let _ = root;
+        let mut store = self.open_keyed_store(scope)?;
+        for s in snapshots {
+            store.restore(s)?;
+        }
+        Ok(store)
+    }
 }
 
 /// Keeps keyed state in typed hash maps on the heap. No serialisation on access.

@@ -1,6 +1,7 @@
 //! Typed state handles and the current-key scope they are used with.
 
-use crate::table::{ListTable, MapTable, ReducingTable, ValueTable};
+use crate::table::{ListIter, ListTable, MapTable, ReducingTable, ValueTable};
+use crate::ttl::{Stamped, TtlSpec};
 use crate::{KeyedStateStore, Result, StateKey, StateValue};
 use std::marker::PhantomData;
 
@@ -41,11 +42,12 @@ macro_rules! handle {
         $(#[$doc])*
         pub struct $name<$($p),+> {
             id: u32,
+            ttl: Option<TtlSpec>,
             _types: PhantomData<fn() -> ($($p,)+)>,
         }
         impl<$($p),+> $name<$($p),+> {
-            pub(crate) fn new(id: u32) -> Self {
-                Self { id, _types: PhantomData }
+            pub(crate) fn new(id: u32, ttl: Option<TtlSpec>) -> Self {
+                Self { id, ttl, _types: PhantomData }
             }
         }
         impl<$($p),+> Clone for $name<$($p),+> {
@@ -81,36 +83,65 @@ handle!(
 );
 
 impl<V: StateValue> ValueState<V> {
-    /// The value of the current key.
+    /// The value of the current key (`None` if absent or expired).
     pub fn get<'a, A: StateAccess>(&self, cx: &'a mut A) -> Result<Option<&'a V>> {
         let (store, key) = cx.parts();
-        store.table::<ValueTable<A::Key, V>>(self.id)?.get(key)
+        match &self.ttl {
+            None => store.table::<ValueTable<A::Key, V>>(self.id)?.get(key),
+            Some(spec) => {
+                let (t, clock) =
+                    store.table_and_clock::<ValueTable<A::Key, Stamped<V>>>(self.id)?;
+                t.ttl_get(key, spec, clock)
+            }
+        }
     }
 
     /// Sets the value of the current key.
     pub fn set<A: StateAccess>(&self, cx: &mut A, value: V) -> Result<()> {
         let (store, key) = cx.parts();
-        store
-            .table::<ValueTable<A::Key, V>>(self.id)?
-            .set(key, value)
+        match &self.ttl {
+            None => store
+                .table::<ValueTable<A::Key, V>>(self.id)?
+                .set(key, value),
+            Some(spec) => {
+                let (t, clock) =
+                    store.table_and_clock::<ValueTable<A::Key, Stamped<V>>>(self.id)?;
+                t.ttl_set(key, value, spec, clock)
+            }
+        }
     }
 
-    /// The value of the current key, inserting `init()` first if there is none.
+    /// The value of the current key, inserting `init()` first if there is none. With a
+    /// TTL this counts as a write.
     pub fn get_or_insert_with<'a, A: StateAccess>(
         &self,
         cx: &'a mut A,
         init: impl FnOnce() -> V,
     ) -> Result<&'a mut V> {
         let (store, key) = cx.parts();
-        store
-            .table::<ValueTable<A::Key, V>>(self.id)?
-            .get_or_insert_with(key, init)
+        match &self.ttl {
+            None => store
+                .table::<ValueTable<A::Key, V>>(self.id)?
+                .get_or_insert_with(key, init),
+            Some(spec) => {
+                let (t, clock) =
+                    store.table_and_clock::<ValueTable<A::Key, Stamped<V>>>(self.id)?;
+                t.ttl_get_or_insert_with(key, init, spec, clock)
+            }
+        }
     }
 
     /// Removes and returns the value of the current key.
     pub fn clear<A: StateAccess>(&self, cx: &mut A) -> Result<Option<V>> {
         let (store, key) = cx.parts();
-        store.table::<ValueTable<A::Key, V>>(self.id)?.remove(key)
+        match &self.ttl {
+            None => store.table::<ValueTable<A::Key, V>>(self.id)?.remove(key),
+            Some(spec) => {
+                let (t, clock) =
+                    store.table_and_clock::<ValueTable<A::Key, Stamped<V>>>(self.id)?;
+                t.ttl_remove(key, spec, clock)
+            }
+        }
     }
 }
 
@@ -118,9 +149,16 @@ impl<UK: StateKey, V: StateValue> MapState<UK, V> {
     /// The value under `user_key` in the current key's map.
     pub fn get<'a, A: StateAccess>(&self, cx: &'a mut A, user_key: &UK) -> Result<Option<&'a V>> {
         let (store, key) = cx.parts();
-        store
-            .table::<MapTable<A::Key, UK, V>>(self.id)?
-            .get(key, user_key)
+        match &self.ttl {
+            None => store
+                .table::<MapTable<A::Key, UK, V>>(self.id)?
+                .get(key, user_key),
+            Some(spec) => {
+                let (t, clock) =
+                    store.table_and_clock::<MapTable<A::Key, UK, Stamped<V>>>(self.id)?;
+                t.ttl_get(key, user_key, spec, clock)
+            }
+        }
     }
 
     /// Whether the current key's map holds `user_key`.
@@ -131,12 +169,20 @@ impl<UK: StateKey, V: StateValue> MapState<UK, V> {
     /// Inserts into the current key's map; returns the previous value.
     pub fn insert<A: StateAccess>(&self, cx: &mut A, user_key: UK, value: V) -> Result<Option<V>> {
         let (store, key) = cx.parts();
-        store
-            .table::<MapTable<A::Key, UK, V>>(self.id)?
-            .insert(key, user_key, value)
+        match &self.ttl {
+            None => store
+                .table::<MapTable<A::Key, UK, V>>(self.id)?
+                .insert(key, user_key, value),
+            Some(spec) => {
+                let (t, clock) =
+                    store.table_and_clock::<MapTable<A::Key, UK, Stamped<V>>>(self.id)?;
+                t.ttl_insert(key, user_key, value, spec, clock)
+            }
+        }
     }
 
-    /// The value under `user_key`, inserting `init()` first if there is none.
+    /// The value under `user_key`, inserting `init()` first if there is none. With a TTL
+    /// this counts as a write.
     pub fn get_or_insert_with<'a, A: StateAccess>(
         &self,
         cx: &'a mut A,
@@ -144,24 +190,37 @@ impl<UK: StateKey, V: StateValue> MapState<UK, V> {
         init: impl FnOnce() -> V,
     ) -> Result<&'a mut V> {
         let (store, key) = cx.parts();
-        store
-            .table::<MapTable<A::Key, UK, V>>(self.id)?
-            .get_or_insert_with(key, user_key, init)
+        match &self.ttl {
+            None => store
+                .table::<MapTable<A::Key, UK, V>>(self.id)?
+                .get_or_insert_with(key, user_key, init),
+            Some(spec) => {
+                let (t, clock) =
+                    store.table_and_clock::<MapTable<A::Key, UK, Stamped<V>>>(self.id)?;
+                t.ttl_get_or_insert_with(key, user_key, init, spec, clock)
+            }
+        }
     }
 
     /// Removes `user_key` from the current key's map; returns its value.
     pub fn remove<A: StateAccess>(&self, cx: &mut A, user_key: &UK) -> Result<Option<V>> {
         let (store, key) = cx.parts();
-        store
-            .table::<MapTable<A::Key, UK, V>>(self.id)?
-            .remove(key, user_key)
+        match &self.ttl {
+            None => store
+                .table::<MapTable<A::Key, UK, V>>(self.id)?
+                .remove(key, user_key),
+            Some(spec) => {
+                let (t, clock) =
+                    store.table_and_clock::<MapTable<A::Key, UK, Stamped<V>>>(self.id)?;
+                t.ttl_remove(key, user_key, spec, clock)
+            }
+        }
     }
 
     /// Number of entries in the current key's map. With a backed store this reads the
     /// whole map; keep a count in value state if it is needed per record.
     pub fn len<A: StateAccess>(&self, cx: &mut A) -> Result<usize> {
-        let (store, key) = cx.parts();
-        store.table::<MapTable<A::Key, UK, V>>(self.id)?.len(key)
+        Ok(self.iter(cx)?.count())
     }
 
     /// Whether the current key's map is empty.
@@ -169,49 +228,89 @@ impl<UK: StateKey, V: StateValue> MapState<UK, V> {
         self.len(cx).map(|n| n == 0)
     }
 
-    /// The entries of the current key's map, in no particular order.
+    /// The entries of the current key's map, in no particular order. Expired entries are
+    /// skipped; iterating does not restart TTLs.
     pub fn iter<'a, A: StateAccess>(
         &self,
         cx: &'a mut A,
     ) -> Result<impl Iterator<Item = (&'a UK, &'a V)> + 'a> {
         let (store, key) = cx.parts();
-        store.table::<MapTable<A::Key, UK, V>>(self.id)?.iter(key)
+        match self.ttl {
+            None => store.table::<MapTable<A::Key, UK, V>>(self.id)?.iter(key),
+            Some(spec) => {
+                let (t, clock) =
+                    store.table_and_clock::<MapTable<A::Key, UK, Stamped<V>>>(self.id)?;
+                t.ttl_iter(key, spec, clock)
+            }
+        }
     }
 
     /// Removes the current key's whole map.
     pub fn clear<A: StateAccess>(&self, cx: &mut A) -> Result<()> {
         let (store, key) = cx.parts();
-        store.table::<MapTable<A::Key, UK, V>>(self.id)?.clear(key)
+        match self.ttl {
+            None => store.table::<MapTable<A::Key, UK, V>>(self.id)?.clear(key),
+            Some(_) => store
+                .table::<MapTable<A::Key, UK, Stamped<V>>>(self.id)?
+                .clear(key),
+        }
     }
 }
 
 impl<V: StateValue> ListState<V> {
-    /// The current key's list (empty if none).
-    pub fn get<'a, A: StateAccess>(&self, cx: &'a mut A) -> Result<&'a [V]> {
+    /// The current key's list (empty if none), in insertion order. With a TTL, expired
+    /// elements are removed first.
+    pub fn get<'a, A: StateAccess>(&self, cx: &'a mut A) -> Result<ListIter<'a, V>> {
         let (store, key) = cx.parts();
-        store.table::<ListTable<A::Key, V>>(self.id)?.get(key)
+        match &self.ttl {
+            None => Ok(ListIter::plain(
+                store.table::<ListTable<A::Key, V>>(self.id)?.get(key)?,
+            )),
+            Some(spec) => {
+                let (t, clock) = store.table_and_clock::<ListTable<A::Key, Stamped<V>>>(self.id)?;
+                t.ttl_get(key, spec, clock)
+            }
+        }
     }
 
     /// Appends to the current key's list.
     pub fn push<A: StateAccess>(&self, cx: &mut A, value: V) -> Result<()> {
         let (store, key) = cx.parts();
-        store
-            .table::<ListTable<A::Key, V>>(self.id)?
-            .push(key, value)
+        match &self.ttl {
+            None => store
+                .table::<ListTable<A::Key, V>>(self.id)?
+                .push(key, value),
+            Some(spec) => {
+                let (t, clock) = store.table_and_clock::<ListTable<A::Key, Stamped<V>>>(self.id)?;
+                t.ttl_push(key, value, spec, clock)
+            }
+        }
     }
 
     /// Replaces the current key's list; an empty list removes it.
     pub fn replace<A: StateAccess>(&self, cx: &mut A, values: Vec<V>) -> Result<()> {
         let (store, key) = cx.parts();
-        store
-            .table::<ListTable<A::Key, V>>(self.id)?
-            .replace(key, values)
+        match &self.ttl {
+            None => store
+                .table::<ListTable<A::Key, V>>(self.id)?
+                .replace(key, values),
+            Some(spec) => {
+                let (t, clock) = store.table_and_clock::<ListTable<A::Key, Stamped<V>>>(self.id)?;
+                t.ttl_replace(key, values, spec, clock)
+            }
+        }
     }
 
-    /// Removes and returns the current key's list.
+    /// Removes and returns the current key's list (its live elements).
     pub fn clear<A: StateAccess>(&self, cx: &mut A) -> Result<Vec<V>> {
         let (store, key) = cx.parts();
-        store.table::<ListTable<A::Key, V>>(self.id)?.take(key)
+        match &self.ttl {
+            None => store.table::<ListTable<A::Key, V>>(self.id)?.take(key),
+            Some(spec) => {
+                let (t, clock) = store.table_and_clock::<ListTable<A::Key, Stamped<V>>>(self.id)?;
+                t.ttl_take(key, spec, clock)
+            }
+        }
     }
 }
 
@@ -219,23 +318,45 @@ impl<V: StateValue> ReducingState<V> {
     /// The current key's aggregate.
     pub fn get<'a, A: StateAccess>(&self, cx: &'a mut A) -> Result<Option<&'a V>> {
         let (store, key) = cx.parts();
-        store.table::<ReducingTable<A::Key, V>>(self.id)?.get(key)
+        match &self.ttl {
+            None => store.table::<ReducingTable<A::Key, V>>(self.id)?.get(key),
+            Some(spec) => {
+                let (t, clock) =
+                    store.table_and_clock::<ReducingTable<A::Key, Stamped<V>>>(self.id)?;
+                t.ttl_get(key, spec, clock)
+            }
+        }
     }
 
-    /// Folds `value` into the current key's aggregate (or starts it with `value`).
+    /// Folds `value` into the current key's aggregate (or starts it with `value`; with a
+    /// TTL, an expired aggregate is started anew).
     pub fn add<A: StateAccess>(&self, cx: &mut A, value: V) -> Result<()> {
         let (store, key) = cx.parts();
-        store
-            .table::<ReducingTable<A::Key, V>>(self.id)?
-            .add(key, value)
+        match &self.ttl {
+            None => store
+                .table::<ReducingTable<A::Key, V>>(self.id)?
+                .add(key, value),
+            Some(spec) => {
+                let (t, clock) =
+                    store.table_and_clock::<ReducingTable<A::Key, Stamped<V>>>(self.id)?;
+                t.ttl_add(key, value, spec, clock)
+            }
+        }
     }
 
     /// Removes and returns the current key's aggregate.
     pub fn clear<A: StateAccess>(&self, cx: &mut A) -> Result<Option<V>> {
         let (store, key) = cx.parts();
-        store
-            .table::<ReducingTable<A::Key, V>>(self.id)?
-            .remove(key)
+        match &self.ttl {
+            None => store
+                .table::<ReducingTable<A::Key, V>>(self.id)?
+                .remove(key),
+            Some(spec) => {
+                let (t, clock) =
+                    store.table_and_clock::<ReducingTable<A::Key, Stamped<V>>>(self.id)?;
+                t.ttl_remove(key, spec, clock)
+            }
+        }
     }
 }
 
@@ -310,7 +431,7 @@ mod tests {
         assert!(m.contains(&mut cx, &10).unwrap());
         l.push(&mut cx, 1).unwrap();
         l.push(&mut cx, 2).unwrap();
-        assert_eq!(l.get(&mut cx).unwrap(), &[1, 2]);
+        assert_eq!(l.get(&mut cx).unwrap().copied().collect::<Vec<_>>(), [1, 2]);
         let stats = s.stats().unwrap();
         assert_eq!(stats.tables[0].kind, StateKind::Map);
         assert_eq!((stats.tables[0].keys, stats.tables[1].entries), (1, 2));

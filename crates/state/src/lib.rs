@@ -35,11 +35,15 @@ mod handle;
 mod key_group;
 #[cfg(test)]
 mod model_tests;
+pub mod native;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 mod snapshot;
 mod store;
 mod table;
+mod ttl;
+#[cfg(test)]
+mod ttl_tests;
 
 pub use backend::{MemoryBackend, StateBackend, StoreScope};
 pub use error::{Error, Result};
@@ -52,6 +56,8 @@ pub use key_group::{
 pub use rocks::{RocksDbBackend, RocksDbConfig};
 pub use snapshot::{decode_section, encode_sections, KeyedSnapshot, Section};
 pub use store::{KeyedStateStore, StateDescriptor, StateKind, StateStats, TableStats};
+pub use table::ListIter;
+pub use ttl::{StateTtl, TtlTime, TtlUpdate};
 
 use serde::{de::DeserializeOwned, Serialize};
 use std::hash::Hash;

@@ -98,7 +98,9 @@ fn subjects(_dir: &std::path::Path) -> Vec<Subject> {
         ),
         (
             "backed-btree",
-            Box::new(|| KeyedStateStore::backed(scope(), Arc::new(BTreeKv::default()), 3)),
+            Box::new(|| {
+                KeyedStateStore::backed(scope(), Arc::new(BTreeKv::default()), 3, Arc::default())
+            }),
         ),
     ];
     #[cfg(feature = "rocksdb")]
@@ -137,7 +139,7 @@ fn observe(s: &mut KeyedStateStore) -> Model {
         if !map.is_empty() {
             m.maps.insert(k, map);
         }
-        let list = h.l.get(&mut cx).unwrap().to_vec();
+        let list: Vec<u8> = h.l.get(&mut cx).unwrap().copied().collect();
         if !list.is_empty() {
             m.lists.insert(k, list);
         }

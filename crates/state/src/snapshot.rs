@@ -14,6 +14,7 @@
 //! All integers little-endian. A file that is truncated, has a bad checksum or an unknown
 //! version is rejected with an error naming it.
 
+use crate::native::NativeManifest;
 use crate::{key_group_for_key, Error, KeyGroupRange, Result, StateKey, StateKind};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -22,7 +23,8 @@ use std::io::Write;
 use std::path::Path;
 
 const MAGIC: &[u8; 4] = b"FFKS";
-const VERSION: u8 = 1;
+/// Version 2 adds native manifests after the version byte; version 1 is still read.
+const VERSION: u8 = 2;
 
 /// The entries of one state in one key group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,9 @@ pub struct Section {
 pub struct KeyedSnapshot {
     /// Sections, in no particular order.
     pub sections: Vec<Section>,
+    /// Native snapshots of backing stores (one per worker that wrote one), restored by
+    /// the backend that wrote them.
+    pub native: Vec<NativeManifest>,
 }
 
 fn kind_code(kind: StateKind) -> u8 {
@@ -127,6 +132,14 @@ impl KeyedSnapshot {
                 .into_iter()
                 .filter(|s| range.contains(crate::KeyGroup(s.key_group)))
                 .collect(),
+            native: self
+                .native
+                .into_iter()
+                .filter(|m| {
+                    let theirs = m.key_groups();
+                    theirs.start() < range.end() && range.start() < theirs.end()
+                })
+                .collect(),
         }
     }
 
@@ -140,6 +153,12 @@ impl KeyedSnapshot {
         let mut buf = Vec::with_capacity(self.bytes() + 64);
         buf.extend_from_slice(MAGIC);
         buf.push(VERSION);
+        let native = serde_json::to_vec(&self.native)
+            .map_err(|e| Error::Codec(format!("encoding native manifests: {e}")))?;
+        let native_len = u32::try_from(native.len())
+            .map_err(|_| Error::Codec("native manifests over 4 GiB".into()))?;
+        buf.extend_from_slice(&native_len.to_le_bytes());
+        buf.extend_from_slice(&native);
         for s in &self.sections {
             let name = s.state.as_bytes();
             let name_len = u16::try_from(name.len())
@@ -175,10 +194,18 @@ impl KeyedSnapshot {
         if crc32fast::hash(body) != u32::from_le_bytes(crc_bytes) {
             return Err(corrupt("checksum mismatch"));
         }
-        if body[4] != VERSION {
-            return Err(corrupt(&format!("unsupported version {}", body[4])));
+        let version = body[4];
+        if version != 1 && version != VERSION {
+            return Err(corrupt(&format!("unsupported version {version}")));
         }
         let mut r = Reader { buf: &body[5..] };
+        let mut native = Vec::new();
+        if version >= 2 {
+            let len = r.u32().ok_or_else(|| corrupt("truncated"))? as usize;
+            let bytes = r.take(len).ok_or_else(|| corrupt("truncated"))?;
+            native = serde_json::from_slice(bytes)
+                .map_err(|e| corrupt(&format!("bad native manifests: {e}")))?;
+        }
         let mut sections = Vec::new();
         while !r.buf.is_empty() {
             let name_len = usize::from(r.u16().ok_or_else(|| corrupt("truncated"))?);
@@ -203,7 +230,7 @@ impl KeyedSnapshot {
                 data,
             });
         }
-        Ok(Self { sections })
+        Ok(Self { sections, native })
     }
 
     /// Writes the snapshot to `path` durably (write to a temporary file, sync, rename).
@@ -233,6 +260,31 @@ impl KeyedSnapshot {
             return Err(corrupt("checksum mismatch"));
         }
         Ok(())
+    }
+
+    /// Reads only the native manifests at the head of a snapshot file (without reading or
+    /// checking the sections): what checkpoint storage needs to know which shared files
+    /// are in use.
+    pub fn read_native_manifests(path: &Path) -> Result<Vec<NativeManifest>> {
+        use std::io::Read;
+        let origin = path.display().to_string();
+        let corrupt = |why: &str| Error::Corrupt(format!("{origin}: {why}"));
+        let mut file =
+            std::fs::File::open(path).map_err(|e| Error::Io(format!("reading {origin}: {e}")))?;
+        let mut head = [0u8; 9];
+        file.read_exact(&mut head)
+            .map_err(|_| corrupt("not a keyed-state snapshot"))?;
+        if &head[..4] != MAGIC {
+            return Err(corrupt("not a keyed-state snapshot"));
+        }
+        if head[4] < 2 {
+            return Ok(Vec::new());
+        }
+        let len = u32::from_le_bytes([head[5], head[6], head[7], head[8]]) as usize;
+        let mut json = vec![0u8; len];
+        file.read_exact(&mut json)
+            .map_err(|_| corrupt("truncated"))?;
+        serde_json::from_slice(&json).map_err(|e| corrupt(&format!("bad native manifests: {e}")))
     }
 
     /// Reads a snapshot written by [`Self::write_to`].
@@ -308,7 +360,7 @@ mod tests {
             let mut cx = KeyScope::new(s, &k);
             let value = v.get(&mut cx).unwrap().cloned();
             let map: BTreeMap<u32, i64> = m.iter(&mut cx).unwrap().map(|(a, b)| (*a, *b)).collect();
-            let list = l.get(&mut cx).unwrap().to_vec();
+            let list: Vec<u8> = l.get(&mut cx).unwrap().copied().collect();
             if value.is_some() || !map.is_empty() || !list.is_empty() {
                 out.insert(k, (value, map, list));
             }

@@ -1,12 +1,14 @@
 //! The per-worker registry of keyed state.
 
 use crate::handle::{ListState, MapState, ReducingState, ValueState};
+use crate::native::{NativeManifest, NativeState, NativeTarget};
 use crate::snapshot::{KeyedSnapshot, Section};
 use crate::table::{
-    Backing, ErasedTable, KvStore, ListTable, MapTable, NewTable, ReduceFn, ReducingTable,
-    ValueTable,
+    Backing, ErasedTable, Expiring, KvStore, ListTable, MapTable, NewTable, ReduceFn,
+    ReducingTable, Sweep, ValueTable,
 };
-use crate::{Error, Result, StateKey, StateValue, StoreScope};
+use crate::ttl::{Stamped, TtlClock, TtlRegistry, TtlSpec, TtlTime};
+use crate::{Error, Result, StateKey, StateTtl, StateValue, StoreScope};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -35,23 +37,40 @@ impl fmt::Display for StateKind {
     }
 }
 
-/// Declares a state: its name, unique within an operator.
+/// Declares a state: its name, unique within an operator, and optionally a time-to-live.
 ///
-/// Built from a `&str` for the common case (`store.value_state::<u64>("count")`).
+/// Built from a `&str` for the common case (`store.value_state::<u64>("count")`). Values
+/// are stored with serde in postcard's compact binary encoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateDescriptor {
     name: String,
+    ttl: Option<StateTtl>,
 }
 
 impl StateDescriptor {
-    /// A descriptor for the state called `name`.
+    /// A descriptor for the state called `name`, without TTL.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into() }
+        Self {
+            name: name.into(),
+            ttl: None,
+        }
+    }
+
+    /// Gives every value (map entry, list element) of the state a time-to-live.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: StateTtl) -> Self {
+        self.ttl = Some(ttl);
+        self
     }
 
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The state's TTL, if any.
+    pub fn ttl(&self) -> Option<&StateTtl> {
+        self.ttl.as_ref()
     }
 
     fn validate(&self) -> Result<()> {
@@ -60,8 +79,22 @@ impl StateDescriptor {
                 "a state name must not be empty".into(),
             ));
         }
+        if let Some(ttl) = &self.ttl {
+            ttl.validate()
+                .map_err(|e| Error::InvalidConfig(format!("state `{}`: {e}", self.name)))?;
+        }
         Ok(())
     }
+}
+
+/// When the next sweep of a TTL state is due.
+#[derive(Debug)]
+struct SweepSchedule {
+    table: u32,
+    time: TtlTime,
+    every: i64,
+    /// `None` until the clock is first seen.
+    next: Option<i64>,
 }
 
 impl From<&str> for StateDescriptor {
@@ -118,6 +151,14 @@ pub struct KeyedStateStore {
     /// The store under backed tables, with each table's cache capacity; `None` keeps
     /// tables in memory.
     storage: Option<(Arc<dyn KvStore>, usize)>,
+    /// Clocks and TTLs, shared with a RocksDB compaction filter.
+    ttl: Arc<TtlRegistry>,
+    sweeps: Vec<SweepSchedule>,
+    /// The id of each declared table in stored keys (backed mode).
+    state_ids: Vec<u16>,
+    /// States found in a restored native snapshot, by name: their ids are kept.
+    native_states: HashMap<String, NativeState>,
+    next_state_id: u16,
 }
 
 impl fmt::Debug for KeyedStateStore {
@@ -139,7 +180,67 @@ impl KeyedStateStore {
             descriptors: Vec::new(),
             pending: HashMap::new(),
             storage: None,
+            ttl: Arc::new(TtlRegistry::default()),
+            sweeps: Vec::new(),
+            state_ids: Vec::new(),
+            native_states: HashMap::new(),
+            next_state_id: 0,
         }
+    }
+
+    /// Adopts the states of restored native snapshots: declarations of these names reuse
+    /// their ids (and must match their kinds and types), new states get fresh ids.
+    #[cfg(feature = "rocksdb")]
+    pub(crate) fn adopt_native_states(&mut self, states: Vec<NativeState>) {
+        for st in states {
+            self.next_state_id = self.next_state_id.max(st.id.saturating_add(1));
+            self.native_states.insert(st.name.clone(), st);
+        }
+    }
+
+    /// Snapshots the store for a checkpoint: natively (files of the backing store, only
+    /// new ones copied) when the store supports it and `target` is given, otherwise as
+    /// sections in the canonical format (see [`Self::snapshot`]).
+    pub fn snapshot_into(&mut self, target: Option<&NativeTarget>) -> Result<KeyedSnapshot> {
+        let (Some(target), Some((store, _))) = (target, &self.storage) else {
+            return self.snapshot();
+        };
+        let store = Arc::clone(store);
+        self.flush()?;
+        let Some((store_id, files)) = store.native_checkpoint(target)? else {
+            return self.snapshot();
+        };
+        let mut states: Vec<NativeState> = self
+            .descriptors
+            .iter()
+            .zip(&self.tables)
+            .zip(&self.state_ids)
+            .map(|((d, t), id)| NativeState {
+                name: d.name().to_string(),
+                id: *id,
+                kind: NativeState::kind_name(t.kind()).to_string(),
+                type_name: t.type_name().to_string(),
+            })
+            .collect();
+        // Restored states nobody declared are still in the store: keep naming them.
+        for (name, st) in &self.native_states {
+            if !self.names.contains_key(name) {
+                states.push(st.clone());
+            }
+        }
+        let range = self.scope.key_groups;
+        Ok(KeyedSnapshot {
+            sections: self.pending.values().flatten().cloned().collect(),
+            native: vec![NativeManifest {
+                backend: "rocksdb".into(),
+                store_id,
+                max_parallelism: self.scope.max_parallelism,
+                key_group_start: range.start(),
+                key_group_end: range.end(),
+                states,
+                files,
+            }],
+        })
     }
 
     /// An empty store whose tables are write-behind caches of `cache_capacity` entries
@@ -149,9 +250,11 @@ impl KeyedStateStore {
         scope: StoreScope,
         store: Arc<dyn KvStore>,
         cache_capacity: usize,
+        ttl: Arc<TtlRegistry>,
     ) -> Self {
         let mut s = Self::in_memory(scope);
         s.storage = Some((store, cache_capacity.max(1)));
+        s.ttl = ttl;
         s
     }
 
@@ -173,8 +276,12 @@ impl KeyedStateStore {
         &mut self,
         desc: impl Into<StateDescriptor>,
     ) -> Result<ValueState<V>> {
-        self.register::<ValueTable<K, V>>(desc.into())
-            .map(ValueState::new)
+        let desc = desc.into();
+        match desc.ttl {
+            None => self.register::<ValueTable<K, V>>(desc),
+            Some(_) => self.register_ttl::<ValueTable<K, Stamped<V>>>(desc),
+        }
+        .map(|(id, ttl)| ValueState::new(id, ttl))
     }
 
     /// Declares a map state: a map `UK -> V` per key `K`.
@@ -182,8 +289,12 @@ impl KeyedStateStore {
         &mut self,
         desc: impl Into<StateDescriptor>,
     ) -> Result<MapState<UK, V>> {
-        self.register::<MapTable<K, UK, V>>(desc.into())
-            .map(MapState::new)
+        let desc = desc.into();
+        match desc.ttl {
+            None => self.register::<MapTable<K, UK, V>>(desc),
+            Some(_) => self.register_ttl::<MapTable<K, UK, Stamped<V>>>(desc),
+        }
+        .map(|(id, ttl)| MapState::new(id, ttl))
     }
 
     /// Declares a list state: a list of `V` per key `K`.
@@ -191,8 +302,12 @@ impl KeyedStateStore {
         &mut self,
         desc: impl Into<StateDescriptor>,
     ) -> Result<ListState<V>> {
-        self.register::<ListTable<K, V>>(desc.into())
-            .map(ListState::new)
+        let desc = desc.into();
+        match desc.ttl {
+            None => self.register::<ListTable<K, V>>(desc),
+            Some(_) => self.register_ttl::<ListTable<K, Stamped<V>>>(desc),
+        }
+        .map(|(id, ttl)| ListState::new(id, ttl))
     }
 
     /// Declares a reducing (aggregating) state: one `V` per key `K`, where
@@ -203,10 +318,94 @@ impl KeyedStateStore {
         desc: impl Into<StateDescriptor>,
         reduce: impl Fn(&V, V) -> V + Send + Sync + 'static,
     ) -> Result<ReducingState<V>> {
-        let id = self.register::<ReducingTable<K, V>>(desc.into())?;
-        let f: ReduceFn<V> = Arc::new(reduce);
-        self.table::<ReducingTable<K, V>>(id)?.set_reduce(f);
-        Ok(ReducingState::new(id))
+        let desc = desc.into();
+        if desc.ttl.is_none() {
+            let (id, _) = self.register::<ReducingTable<K, V>>(desc)?;
+            let f: ReduceFn<V> = Arc::new(reduce);
+            self.table::<ReducingTable<K, V>>(id)?.set_reduce(f);
+            return Ok(ReducingState::new(id, None));
+        }
+        let (id, ttl) = self.register_ttl::<ReducingTable<K, Stamped<V>>>(desc)?;
+        // The aggregate takes the stamp of the value folded in last.
+        let f: ReduceFn<Stamped<V>> =
+            Arc::new(move |current: &Stamped<V>, added: Stamped<V>| Stamped {
+                at: added.at,
+                value: reduce(&current.value, added.value),
+            });
+        self.table::<ReducingTable<K, Stamped<V>>>(id)?
+            .set_reduce(f);
+        Ok(ReducingState::new(id, ttl))
+    }
+
+    /// Sets the processing time TTLs are measured on (the runtime does this once per
+    /// batch). Until it is first set, the wall clock is read on every access.
+    pub fn set_processing_time(&self, now_millis: i64) {
+        self.ttl.clock.set_processing_time(now_millis);
+    }
+
+    /// Advances the event time (watermark) TTLs are measured on. Watermarks never go back.
+    pub fn advance_watermark(&self, watermark: i64) {
+        self.ttl.clock.advance_watermark(watermark);
+    }
+
+    /// Whether any declared state has a TTL.
+    pub fn has_ttl(&self) -> bool {
+        self.ttl.has_any()
+    }
+
+    /// Sweeps every TTL state whose sweep interval has passed on its clock; returns how
+    /// many expired entries were removed. Cheap when none is due.
+    pub fn sweep_due(&mut self) -> Result<usize> {
+        let mut removed = 0;
+        for s in &mut self.sweeps {
+            let now = self.ttl.clock.now(s.time);
+            if now == i64::MIN {
+                continue;
+            }
+            match s.next {
+                Some(next) if now >= next => {
+                    removed += self.tables[s.table as usize].sweep()?;
+                    s.next = Some(now.saturating_add(s.every));
+                }
+                Some(_) => {}
+                None => s.next = Some(now.saturating_add(s.every)),
+            }
+        }
+        if removed > 0 {
+            tracing::debug!(operator = %self.scope.operator, worker = self.scope.worker, removed, "Swept expired state.");
+        }
+        Ok(removed)
+    }
+
+    /// Sweeps every TTL state now, whatever its interval; returns how many expired
+    /// entries were removed.
+    pub fn sweep_expired(&mut self) -> Result<usize> {
+        let mut removed = 0;
+        for t in &mut self.tables {
+            removed += t.sweep()?;
+        }
+        Ok(removed)
+    }
+
+    /// Approximate bytes of all state: the in-memory tables or caches, plus what the
+    /// backing store takes on disk and in its write buffers.
+    pub fn approximate_bytes(&self) -> Result<u64> {
+        let tables: u64 = self.tables.iter().map(|t| t.approx_bytes()).sum();
+        let stored = match &self.storage {
+            Some((store, _)) => store.approximate_bytes()?,
+            None => 0,
+        };
+        Ok(tables + stored)
+    }
+
+    /// Writes every cached change back and compacts the backing store, so that deleted
+    /// and expired entries stop taking space (a no-op in memory).
+    pub fn compact(&mut self) -> Result<()> {
+        self.flush()?;
+        match &self.storage {
+            Some((store, _)) => store.compact(),
+            None => Ok(()),
+        }
     }
 
     /// Snapshots every declared state, one section per state and key group. Restored
@@ -218,7 +417,10 @@ impl KeyedStateStore {
             table.snapshot(desc.name(), self.scope.max_parallelism, &mut sections)?;
         }
         sections.extend(self.pending.values().flatten().cloned());
-        Ok(KeyedSnapshot { sections })
+        Ok(KeyedSnapshot {
+            sections,
+            native: Vec::new(),
+        })
     }
 
     /// Loads a snapshot (or several: the snapshots of every worker of a previous run),
@@ -228,6 +430,13 @@ impl KeyedStateStore {
     /// # Errors
     /// When a section's kind or type does not match the declared state.
     pub fn restore(&mut self, snapshot: KeyedSnapshot) -> Result<()> {
+        if let Some(m) = snapshot.native.first() {
+            return Err(Error::InvalidConfig(format!(
+                "this state was checkpointed natively by the `{}` backend and can only be \
+                 restored by it; savepoints use the canonical format and restore on any backend",
+                m.backend
+            )));
+        }
         for section in snapshot.filter(self.scope.key_groups).sections {
             match self.names.get(&section.state) {
                 Some(&id) => self.restore_section(id, &section)?,
@@ -299,9 +508,100 @@ impl KeyedStateStore {
             .ok_or(Error::HandleMismatch { id })
     }
 
+    /// The typed table behind handle `id`, with the clock its TTL is measured on.
+    pub(crate) fn table_and_clock<T: ErasedTable + 'static>(
+        &mut self,
+        id: u32,
+    ) -> Result<(&mut T, &TtlClock)> {
+        let table = self
+            .tables
+            .get_mut(id as usize)
+            .and_then(|t| t.as_any_mut().downcast_mut::<T>())
+            .ok_or(Error::HandleMismatch { id })?;
+        Ok((table, &self.ttl.clock))
+    }
+
     fn register<T: ErasedTable + NewTable + 'static>(
         &mut self,
         desc: StateDescriptor,
+    ) -> Result<(u32, Option<TtlSpec>)> {
+        let id = self.declare::<T>(desc, |t| Box::new(t))?;
+        Ok((id, None))
+    }
+
+    fn register_ttl<T: ErasedTable + NewTable + Sweep + 'static>(
+        &mut self,
+        desc: StateDescriptor,
+    ) -> Result<(u32, Option<TtlSpec>)> {
+        let Some(ttl) = desc.ttl else {
+            return Err(Error::InvalidConfig(format!(
+                "state `{}` has no TTL",
+                desc.name
+            )));
+        };
+        let spec = ttl.spec();
+        let registry = Arc::clone(&self.ttl);
+        let kind = T::new_table(None).kind();
+        let name = desc.name.clone();
+        let before = self.tables.len();
+        let id = self.declare::<T>(desc, move |inner| {
+            Box::new(Expiring {
+                inner,
+                spec,
+                registry,
+            })
+        })?;
+        if self.tables.len() == before {
+            // Declared again: the TTL must not change under existing handles.
+            if self.ttl.spec_of(self.state_ids[id as usize]) != Some(spec) {
+                return Err(Error::InvalidConfig(format!(
+                    "state `{name}` is declared again with another TTL"
+                )));
+            }
+            return Ok((id, Some(spec)));
+        }
+        let state_id = self.state_ids[id as usize];
+        self.ttl.register(state_id, spec, kind);
+        if let Some(every) = ttl.sweep_every() {
+            self.sweeps.push(SweepSchedule {
+                table: id,
+                time: ttl.time,
+                every,
+                next: None,
+            });
+        }
+        Ok((id, Some(spec)))
+    }
+
+    /// The id a new table gets in stored keys: the restored one for a natively restored
+    /// state (whose kind and type must match), a fresh one otherwise.
+    fn state_id_for<T: ErasedTable + NewTable>(&mut self, name: &str) -> Result<u16> {
+        if let Some(st) = self.native_states.get(name) {
+            let probe = T::new_table(None);
+            let kind = NativeState::kind_name(probe.kind());
+            if st.kind != kind || st.type_name != probe.type_name() {
+                return Err(Error::Codec(format!(
+                    "state `{name}` was written as {} state of {} and is now declared as \
+                     {kind} state of {}; state types cannot change across a restore",
+                    st.kind,
+                    st.type_name,
+                    probe.type_name()
+                )));
+            }
+            return Ok(st.id);
+        }
+        let id = self.next_state_id;
+        self.next_state_id = id
+            .checked_add(1)
+            .ok_or_else(|| Error::InvalidConfig("too many states in one operator".into()))?;
+        Ok(id)
+    }
+
+    /// Declares a table (or finds its earlier declaration); `wrap` boxes a new one.
+    fn declare<T: ErasedTable + NewTable + 'static>(
+        &mut self,
+        desc: StateDescriptor,
+        wrap: impl FnOnce(T) -> Box<dyn ErasedTable>,
     ) -> Result<u32> {
         desc.validate()?;
         if let Some(&id) = self.names.get(desc.name()) {
@@ -318,17 +618,18 @@ impl KeyedStateStore {
         }
         let id = u32::try_from(self.tables.len())
             .map_err(|_| Error::InvalidConfig("too many states in one operator".into()))?;
+        let state_id = self.state_id_for::<T>(desc.name())?;
         let backing = match &self.storage {
             None => None,
             Some((store, capacity)) => Some(Backing {
                 store: Arc::clone(store),
-                state_id: u16::try_from(id)
-                    .map_err(|_| Error::InvalidConfig("too many states in one operator".into()))?,
+                state_id,
                 max_parallelism: self.scope.max_parallelism,
                 cache_capacity: *capacity,
             }),
         };
-        self.tables.push(Box::new(T::new_table(backing)));
+        self.tables.push(wrap(T::new_table(backing)));
+        self.state_ids.push(state_id);
         self.names.insert(desc.name().to_string(), id);
         if let Some(sections) = self.pending.remove(desc.name()) {
             for section in &sections {

@@ -2,8 +2,8 @@
 //! completed checkpoints and prunes old ones.
 
 use super::metadata::{
-    checkpoint_number, latest_checkpoints, CheckpointMetadata, SinkCommit, SplitPositionEntry,
-    StateFile,
+    checkpoint_number, collect_shared_files, latest_checkpoints, CheckpointMetadata, SinkCommit,
+    SplitPositionEntry, StateFile,
 };
 use super::CheckpointConfig;
 use crate::runtime::control::JobControl;
@@ -21,6 +21,9 @@ pub(crate) struct TaskSnapshot {
     pub(crate) states: Vec<StateFile>,
     pub(crate) positions: Vec<SplitPositionEntry>,
     pub(crate) sinks: Vec<SinkCommit>,
+    /// The checkpoint becomes a savepoint: state goes in the canonical format, self-
+    /// contained and readable by every backend.
+    pub(crate) savepoint: bool,
 }
 
 pub(crate) fn checkpoint_dir(root: &Path, id: u64) -> PathBuf {
@@ -56,6 +59,8 @@ pub(crate) struct CheckpointHub {
     completed: AtomicU64,
     /// Sources end after emitting the barrier of this checkpoint (0: none).
     stop_after: AtomicU64,
+    /// The checkpoint that is taken as a savepoint (0: none).
+    savepoint: AtomicU64,
     tx: Sender<ToCoordinator>,
 }
 
@@ -74,6 +79,7 @@ impl CheckpointHub {
         TaskSnapshot {
             checkpoint,
             root: self.config.dir.clone(),
+            savepoint: self.savepoint.load(Ordering::Acquire) == checkpoint,
             ..TaskSnapshot::default()
         }
     }
@@ -141,6 +147,7 @@ impl Coordinator {
             requested: AtomicU64::new(next_id.saturating_sub(1)),
             completed: AtomicU64::new(next_id.saturating_sub(1)),
             stop_after: AtomicU64::new(0),
+            savepoint: AtomicU64::new(0),
             tx,
         });
         let done = Arc::new(AtomicBool::new(false));
@@ -163,6 +170,8 @@ impl Coordinator {
         let config = self.hub.config.clone();
         let mut next_trigger = Instant::now() + config.interval();
         let mut pending: Option<Pending> = None;
+        // Before the first trigger no task places files: clear what earlier runs left.
+        collect_shared_files(&config.dir);
         while !self.done.load(Ordering::Acquire) && !self.control.is_cancelled() {
             match self.rx.recv_timeout(Duration::from_millis(10)) {
                 Ok(msg) => self.handle(msg, &mut pending),
@@ -197,7 +206,7 @@ impl Coordinator {
                 None if !self.savepoints.is_empty() => {
                     if let Some((stop, reply)) = self.savepoints.pop_front() {
                         if self.can_trigger() {
-                            let mut p = self.trigger(now, stop);
+                            let mut p = self.trigger(now, stop, true);
                             p.savepoint = Some(reply);
                             pending = Some(p);
                         } else {
@@ -208,13 +217,17 @@ impl Coordinator {
                     }
                 }
                 None if now >= next_trigger && self.can_trigger() => {
-                    pending = Some(self.trigger(now, false));
+                    pending = Some(self.trigger(now, false, false));
                 }
                 None => {}
             }
         }
         if let Some(p) = pending {
             self.give_up(p, crate::Error::Cancelled);
+        }
+        if self.done.load(Ordering::Acquire) {
+            // Every task has ended: files an abandoned checkpoint placed can go.
+            collect_shared_files(&config.dir);
         }
         for (_, reply) in self.savepoints.drain(..) {
             let _ = reply.send(Err(crate::Error::Config(
@@ -227,10 +240,13 @@ impl Coordinator {
         !self.finished_other && !self.control.is_stopping()
     }
 
-    fn trigger(&mut self, now: Instant, stop: bool) -> Pending {
+    fn trigger(&mut self, now: Instant, stop: bool, savepoint: bool) -> Pending {
         let id = self.next_id;
         if stop {
             self.hub.stop_after.store(id, Ordering::Release);
+        }
+        if savepoint {
+            self.hub.savepoint.store(id, Ordering::Release);
         }
         self.next_id += 1;
         let mut acks: Vec<Option<TaskSnapshot>> = (0..self.tasks).map(|_| None).collect();
@@ -410,6 +426,8 @@ impl Coordinator {
                 }
             }
         }
+        // No checkpoint is in flight now, so no task is placing shared files.
+        collect_shared_files(root);
     }
 }
 

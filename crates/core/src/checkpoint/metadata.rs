@@ -150,6 +150,11 @@ pub(crate) fn load_checkpoint(dir: &Path) -> Result<CheckpointMetadata> {
         match std::fs::metadata(&path) {
             Ok(m) if m.len() == f.bytes => {
                 ferroflow_state::KeyedSnapshot::verify(&path).map_err(|e| bad(e.to_string()))?;
+                for native in ferroflow_state::KeyedSnapshot::read_native_manifests(&path)
+                    .map_err(|e| bad(e.to_string()))?
+                {
+                    native.verify(root).map_err(|e| bad(e.to_string()))?;
+                }
             }
             Ok(m) => {
                 return Err(bad(format!(
@@ -163,4 +168,81 @@ pub(crate) fn load_checkpoint(dir: &Path) -> Result<CheckpointMetadata> {
         }
     }
     Ok(meta)
+}
+
+/// The shared files (see `ferroflow_state::native`) that complete checkpoints and
+/// savepoints under `root` use, as paths relative to `root`.
+fn shared_files_in_use(root: &Path) -> Result<std::collections::HashSet<String>> {
+    let mut used = std::collections::HashSet::new();
+    let entries =
+        std::fs::read_dir(root).map_err(|e| Error::io(format!("listing {}", root.display()), e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let meta_path = entry.path().join(METADATA);
+        if !(name.starts_with("chk-") || name.starts_with("savepoint-")) || !meta_path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&meta_path)
+            .map_err(|e| Error::io(format!("reading {}", meta_path.display()), e))?;
+        let meta: CheckpointMetadata = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Config(format!("{} is not valid: {e}", meta_path.display())))?;
+        for f in &meta.state_files {
+            let manifests =
+                ferroflow_state::KeyedSnapshot::read_native_manifests(&root.join(&f.file))?;
+            for m in manifests {
+                used.extend(
+                    m.files
+                        .into_iter()
+                        .filter(|f| f.is_shared())
+                        .map(|f| f.path),
+                );
+            }
+        }
+    }
+    Ok(used)
+}
+
+/// Deletes the files in `root/shared/` that no complete checkpoint or savepoint uses.
+/// Must not run while a checkpoint is being written. When anything cannot be read, nothing
+/// is deleted.
+pub(crate) fn collect_shared_files(root: &Path) {
+    let shared = root.join(ferroflow_state::native::SHARED_DIR);
+    let Ok(files) = std::fs::read_dir(&shared) else {
+        return;
+    };
+    let used = match shared_files_in_use(root) {
+        Ok(used) => used,
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not tell which shared checkpoint files are in use; keeping all.");
+            return;
+        }
+    };
+    let (mut removed, mut bytes) = (0u64, 0u64);
+    for file in files.flatten() {
+        let rel = format!(
+            "{}/{}",
+            ferroflow_state::native::SHARED_DIR,
+            file.file_name().to_string_lossy()
+        );
+        if used.contains(&rel) {
+            continue;
+        }
+        let size = file.metadata().map_or(0, |m| m.len());
+        match std::fs::remove_file(file.path()) {
+            Ok(()) => {
+                removed += 1;
+                bytes += size;
+            }
+            Err(e) => {
+                tracing::warn!(file = %file.path().display(), error = %e, "Could not delete an unused shared checkpoint file.");
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::debug!(
+            removed,
+            bytes,
+            "Deleted shared checkpoint files no checkpoint uses."
+        );
+    }
 }

@@ -23,6 +23,56 @@ pub(crate) trait KvStore: Send + Sync {
     fn write(&self, ops: Vec<KvOp>) -> Result<()>;
     /// Calls `f` on every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8], f: &mut Visitor<'_>) -> Result<()>;
+    /// Bytes the store takes (on disk and in write buffers), as far as it can tell.
+    fn approximate_bytes(&self) -> Result<u64>;
+    /// Writes a native snapshot of the store's current contents (see [`crate::native`]):
+    /// returns the store's id and the files, or `None` if the store has no native format.
+    fn native_checkpoint(
+        &self,
+        target: &crate::native::NativeTarget,
+    ) -> Result<Option<(String, Vec<crate::native::NativeFile>)>> {
+        let _ = target;
+        Ok(None)
+    }
+    /// Compacts the whole store, dropping deleted and filtered entries.
+    fn compact(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What a sweep does with one stored entry.
+pub(crate) enum SweepAction {
+    Keep,
+    Delete,
+    /// Replace the value (some of a list's elements expired).
+    Rewrite(Vec<u8>),
+}
+
+/// Visits every stored entry of a table and applies `decide`, one key group per write
+/// batch. Returns how many entries were deleted.
+pub(crate) fn sweep_store(
+    b: &Backing,
+    mut decide: impl FnMut(&[u8]) -> Result<SweepAction>,
+) -> Result<usize> {
+    let mut deleted = 0;
+    for group in 0..b.max_parallelism {
+        let mut ops = Vec::new();
+        b.store.scan_prefix(&b.prefix(group), &mut |k, v| {
+            match decide(v)? {
+                SweepAction::Keep => {}
+                SweepAction::Delete => {
+                    deleted += 1;
+                    ops.push(KvOp::Delete(k.to_vec()));
+                }
+                SweepAction::Rewrite(value) => ops.push(KvOp::Put(k.to_vec(), value)),
+            }
+            Ok(())
+        })?;
+        if !ops.is_empty() {
+            b.store.write(ops)?;
+        }
+    }
+    Ok(deleted)
 }
 
 /// Where a backed table keeps its entries.
@@ -175,6 +225,13 @@ pub(crate) mod model {
                 f(k, v)?;
             }
             Ok(())
+        }
+        fn approximate_bytes(&self) -> Result<u64> {
+            Ok(self
+                .map()
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum())
         }
     }
 }

@@ -58,6 +58,16 @@ impl<K: StateKey, V: StateValue> ErasedTable for ListTable<K, V> {
     fn flush(&mut self) -> Result<()> {
         self.0.flush()
     }
+    fn approx_bytes(&self) -> u64 {
+        let elements: usize = match &self.0 {
+            ValueTable::Memory(map) => map.values().map(Vec::capacity).sum(),
+            ValueTable::Backed { cache, .. } => cache
+                .values()
+                .filter_map(|s| s.value.as_ref().map(Vec::capacity))
+                .sum(),
+        };
+        self.0.approx_bytes() + (elements * size_of::<V>()) as u64
+    }
     fn snapshot(&mut self, name: &str, max_parallelism: u16, out: &mut Vec<Section>) -> Result<()> {
         let type_name = self.type_name();
         self.0

@@ -13,7 +13,7 @@ use std::any::Any;
 /// The cached part of one key's map in backed mode.
 pub(crate) struct MapSlot<UK, V> {
     key_bytes: Vec<u8>,
-    entries: HashMap<UK, Slot<V>>,
+    pub(crate) entries: HashMap<UK, Slot<V>>,
     /// Every entry of the key is in `entries` (after a scan or a clear).
     complete: bool,
     /// The whole map was cleared: the store's entries go at the next flush.
@@ -150,6 +150,20 @@ impl<K: StateKey, UK: StateKey, V: StateValue> MapTable<K, UK, V> {
         }
     }
 
+    /// The value under `user_key` for changing in place (written back in backed mode).
+    pub(crate) fn get_mut(&mut self, key: &K, user_key: &UK) -> Result<Option<&mut V>> {
+        self.make_room()?;
+        match self {
+            Self::Memory(map) => Ok(map.get_mut(key).and_then(|m| m.get_mut(user_key))),
+            Self::Backed { cache, cached, b } => {
+                let ms = Self::map_slot(cache, b, key)?;
+                let slot = Self::entry(ms, cached, b, user_key)?;
+                slot.dirty |= slot.value.is_some();
+                Ok(slot.value.as_mut())
+            }
+        }
+    }
+
     pub(crate) fn insert(&mut self, key: &K, user_key: UK, value: V) -> Result<Option<V>> {
         self.make_room()?;
         match self {
@@ -228,10 +242,6 @@ impl<K: StateKey, UK: StateKey, V: StateValue> MapTable<K, UK, V> {
                 ))
             }
         }
-    }
-
-    pub(crate) fn len(&mut self, key: &K) -> Result<usize> {
-        Ok(self.iter(key)?.count())
     }
 
     pub(crate) fn clear(&mut self, key: &K) -> Result<()> {
@@ -363,6 +373,25 @@ impl<K: StateKey, UK: StateKey, V: StateValue> ErasedTable for MapTable<K, UK, V
     }
     fn flush(&mut self) -> Result<()> {
         MapTable::flush(self)
+    }
+    fn approx_bytes(&self) -> u64 {
+        let n = match self {
+            Self::Memory(map) => {
+                map.capacity() * size_of::<(K, HashMap<UK, V>)>()
+                    + map
+                        .values()
+                        .map(|m| m.capacity() * size_of::<(UK, V)>())
+                        .sum::<usize>()
+            }
+            Self::Backed { cache, .. } => {
+                cache.capacity() * size_of::<(K, MapSlot<UK, V>)>()
+                    + cache
+                        .values()
+                        .map(|m| m.entries.capacity() * size_of::<(UK, Slot<V>)>())
+                        .sum::<usize>()
+            }
+        };
+        n as u64
     }
     fn snapshot(&mut self, name: &str, max_parallelism: u16, out: &mut Vec<Section>) -> Result<()> {
         let type_name = self.type_name();

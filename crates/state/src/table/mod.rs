@@ -2,12 +2,15 @@
 //! maps (memory mode) or is a typed write-behind cache over a byte-level [`KvStore`]
 //! (backed mode, e.g. RocksDB).
 
+mod expiring;
 mod kv;
 mod list;
 mod map;
 mod reducing;
 mod value;
 
+pub use expiring::ListIter;
+pub(crate) use expiring::{Expiring, Sweep};
 #[cfg(test)]
 pub(crate) use kv::model::BTreeKv;
 #[cfg(feature = "rocksdb")]
@@ -41,6 +44,12 @@ pub(crate) trait ErasedTable: Send {
     fn snapshot(&mut self, name: &str, max_parallelism: u16, out: &mut Vec<Section>) -> Result<()>;
     /// Adds the entries of a section (written by `snapshot` of the same table type).
     fn restore(&mut self, section: &Section) -> Result<()>;
+    /// Heap bytes of the table's in-memory structures (a cache, in backed mode).
+    fn approx_bytes(&self) -> u64;
+    /// Removes expired entries; returns how many went. Only tables with a TTL have any.
+    fn sweep(&mut self) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// A fresh table of type `Self` in the given mode.

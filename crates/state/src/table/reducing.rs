@@ -13,7 +13,7 @@ pub(crate) type ReduceFn<V> = Arc<dyn Fn(&V, V) -> V + Send + Sync>;
 
 /// `key -> V`, where `add` folds values in with the declared function.
 pub(crate) struct ReducingTable<K, V> {
-    values: ValueTable<K, V>,
+    pub(crate) values: ValueTable<K, V>,
     reduce: Option<ReduceFn<V>>,
 }
 
@@ -69,6 +69,9 @@ impl<K: StateKey, V: StateValue> ErasedTable for ReducingTable<K, V> {
     }
     fn flush(&mut self) -> Result<()> {
         self.values.flush()
+    }
+    fn approx_bytes(&self) -> u64 {
+        self.values.approx_bytes()
     }
     fn snapshot(&mut self, name: &str, max_parallelism: u16, out: &mut Vec<Section>) -> Result<()> {
         let type_name = self.type_name();

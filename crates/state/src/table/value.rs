@@ -105,6 +105,28 @@ impl<K: StateKey, V: StateValue> ValueTable<K, V> {
         }
     }
 
+    /// The value of `key` for changing in place (in backed mode it will be written back).
+    pub(crate) fn get_mut(&mut self, key: &K) -> Result<Option<&mut V>> {
+        self.make_room()?;
+        match self {
+            Self::Memory(map) => Ok(map.get_mut(key)),
+            Self::Backed { cache, b } => {
+                let slot = Self::slot(cache, b, key)?;
+                slot.dirty |= slot.value.is_some();
+                Ok(slot.value.as_mut())
+            }
+        }
+    }
+
+    /// Heap bytes of the table's own structures (values' own heap data not included).
+    pub(crate) fn approx_bytes(&self) -> u64 {
+        let n = match self {
+            Self::Memory(map) => map.capacity() * size_of::<(K, V)>(),
+            Self::Backed { cache, .. } => cache.capacity() * size_of::<(K, Slot<V>)>(),
+        };
+        n as u64
+    }
+
     pub(crate) fn get_or_insert_with(
         &mut self,
         key: &K,
@@ -290,6 +312,9 @@ impl<K: StateKey, V: StateValue> ErasedTable for ValueTable<K, V> {
     }
     fn flush(&mut self) -> Result<()> {
         ValueTable::flush(self)
+    }
+    fn approx_bytes(&self) -> u64 {
+        ValueTable::approx_bytes(self)
     }
     fn snapshot(&mut self, name: &str, max_parallelism: u16, out: &mut Vec<Section>) -> Result<()> {
         let type_name = self.type_name();

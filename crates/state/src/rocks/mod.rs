@@ -5,17 +5,27 @@
 //! write-behind caches over it: reads that hit the cache cost a hash lookup; changed
 //! entries are written back in one batch when a state's cache fills up and before every
 //! snapshot. The write-ahead log is off: durability comes from checkpoints.
+//!
+//! States with a TTL keep each value's stamp in its first eight bytes; a compaction filter
+//! drops expired values of value, map and reducing states whenever RocksDB compacts, so
+//! state nobody reads again leaves the disk without being scanned.
 
+mod native;
+
+use crate::native::{NativeFile, NativeTarget};
 use crate::table::{KvOp, KvStore, Visitor};
+use crate::ttl::TtlRegistry;
 use crate::{Error, KeyedStateStore, Result, StateBackend, StoreScope};
+use rocksdb::compaction_filter::Decision;
 use rocksdb::{
     BlockBasedOptions, Cache, DBCompressionType, Direction, IteratorMode, Options, ReadOptions,
     WriteBatch, WriteOptions, DB,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// RocksDB backend settings. Unknown fields are rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +86,7 @@ impl RocksDbConfig {
 /// Keeps keyed state in RocksDB, behind typed write-behind caches.
 #[derive(Debug, Clone, Default)]
 pub struct RocksDbBackend {
-    config: RocksDbConfig,
+    pub(super) config: RocksDbConfig,
 }
 
 impl RocksDbBackend {
@@ -95,22 +105,39 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn open_keyed_store(&self, scope: &StoreScope) -> Result<KeyedStateStore> {
+        let ttl = Arc::new(TtlRegistry::default());
+        let kv = RocksKv::open(self.new_dir(scope), &self.config, Arc::clone(&ttl))?;
+        Ok(KeyedStateStore::backed(
+            scope.clone(),
+            Arc::new(kv),
+            self.config.cache_entries,
+            ttl,
+        ))
+    }
+
+    fn restore_keyed_store(
+        &self,
+        scope: &StoreScope,
+        snapshots: Vec<crate::KeyedSnapshot>,
+        root: &std::path::Path,
+    ) -> Result<KeyedStateStore> {
+        native::restore(self, scope, snapshots, root)
+    }
+}
+
+impl RocksDbBackend {
+    /// A fresh working directory for one store.
+    fn new_dir(&self, scope: &StoreScope) -> PathBuf {
         let safe: String = scope
             .operator
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        let dir = self.config.local_dir.join(format!(
+        self.config.local_dir.join(format!(
             "{safe}-{}-{}-{}",
             scope.worker,
             std::process::id(),
             NEXT_DB.fetch_add(1, Ordering::Relaxed)
-        ));
-        let kv = RocksKv::open(dir, &self.config)?;
-        Ok(KeyedStateStore::backed(
-            scope.clone(),
-            Arc::new(kv),
-            self.config.cache_entries,
         ))
     }
 }
@@ -119,6 +146,10 @@ struct RocksKv {
     db: Option<DB>,
     dir: PathBuf,
     write: WriteOptions,
+    /// Names this store's shared files in checkpoint storage.
+    store_id: String,
+    /// Data files already in checkpoint storage, by local name.
+    uploaded: Mutex<HashMap<String, NativeFile>>,
 }
 
 fn db_err(what: &str, e: rocksdb::Error) -> Error {
@@ -126,9 +157,24 @@ fn db_err(what: &str, e: rocksdb::Error) -> Error {
 }
 
 impl RocksKv {
-    fn open(dir: PathBuf, config: &RocksDbConfig) -> Result<Self> {
+    fn open(dir: PathBuf, config: &RocksDbConfig, ttl: Arc<TtlRegistry>) -> Result<Self> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Io(format!("creating {}: {e}", dir.display())))?;
+        let opts = Self::options(config, ttl);
+        let db =
+            DB::open(&opts, &dir).map_err(|e| db_err(&format!("opening {}", dir.display()), e))?;
+        let mut write = WriteOptions::default();
+        write.disable_wal(true);
+        Ok(Self {
+            db: Some(db),
+            store_id: native::new_store_id(),
+            dir,
+            write,
+            uploaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn options(config: &RocksDbConfig, ttl: Arc<TtlRegistry>) -> Options {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&Cache::new_lru_cache(config.block_cache_mb << 20));
         table.set_bloom_filter(10.0, false);
@@ -140,15 +186,14 @@ impl RocksKv {
         opts.set_write_buffer_size(config.write_buffer_mb << 20);
         opts.set_compression_type(DBCompressionType::Lz4);
         opts.set_max_background_jobs(2);
-        let db =
-            DB::open(&opts, &dir).map_err(|e| db_err(&format!("opening {}", dir.display()), e))?;
-        let mut write = WriteOptions::default();
-        write.disable_wal(true);
-        Ok(Self {
-            db: Some(db),
-            dir,
-            write,
-        })
+        opts.set_compaction_filter("ferroflow-ttl", move |_level, key: &[u8], value: &[u8]| {
+            if ttl.stored_entry_expired(key, value) {
+                Decision::Remove
+            } else {
+                Decision::Keep
+            }
+        });
+        opts
     }
 
     fn db(&self) -> Result<&DB> {
@@ -202,6 +247,33 @@ impl KvStore for RocksKv {
             }
             f(&k, &v)?;
         }
+        Ok(())
+    }
+
+    fn approximate_bytes(&self) -> Result<u64> {
+        let db = self.db()?;
+        let mut total = 0;
+        for property in [
+            "rocksdb.total-sst-files-size",
+            "rocksdb.cur-size-all-mem-tables",
+        ] {
+            total += db
+                .property_int_value(property)
+                .map_err(|e| db_err("reading a property", e))?
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    fn native_checkpoint(
+        &self,
+        target: &NativeTarget,
+    ) -> Result<Option<(String, Vec<NativeFile>)>> {
+        self.checkpoint_files(target).map(Some)
+    }
+
+    fn compact(&self) -> Result<()> {
+        self.db()?.compact_range(None::<&[u8]>, None::<&[u8]>);
         Ok(())
     }
 }
