@@ -502,3 +502,26 @@ fn rocksdb_native_checkpoints_restore_in_place_and_collect_unused_files() {
     let (used, present) = shared_files(&d.checkpoints);
     assert_eq!(used, present);
 }
+
+/// Savepoints are canonical: one taken on RocksDB resumes on the memory backend.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_rocksdb_savepoint_resumes_on_the_memory_backend() {
+    let d = dirs();
+    let handle = job_on(&d, 2, None, RestoreFrom::Nothing, true)
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    let (savepoint, _) = handle.stop_with_savepoint().unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(savepoint.join("_metadata")).unwrap()).unwrap();
+    for f in meta["state_files"].as_array().unwrap() {
+        let file = d.checkpoints.join(f["file"].as_str().unwrap());
+        let native = ferroflow::state::KeyedSnapshot::read_native_manifests(&file).unwrap();
+        assert!(native.is_empty(), "{} holds native state", file.display());
+    }
+    job(&d, 3, None, RestoreFrom::Path(savepoint))
+        .execute()
+        .unwrap();
+    assert_eq!(published(&d.output), expected());
+}
