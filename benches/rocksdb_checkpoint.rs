@@ -182,7 +182,10 @@ fn bench(c: &mut Criterion) {
                 let t = Instant::now();
                 let mut store = restore(&backend, &scope, &snap, &root);
                 let v = store.value_state::<u64, Vec<u8>>("v").unwrap();
-                assert!(v.get(&mut KeyScope::new(&mut store, &7u64)).unwrap().is_some());
+                assert!(v
+                    .get(&mut KeyScope::new(&mut store, &7u64))
+                    .unwrap()
+                    .is_some());
                 total += t.elapsed();
             }
             total
