@@ -3,6 +3,8 @@
 // Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod counting;
+
 use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
 use ferroflow::{EnvConfig, StreamEnvironment};
 

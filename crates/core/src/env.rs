@@ -1,7 +1,7 @@
 //! The stream environment: where a job is configured, built and executed.
 
 use crate::checkpoint::coordinator::{next_checkpoint_id, CheckpointHub, Coordinator};
-use crate::checkpoint::{latest_checkpoints, load_checkpoint};
+use crate::checkpoint::{latest_checkpoints, load_checkpoint, Remote, METADATA};
 use crate::graph::{Graph, PrepareCtx, Restored, SplitPool, Wire, WorkerCtx};
 use crate::metrics::{JobMetrics, OperatorSnapshot};
 use crate::runtime::control::JobControl;
@@ -245,7 +245,11 @@ impl StreamEnvironment {
             }
         }
 
-        let restored = resolve_restore(&graph)?.map(Arc::new);
+        let remote = match &graph.checkpoint {
+            Some(config) => Remote::open(config)?.map(Arc::new),
+            None => None,
+        };
+        let restored = resolve_restore(&graph, remote.as_deref())?.map(Arc::new);
         let control = Arc::new(JobControl::default());
         let metrics = JobMetrics::default();
         let task_count: usize = graph
@@ -265,13 +269,20 @@ impl StreamEnvironment {
                     )
                 })?;
                 let restored_id = restored.as_ref().map_or(0, |r| r.meta.id);
-                let first = next_checkpoint_id(&config.dir).max(restored_id + 1);
+                let stored_next = match &remote {
+                    Some(r) => r.next_checkpoint_id()?,
+                    None => 1,
+                };
+                let first = next_checkpoint_id(&config.dir)
+                    .max(stored_next)
+                    .max(restored_id + 1);
                 let (c, hub, done) = Coordinator::new(
                     config.clone(),
                     task_count,
                     graph.config.max_parallelism,
                     first,
                     Arc::clone(&control),
+                    remote.clone(),
                 );
                 (Some((c, done)), Some(hub))
             }
@@ -356,42 +367,79 @@ impl StreamEnvironment {
     }
 }
 
-/// Finds and loads the checkpoint to restore, per the job's [`RestoreFrom`].
-fn resolve_restore(graph: &Graph) -> Result<Option<Restored>> {
-    let loaded = match &graph.restore {
+/// Finds and loads the checkpoint to restore, per the job's [`RestoreFrom`]. With
+/// checkpoint storage, checkpoints are listed there and fetched into the local directory.
+fn resolve_restore(graph: &Graph, remote: Option<&Remote>) -> Result<Option<Restored>> {
+    let (loaded, root) = match &graph.restore {
         RestoreFrom::Nothing => return Ok(None),
-        RestoreFrom::Path(dir) => load_checkpoint(dir)?,
+        RestoreFrom::Path(dir) => {
+            let dir = match (remote, &graph.checkpoint) {
+                (Some(remote), Some(config)) if !dir.join(METADATA).is_file() => {
+                    // Not here: fetch it from storage by its name.
+                    let name = dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    remote.fetch(&name, &config.dir)?
+                }
+                _ => dir.clone(),
+            };
+            let root = dir
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            (load_checkpoint(&dir)?, root)
+        }
         RestoreFrom::Latest { fallback } => {
             let Some(config) = &graph.checkpoint else {
                 return Err(Error::Config(
                     "restoring the latest checkpoint needs checkpointing enabled (to know the directory)".into(),
                 ));
             };
-            let candidates = latest_checkpoints(&config.dir)?;
+            let candidates = match remote {
+                Some(remote) => remote.complete_checkpoints()?,
+                None => latest_checkpoints(&config.dir)?
+                    .into_iter()
+                    .map(|(n, dir)| {
+                        let name = dir
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        (n, name)
+                    })
+                    .collect(),
+            };
+            let place =
+                remote.map_or_else(|| config.dir.display().to_string(), |r| r.url().to_string());
             if candidates.is_empty() {
-                tracing::info!(dir = %config.dir.display(), "No checkpoint to restore; starting with empty state.");
+                tracing::info!(checkpoints = %place, "No checkpoint to restore; starting with empty state.");
                 return Ok(None);
             }
             let mut loaded = None;
-            for (_, dir) in &candidates {
-                match load_checkpoint(dir) {
+            for (_, name) in &candidates {
+                let attempt = match remote {
+                    Some(remote) => remote.fetch(name, &config.dir),
+                    None => Ok(config.dir.join(name)),
+                }
+                .and_then(|dir| load_checkpoint(&dir));
+                match attempt {
                     Ok(meta) => {
                         loaded = Some(meta);
                         break;
                     }
                     Err(e) if *fallback => {
-                        tracing::warn!(checkpoint = %dir.display(), error = %e, "Checkpoint unreadable; trying an older one.");
+                        tracing::warn!(checkpoint = %name, error = %e, "Checkpoint unreadable; trying an older one.");
                     }
                     Err(e) => return Err(e),
                 }
             }
-            loaded.ok_or_else(|| {
+            let loaded = loaded.ok_or_else(|| {
                 Error::Config(format!(
-                    "none of the {} checkpoints in {} can be restored",
+                    "none of the {} checkpoints in {place} can be restored",
                     candidates.len(),
-                    config.dir.display()
                 ))
-            })?
+            })?;
+            (loaded, config.dir.clone())
         }
     };
     if loaded.max_parallelism != graph.config.max_parallelism {
@@ -400,17 +448,6 @@ fn resolve_restore(graph: &Graph) -> Result<Option<Restored>> {
             loaded.id, loaded.max_parallelism, graph.config.max_parallelism
         )));
     }
-    let root = match &graph.restore {
-        RestoreFrom::Path(dir) => dir
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default(),
-        _ => graph
-            .checkpoint
-            .as_ref()
-            .map(|c| c.dir.clone())
-            .unwrap_or_default(),
-    };
     tracing::info!(checkpoint = loaded.id, "Restoring from checkpoint.");
     Ok(Some(Restored { meta: loaded, root }))
 }

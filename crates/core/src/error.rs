@@ -59,6 +59,16 @@ pub enum Error {
         /// Why it could not be decoded.
         reason: String,
     },
+    /// Checkpoint storage (an object store) failed.
+    #[error("checkpoint storage {context}: {source}")]
+    Storage {
+        /// What was being done, and where.
+        context: String,
+        /// The store's error.
+        source: BoxError,
+        /// Whether trying again may succeed (a network error, a throttled request).
+        retryable: bool,
+    },
     /// The job was cancelled because another task failed.
     #[error("cancelled")]
     Cancelled,
@@ -93,7 +103,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Task { source, .. } => source.is_retryable(),
-            Error::User { retryable, .. } => *retryable,
+            Error::User { retryable, .. } | Error::Storage { retryable, .. } => *retryable,
             Error::State(e) => e.is_retryable(),
             Error::Io { source, .. } => matches!(
                 source.kind(),

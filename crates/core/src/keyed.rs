@@ -2,7 +2,7 @@
 //! keyed state for that key, and per-key timers.
 
 use crate::checkpoint::coordinator::TaskSnapshot;
-use crate::checkpoint::StateFile;
+use crate::checkpoint::{StateFile, StoredFile};
 use crate::metrics::OperatorMetrics;
 use crate::runtime::{Next, Push};
 use crate::timer::{TimeDomain, Timer, Timers};
@@ -423,11 +423,21 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
         }
         let file = format!("{base}.state");
         let bytes = state.write_to(&snapshot.root.join(&file))?;
+        let files = state
+            .native
+            .iter()
+            .flat_map(|m| &m.files)
+            .map(|f| StoredFile {
+                path: f.path.clone(),
+                bytes: f.bytes,
+            })
+            .collect();
         snapshot.states.push(StateFile {
             operator: scope.operator,
             worker: scope.worker,
             file,
             bytes,
+            files,
         });
         self.metrics.add_busy(start.elapsed());
         self.next.barrier(snapshot)

@@ -2,6 +2,7 @@
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,8 +10,24 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CheckpointConfig {
-    /// Directory holding the checkpoints. Default: `checkpoints`.
+    /// Directory holding the checkpoints. With `storage` set it is the local working copy:
+    /// tasks write their snapshots here, uploads go from here, and restores fetch into
+    /// it (skipping files already present). Default: `checkpoints`.
     pub dir: PathBuf,
+    /// Durable storage for checkpoints, as a URL: `s3://bucket/prefix` (and S3-compatible
+    /// stores through the `aws_endpoint` option), `file:///absolute/path`, or
+    /// `hdfs://namenode:port/path` (feature `hdfs`). Default: none, checkpoints stay in
+    /// `dir`. With storage, each task uploads its new files after its barrier without
+    /// holding up the stream; a checkpoint is complete when its `_metadata` is stored;
+    /// restores read the storage, and retention and collection of shared files apply there.
+    pub storage: Option<String>,
+    /// Options for the storage client, by object_store's key names, e.g. `aws_endpoint`,
+    /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`. S3 also
+    /// reads the usual `AWS_*` environment variables; options given here win. Default:
+    /// none.
+    pub storage_options: BTreeMap<String, String>,
+    /// Files one task uploads at once. Default: 4.
+    pub upload_concurrency: usize,
     /// Milliseconds between the start of two checkpoints. Default: 10,000.
     pub interval_ms: u64,
     /// Milliseconds a checkpoint may take before it is abandoned. Default: 600,000.
@@ -26,6 +43,9 @@ impl Default for CheckpointConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("checkpoints"),
+            storage: None,
+            storage_options: BTreeMap::new(),
+            upload_concurrency: 4,
             interval_ms: 10_000,
             timeout_ms: 600_000,
             min_pause_ms: 0,
@@ -64,6 +84,20 @@ impl CheckpointConfig {
         self
     }
 
+    /// Sets `storage`: checkpoints are kept at this URL, `dir` is the local working copy.
+    #[must_use]
+    pub fn with_storage(mut self, url: impl Into<String>) -> Self {
+        self.storage = Some(url.into());
+        self
+    }
+
+    /// Adds one `storage_options` entry.
+    #[must_use]
+    pub fn with_storage_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.storage_options.insert(key.into(), value.into());
+        self
+    }
+
     /// Sets `retained`.
     #[must_use]
     pub fn with_retained(mut self, retained: usize) -> Self {
@@ -84,6 +118,16 @@ impl CheckpointConfig {
         if self.timeout_ms == 0 {
             return Err(Error::Config(
                 "checkpoint timeout_ms must be at least 1".into(),
+            ));
+        }
+        if self.upload_concurrency == 0 {
+            return Err(Error::Config(
+                "checkpoint upload_concurrency must be at least 1".into(),
+            ));
+        }
+        if self.storage.is_some() && !cfg!(feature = "object-store") {
+            return Err(Error::Config(
+                "checkpoint storage needs ferroflow built with the `object-store` feature".into(),
             ));
         }
         if self.retained == 0 {

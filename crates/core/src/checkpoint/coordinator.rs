@@ -5,7 +5,7 @@ use super::metadata::{
     checkpoint_number, collect_shared_files, latest_checkpoints, CheckpointMetadata, SinkCommit,
     SplitPositionEntry, StateFile,
 };
-use super::CheckpointConfig;
+use super::{CheckpointConfig, Remote};
 use crate::runtime::control::JobControl;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::path::{Path, PathBuf};
@@ -44,6 +44,12 @@ pub(crate) enum ToCoordinator {
         stop: bool,
         reply: SavepointReply,
     },
+    /// A task's files could not be stored: the checkpoint cannot complete.
+    Failed {
+        task: usize,
+        checkpoint: u64,
+        error: crate::Error,
+    },
     /// A task ended. Sources report their final positions: they take part in later
     /// checkpoints with those.
     Finished {
@@ -61,6 +67,8 @@ pub(crate) struct CheckpointHub {
     stop_after: AtomicU64,
     /// The checkpoint that is taken as a savepoint (0: none).
     savepoint: AtomicU64,
+    /// Durable storage, when configured.
+    remote: Option<Arc<Remote>>,
     tx: Sender<ToCoordinator>,
 }
 
@@ -84,13 +92,41 @@ impl CheckpointHub {
         }
     }
 
+    /// Acknowledges a task's part of a checkpoint. With storage, the files it wrote are
+    /// uploaded first, in the background: the task goes on at once.
     pub(crate) fn ack(&self, task: usize, snapshot: TaskSnapshot) {
         // The coordinator may be gone when the job is ending: nothing to acknowledge then.
-        let _ = self.tx.send(ToCoordinator::Ack { task, snapshot });
+        match &self.remote {
+            Some(remote) if !snapshot.states.is_empty() => {
+                let tx = self.tx.clone();
+                let root = snapshot.root.clone();
+                remote.upload_snapshot(task, root, snapshot, move |snapshot, stored| {
+                    let _ = tx.send(match stored {
+                        Ok(()) => ToCoordinator::Ack { task, snapshot },
+                        Err(error) => ToCoordinator::Failed {
+                            task,
+                            checkpoint: snapshot.checkpoint,
+                            error,
+                        },
+                    });
+                });
+            }
+            _ => {
+                let _ = self.tx.send(ToCoordinator::Ack { task, snapshot });
+            }
+        }
     }
 
+    /// Reports that a task ended, after its acknowledgements (which uploads may delay).
     pub(crate) fn finished(&self, task: usize, positions: Option<Vec<SplitPositionEntry>>) {
-        let _ = self.tx.send(ToCoordinator::Finished { task, positions });
+        let tx = self.tx.clone();
+        let send = move || {
+            let _ = tx.send(ToCoordinator::Finished { task, positions });
+        };
+        match &self.remote {
+            Some(remote) => remote.after_uploads(task, send),
+            None => send(),
+        }
     }
 
     /// Whether sources must end after the barrier of checkpoint `id`.
@@ -140,6 +176,7 @@ impl Coordinator {
         max_parallelism: u16,
         next_id: u64,
         control: Arc<JobControl>,
+        remote: Option<Arc<Remote>>,
     ) -> (Self, Arc<CheckpointHub>, Arc<AtomicBool>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let hub = Arc::new(CheckpointHub {
@@ -148,6 +185,7 @@ impl Coordinator {
             completed: AtomicU64::new(next_id.saturating_sub(1)),
             stop_after: AtomicU64::new(0),
             savepoint: AtomicU64::new(0),
+            remote,
             tx,
         });
         let done = Arc::new(AtomicBool::new(false));
@@ -171,7 +209,7 @@ impl Coordinator {
         let mut next_trigger = Instant::now() + config.interval();
         let mut pending: Option<Pending> = None;
         // Before the first trigger no task places files: clear what earlier runs left.
-        collect_shared_files(&config.dir);
+        self.collect_shared_files();
         while !self.done.load(Ordering::Acquire) && !self.control.is_cancelled() {
             match self.rx.recv_timeout(Duration::from_millis(10)) {
                 Ok(msg) => self.handle(msg, &mut pending),
@@ -227,7 +265,7 @@ impl Coordinator {
         }
         if self.done.load(Ordering::Acquire) {
             // Every task has ended: files an abandoned checkpoint placed can go.
-            collect_shared_files(&config.dir);
+            self.collect_shared_files();
         }
         for (_, reply) in self.savepoints.drain(..) {
             let _ = reply.send(Err(crate::Error::Config(
@@ -287,6 +325,17 @@ impl Coordinator {
                 ),
             },
             ToCoordinator::Savepoint { stop, reply } => self.savepoints.push_back((stop, reply)),
+            ToCoordinator::Failed {
+                task,
+                checkpoint,
+                error,
+            } => {
+                tracing::warn!(checkpoint, task, error = %error, "A task's checkpoint files could not be stored; checkpoint abandoned.");
+                match pending.take() {
+                    Some(p) if p.id == checkpoint => self.give_up(p, error),
+                    other => *pending = other,
+                }
+            }
             ToCoordinator::Finished {
                 task,
                 positions: Some(positions),
@@ -349,7 +398,8 @@ impl Coordinator {
         }
         let written = std::fs::create_dir_all(&dir)
             .map_err(|e| crate::Error::io(format!("creating {}", dir.display()), e))
-            .and_then(|()| meta.write(&dir));
+            .and_then(|()| meta.write(&dir))
+            .and_then(|()| self.store_metadata(p.id, &dir));
         if let Some(reply) = p.savepoint {
             let _ = reply.send(match &written {
                 Ok(()) => Ok(dir.clone()),
@@ -377,6 +427,40 @@ impl Coordinator {
         }
     }
 
+    /// With storage: moves a savepoint's files to its name there, then stores `_metadata`,
+    /// which completes the checkpoint. A failure removes the local copy too.
+    fn store_metadata(&self, id: u64, dir: &Path) -> crate::Result<()> {
+        let Some(remote) = &self.hub.remote else {
+            return Ok(());
+        };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stored = (|| {
+            if name != format!("chk-{id}") {
+                remote.rename_dir(&format!("chk-{id}"), &name)?;
+            }
+            let bytes = std::fs::read(dir.join(super::metadata::METADATA))
+                .map_err(|e| crate::Error::io(format!("reading {}", dir.display()), e))?;
+            remote.put_bytes(&format!("{name}/{}", super::metadata::METADATA), bytes)
+        })();
+        if stored.is_err() {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "Could not remove a checkpoint that was not stored.");
+            }
+        }
+        stored
+    }
+
+    /// Deletes shared files no checkpoint uses, locally and in storage.
+    fn collect_shared_files(&self) {
+        collect_shared_files(&self.hub.config.dir);
+        if let Some(remote) = &self.hub.remote {
+            remote.collect_shared_files();
+        }
+    }
+
     /// Abandons a checkpoint in flight and answers its savepoint request, if any, with `why`.
     fn give_up(&self, p: Pending, why: crate::Error) {
         self.abandon(p.id);
@@ -391,6 +475,12 @@ impl Coordinator {
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %dir.display(), error = %e, "Could not remove an abandoned checkpoint.");
+            }
+        }
+        if let Some(remote) = &self.hub.remote {
+            // Uploads still running may add files later; pruning removes those.
+            if let Err(e) = remote.delete_dir(&format!("chk-{id}")) {
+                tracing::warn!(checkpoint = id, error = %e, "Could not remove an abandoned checkpoint from storage.");
             }
         }
     }
@@ -426,8 +516,36 @@ impl Coordinator {
                 }
             }
         }
+        if let Some(remote) = &self.hub.remote {
+            prune_storage(remote, self.hub.config.retained);
+        }
         // No checkpoint is in flight now, so no task is placing shared files.
-        collect_shared_files(root);
+        self.collect_shared_files();
+    }
+}
+
+/// Keeps the newest `retained` complete checkpoints in storage and deletes older
+/// checkpoint directories there, complete or not.
+fn prune_storage(remote: &Remote, retained: usize) {
+    let listed = remote
+        .complete_checkpoints()
+        .and_then(|complete| Ok((complete, remote.checkpoint_dirs()?)));
+    let (complete, all) = match listed {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not list checkpoints in storage for pruning.");
+            return;
+        }
+    };
+    let Some(keep_from) = complete.iter().take(retained).map(|(n, _)| *n).min() else {
+        return;
+    };
+    for (n, name) in all {
+        if n < keep_from {
+            if let Err(e) = remote.delete_dir(&name) {
+                tracing::warn!(checkpoint = %name, storage = remote.url(), error = %e, "Could not remove an old checkpoint from storage.");
+            }
+        }
     }
 }
 

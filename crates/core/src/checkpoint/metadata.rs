@@ -21,6 +21,29 @@ pub struct StateFile {
     pub file: String,
     /// Size in bytes.
     pub bytes: u64,
+    /// The further files the state file's native snapshot uses: private ones inside the
+    /// checkpoint's directory and ones in `shared/` that several checkpoints use. Empty
+    /// for state in the canonical format.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<StoredFile>,
+}
+
+/// A file a checkpoint uses besides its state files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StoredFile {
+    /// Path relative to the checkpoint directory root.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+impl StoredFile {
+    /// Whether several checkpoints may use the file (it lives in `shared/`).
+    pub fn is_shared(&self) -> bool {
+        self.path
+            .strip_prefix(ferroflow_state::native::SHARED_DIR)
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
 }
 
 /// The recorded position of one split.
@@ -187,6 +210,16 @@ fn shared_files_in_use(root: &Path) -> Result<std::collections::HashSet<String>>
         let meta: CheckpointMetadata = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Config(format!("{} is not valid: {e}", meta_path.display())))?;
         for f in &meta.state_files {
+            used.extend(
+                f.files
+                    .iter()
+                    .filter(|f| f.is_shared())
+                    .map(|f| f.path.clone()),
+            );
+            if !f.files.is_empty() {
+                continue;
+            }
+            // Checkpoints written before the metadata listed the files: read the manifests.
             let manifests =
                 ferroflow_state::KeyedSnapshot::read_native_manifests(&root.join(&f.file))?;
             for m in manifests {

@@ -16,15 +16,35 @@
 //! ```text
 //! <dir>/chk-<n>/_metadata                 JSON, written last: a checkpoint without it is incomplete
 //! <dir>/chk-<n>/<operator>-<worker>.state keyed state of one operator instance (see ferroflow_state)
+//! <dir>/chk-<n>/<operator>-<worker>.native/ the small private files of a native (RocksDB) snapshot
+//! <dir>/shared/<store>-<file>.sst           data files that several checkpoints use
+//! <dir>/savepoint-<n>/                    a savepoint: canonical state, kept until deleted
 //! ```
+//!
+//! With [`CheckpointConfig::storage`] set, an object store (S3, `file://`, HDFS) holds
+//! the same layout under the URL's path and is the source of truth: `<dir>` is the local
+//! working copy. Each task writes its snapshot locally (the synchronous part of its
+//! barrier: for RocksDB a flush and hard links), then its new files are uploaded in the
+//! background while the task goes on processing; its acknowledgement reaches the
+//! coordinator once they are stored. The coordinator stores `_metadata` last. A restore
+//! fetches the checkpoint into `<dir>`, skipping files already there.
 
 mod config;
 pub(crate) mod coordinator;
 mod metadata;
+#[cfg(not(feature = "object-store"))]
+mod no_remote;
+#[cfg(feature = "object-store")]
+mod remote;
+
+#[cfg(not(feature = "object-store"))]
+pub(crate) use no_remote::Remote;
+#[cfg(feature = "object-store")]
+pub(crate) use remote::Remote;
 
 pub use config::{CheckpointConfig, RestoreFrom};
-pub(crate) use metadata::{latest_checkpoints, load_checkpoint};
-pub use metadata::{CheckpointMetadata, SinkCommit, SplitPositionEntry, StateFile};
+pub(crate) use metadata::{latest_checkpoints, load_checkpoint, METADATA};
+pub use metadata::{CheckpointMetadata, SinkCommit, SplitPositionEntry, StateFile, StoredFile};
 
 /// A position in a split, as recorded in a checkpoint (JSON, source-specific).
 pub type SplitPosition = serde_json::Value;
