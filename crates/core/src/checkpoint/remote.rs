@@ -16,6 +16,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +29,18 @@ pub(crate) struct Remote {
     inner: Arc<Inner>,
     /// Each task's newest upload, so that what the task says later arrives after it.
     in_flight: parking_lot::Mutex<HashMap<usize, tokio::task::JoinHandle<()>>>,
-    runtime: tokio::runtime::Runtime,
+    /// Taken only when dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which is not allowed inside another runtime (a job
+        // started from async code); uploads still running belong to abandoned checkpoints.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 struct Inner {
@@ -150,7 +162,7 @@ impl Remote {
                 concurrency: config.upload_concurrency.max(1),
             }),
             in_flight: parking_lot::Mutex::new(HashMap::new()),
-            runtime,
+            runtime: Some(runtime),
         };
         // Fail at start, with the URL, when the storage cannot be reached.
         remote.checkpoint_dirs()?;
@@ -174,7 +186,10 @@ impl Remote {
         let inner = Arc::clone(&self.inner);
         let mut in_flight = self.in_flight.lock();
         let before = in_flight.remove(&task);
-        let handle = self.runtime.spawn(async move {
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        let handle = runtime.spawn(async move {
             if let Some(before) = before {
                 let _ = before.await;
             }
@@ -186,30 +201,52 @@ impl Remote {
 
     /// Calls `f` once task `task`'s uploads so far have ended (at once if there are none).
     pub(crate) fn after_uploads(&self, task: usize, f: impl FnOnce() + Send + 'static) {
-        match self.in_flight.lock().remove(&task) {
-            Some(before) => {
-                self.runtime.spawn(async move {
+        match (self.in_flight.lock().remove(&task), &self.runtime) {
+            (Some(before), Some(runtime)) => {
+                runtime.spawn(async move {
                     let _ = before.await;
                     f();
                 });
             }
-            None => f(),
+            _ => f(),
         }
+    }
+
+    /// Runs `work` to its end on the storage runtime. Called from a thread that is itself
+    /// inside an async runtime (a job started from async code), it runs on a helper
+    /// thread, since a runtime cannot block inside another.
+    fn block_on<T: Send>(&self, work: impl Future<Output = Result<T>> + Send) -> Result<T> {
+        let Some(runtime) = &self.runtime else {
+            return Err(Error::Cancelled);
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return runtime.block_on(work);
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| runtime.block_on(work))
+                .join()
+                .unwrap_or_else(|_| Err(Error::Cancelled))
+        })
     }
 
     /// Stores `bytes` at `rel`.
     pub(crate) fn put_bytes(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
         let location = self.inner.location(rel);
-        self.runtime
-            .block_on(self.inner.store.put(&location, PutPayload::from(bytes)))
-            .map(drop)
-            .map_err(|e| storage_err(format!("{}: writing {rel}", self.inner.url), e))
+        let inner = &self.inner;
+        self.block_on(async move {
+            inner
+                .store
+                .put(&location, PutPayload::from(bytes))
+                .await
+                .map(drop)
+                .map_err(|e| storage_err(format!("{}: writing {rel}", inner.url), e))
+        })
     }
 
     /// Moves every object under directory `from` to directory `to`.
     pub(crate) fn rename_dir(&self, from: &str, to: &str) -> Result<()> {
         let inner = &self.inner;
-        self.runtime.block_on(async {
+        self.block_on(async {
             for rel in inner.list_files(from).await? {
                 let Some(rest) = rel.strip_prefix(from) else {
                     continue;
@@ -228,7 +265,7 @@ impl Remote {
     /// Deletes directory `rel` and everything in it.
     pub(crate) fn delete_dir(&self, rel: &str) -> Result<()> {
         let inner = &self.inner;
-        self.runtime.block_on(async {
+        self.block_on(async {
             let files = inner.list_files(rel).await?;
             stream::iter(files)
                 .map(|f| async move { inner.delete(&f).await })
@@ -241,7 +278,6 @@ impl Remote {
     /// Every checkpoint directory (`chk-<n>`), complete or not.
     pub(crate) fn checkpoint_dirs(&self) -> Result<Vec<(u64, String)>> {
         Ok(self
-            .runtime
             .block_on(self.inner.dirs())?
             .into_iter()
             .filter_map(|d| checkpoint_number(&d).map(|n| (n, d)))
@@ -251,7 +287,7 @@ impl Remote {
     /// Complete checkpoints (`chk-<n>` with `_metadata`), newest first.
     pub(crate) fn complete_checkpoints(&self) -> Result<Vec<(u64, String)>> {
         let inner = &self.inner;
-        self.runtime.block_on(async {
+        self.block_on(async {
             let mut found = Vec::new();
             for name in inner.dirs().await? {
                 let Some(n) = checkpoint_number(&name) else {
@@ -282,7 +318,7 @@ impl Remote {
     pub(crate) fn fetch(&self, name: &str, local_root: &Path) -> Result<PathBuf> {
         let inner = &self.inner;
         let dir = local_root.join(name);
-        self.runtime.block_on(async {
+        self.block_on(async {
             let Some(bytes) = inner.metadata(name).await? else {
                 return Err(Error::Config(format!(
                     "checkpoint {name} is not in {} (no {name}/{METADATA})",
@@ -329,7 +365,7 @@ impl Remote {
     /// is deleted.
     pub(crate) fn collect_shared_files(&self) {
         let inner = &self.inner;
-        let result = self.runtime.block_on(async {
+        let result = self.block_on(async {
             let mut used = HashSet::new();
             for name in inner.dirs().await? {
                 if !(name.starts_with("chk-") || name.starts_with("savepoint-")) {
@@ -616,6 +652,23 @@ mod tests {
         assert!(!tmp.path().join("store/savepoint-4/op-0.state").exists());
     }
 
+    /// A job started from async code opens, uses and drops its storage without the
+    /// runtime-inside-a-runtime panics.
+    #[test]
+    fn usable_from_inside_an_async_runtime() {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", tmp.path().join("store").display());
+        let outer = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        outer.block_on(async {
+            let remote = open(&url, &[]).unwrap().unwrap();
+            remote.put_bytes("chk-1/_metadata", b"{}".to_vec()).unwrap();
+            assert_eq!(remote.next_checkpoint_id().unwrap(), 2);
+            drop(remote);
+        });
+    }
+
     /// Files above the part size go up in parts and come back byte for byte.
     #[test]
     fn large_files_round_trip_in_parts() {
@@ -630,15 +683,11 @@ mod tests {
         let back = tmp.path().join("back/big.sst");
         let inner = &remote.inner;
         remote
-            .runtime
             .block_on(inner.upload(&local, "shared/s-big.sst"))
             .unwrap();
-        let size = remote
-            .runtime
-            .block_on(inner.stored_size("shared/s-big.sst"));
+        let size = remote.block_on(inner.stored_size("shared/s-big.sst"));
         assert_eq!(size.unwrap(), Some(data.len() as u64));
         let got = remote
-            .runtime
             .block_on(inner.download("shared/s-big.sst", &back))
             .unwrap();
         assert_eq!(got, data.len() as u64);
