@@ -1,7 +1,7 @@
 //! The stream environment: where a job is configured, built and executed.
 
 use crate::checkpoint::coordinator::{next_checkpoint_id, CheckpointHub, Coordinator};
-use crate::checkpoint::{latest_checkpoints, load_checkpoint, Remote, METADATA};
+use crate::checkpoint::{dir_name, latest_checkpoints, load_checkpoint, Remote, METADATA};
 use crate::graph::{Graph, PrepareCtx, Restored, SplitPool, Wire, WorkerCtx};
 use crate::metrics::{JobMetrics, OperatorSnapshot};
 use crate::runtime::control::JobControl;
@@ -246,7 +246,10 @@ impl StreamEnvironment {
         }
 
         let remote = match &graph.checkpoint {
-            Some(config) => Remote::open(config)?.map(Arc::new),
+            Some(config) => {
+                config.validate()?;
+                Remote::open(config)?.map(Arc::new)
+            }
             None => None,
         };
         let restored = resolve_restore(&graph, remote.as_deref())?.map(Arc::new);
@@ -261,7 +264,6 @@ impl StreamEnvironment {
             .sum();
         let (coordinator, hub) = match &graph.checkpoint {
             Some(config) => {
-                config.validate()?;
                 std::fs::create_dir_all(&config.dir).map_err(|e| {
                     Error::io(
                         format!("creating checkpoint directory {}", config.dir.display()),
@@ -376,11 +378,7 @@ fn resolve_restore(graph: &Graph, remote: Option<&Remote>) -> Result<Option<Rest
             let dir = match (remote, &graph.checkpoint) {
                 (Some(remote), Some(config)) if !dir.join(METADATA).is_file() => {
                     // Not here: fetch it from storage by its name.
-                    let name = dir
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    remote.fetch(&name, &config.dir)?
+                    remote.fetch(&dir_name(dir), &config.dir)?
                 }
                 _ => dir.clone(),
             };
@@ -400,13 +398,7 @@ fn resolve_restore(graph: &Graph, remote: Option<&Remote>) -> Result<Option<Rest
                 Some(remote) => remote.complete_checkpoints()?,
                 None => latest_checkpoints(&config.dir)?
                     .into_iter()
-                    .map(|(n, dir)| {
-                        let name = dir
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default();
-                        (n, name)
-                    })
+                    .map(|(n, dir)| (n, dir_name(&dir)))
                     .collect(),
             };
             let place =

@@ -2,8 +2,8 @@
 //! completed checkpoints and prunes old ones.
 
 use super::metadata::{
-    checkpoint_number, collect_shared_files, latest_checkpoints, CheckpointMetadata, SinkCommit,
-    SplitPositionEntry, StateFile,
+    checkpoint_number, collect_shared_files, dir_name, latest_checkpoints, CheckpointMetadata,
+    SinkCommit, SplitPositionEntry, StateFile,
 };
 use super::{CheckpointConfig, Remote};
 use crate::runtime::control::JobControl;
@@ -433,10 +433,7 @@ impl Coordinator {
         let Some(remote) = &self.hub.remote else {
             return Ok(());
         };
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = dir_name(dir);
         let stored = (|| {
             if name != format!("chk-{id}") {
                 remote.rename_dir(&format!("chk-{id}"), &name)?;
@@ -517,35 +514,10 @@ impl Coordinator {
             }
         }
         if let Some(remote) = &self.hub.remote {
-            prune_storage(remote, self.hub.config.retained);
+            remote.prune(self.hub.config.retained);
         }
         // No checkpoint is in flight now, so no task is placing shared files.
         self.collect_shared_files();
-    }
-}
-
-/// Keeps the newest `retained` complete checkpoints in storage and deletes older
-/// checkpoint directories there, complete or not.
-fn prune_storage(remote: &Remote, retained: usize) {
-    let listed = remote
-        .complete_checkpoints()
-        .and_then(|complete| Ok((complete, remote.checkpoint_dirs()?)));
-    let (complete, all) = match listed {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "Could not list checkpoints in storage for pruning.");
-            return;
-        }
-    };
-    let Some(keep_from) = complete.iter().take(retained).map(|(n, _)| *n).min() else {
-        return;
-    };
-    for (n, name) in all {
-        if n < keep_from {
-            if let Err(e) = remote.delete_dir(&name) {
-                tracing::warn!(checkpoint = %name, storage = remote.url(), error = %e, "Could not remove an old checkpoint from storage.");
-            }
-        }
     }
 }
 

@@ -100,24 +100,36 @@ impl CheckpointMetadata {
         }
     }
 
-    /// Writes `dir/_metadata` durably: temporary file, fsync, rename, fsync of the
-    /// directory. Until the rename the checkpoint does not exist for a restore.
+    /// Writes `dir/_metadata` durably (see [`write_metadata_bytes`]).
     pub(crate) fn write(&self, dir: &Path) -> Result<()> {
-        let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", dir.display()), e);
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::Config(format!("encoding checkpoint metadata: {e}")))?;
-        let tmp = dir.join("_metadata.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io("writing metadata in", e))?;
-        f.write_all(&json)
-            .map_err(|e| io("writing metadata in", e))?;
-        f.sync_all().map_err(|e| io("syncing metadata in", e))?;
-        std::fs::rename(&tmp, dir.join(METADATA)).map_err(|e| io("publishing metadata in", e))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            // Best effort: makes the rename durable on file systems that need it.
-            let _ = d.sync_all();
-        }
-        Ok(())
+        write_metadata_bytes(dir, &json)
     }
+}
+
+/// Writes `dir/_metadata` durably: temporary file, fsync, rename, fsync of the directory.
+/// Until the rename the checkpoint does not exist for a restore.
+pub(crate) fn write_metadata_bytes(dir: &Path, json: &[u8]) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", dir.display()), e);
+    let tmp = dir.join("_metadata.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io("writing metadata in", e))?;
+    f.write_all(json)
+        .map_err(|e| io("writing metadata in", e))?;
+    f.sync_all().map_err(|e| io("syncing metadata in", e))?;
+    std::fs::rename(&tmp, dir.join(METADATA)).map_err(|e| io("publishing metadata in", e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        // Best effort: makes the rename durable on file systems that need it.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The last component of a checkpoint directory path (`chk-<n>`, `savepoint-<n>`).
+pub(crate) fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The `n` of a checkpoint directory name `chk-<n>`.

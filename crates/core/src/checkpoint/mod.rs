@@ -43,7 +43,7 @@ pub(crate) use no_remote::Remote;
 pub(crate) use remote::Remote;
 
 pub use config::{CheckpointConfig, RestoreFrom};
-pub(crate) use metadata::{latest_checkpoints, load_checkpoint, METADATA};
+pub(crate) use metadata::{dir_name, latest_checkpoints, load_checkpoint, METADATA};
 pub use metadata::{CheckpointMetadata, SinkCommit, SplitPositionEntry, StateFile, StoredFile};
 
 /// A position in a split, as recorded in a checkpoint (JSON, source-specific).

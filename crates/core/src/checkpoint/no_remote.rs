@@ -50,11 +50,11 @@ impl Remote {
         match *self {}
     }
 
-    pub(crate) fn checkpoint_dirs(&self) -> Result<Vec<(u64, String)>> {
+    pub(crate) fn complete_checkpoints(&self) -> Result<Vec<(u64, String)>> {
         match *self {}
     }
 
-    pub(crate) fn complete_checkpoints(&self) -> Result<Vec<(u64, String)>> {
+    pub(crate) fn prune(&self, _retained: usize) {
         match *self {}
     }
 

@@ -9,7 +9,7 @@
 //! not uploaded again.
 
 use super::coordinator::TaskSnapshot;
-use super::metadata::{checkpoint_number, CheckpointMetadata, METADATA};
+use super::metadata::{checkpoint_number, write_metadata_bytes, CheckpointMetadata, METADATA};
 use super::CheckpointConfig;
 use crate::{Error, Result};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -164,8 +164,6 @@ impl Remote {
             in_flight: parking_lot::Mutex::new(HashMap::new()),
             runtime: Some(runtime),
         };
-        // Fail at start, with the URL, when the storage cannot be reached.
-        remote.checkpoint_dirs()?;
         Ok(Some(remote))
     }
 
@@ -265,18 +263,11 @@ impl Remote {
     /// Deletes directory `rel` and everything in it.
     pub(crate) fn delete_dir(&self, rel: &str) -> Result<()> {
         let inner = &self.inner;
-        self.block_on(async {
-            let files = inner.list_files(rel).await?;
-            stream::iter(files)
-                .map(|f| async move { inner.delete(&f).await })
-                .buffer_unordered(inner.concurrency)
-                .try_collect::<()>()
-                .await
-        })
+        self.block_on(async { inner.delete_all(inner.list_files(rel).await?).await })
     }
 
     /// Every checkpoint directory (`chk-<n>`), complete or not.
-    pub(crate) fn checkpoint_dirs(&self) -> Result<Vec<(u64, String)>> {
+    fn checkpoint_dirs(&self) -> Result<Vec<(u64, String)>> {
         Ok(self
             .block_on(self.inner.dirs())?
             .into_iter()
@@ -284,22 +275,50 @@ impl Remote {
             .collect())
     }
 
-    /// Complete checkpoints (`chk-<n>` with `_metadata`), newest first.
-    pub(crate) fn complete_checkpoints(&self) -> Result<Vec<(u64, String)>> {
+    /// The complete ones (with `_metadata`) among `dirs`, newest first.
+    fn complete_among(&self, dirs: &[(u64, String)]) -> Result<Vec<(u64, String)>> {
         let inner = &self.inner;
         self.block_on(async {
             let mut found = Vec::new();
-            for name in inner.dirs().await? {
-                let Some(n) = checkpoint_number(&name) else {
-                    continue;
-                };
-                if inner.metadata(&name).await?.is_some() {
-                    found.push((n, name));
+            for (n, name) in dirs {
+                if inner.metadata(name).await?.is_some() {
+                    found.push((*n, name.clone()));
                 }
             }
             found.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
             Ok(found)
         })
+    }
+
+    /// Complete checkpoints (`chk-<n>` with `_metadata`), newest first.
+    pub(crate) fn complete_checkpoints(&self) -> Result<Vec<(u64, String)>> {
+        self.complete_among(&self.checkpoint_dirs()?)
+    }
+
+    /// Keeps the newest `retained` complete checkpoints and deletes older checkpoint
+    /// directories, complete or not.
+    pub(crate) fn prune(&self, retained: usize) {
+        let listed = self.checkpoint_dirs().and_then(|all| {
+            let complete = self.complete_among(&all)?;
+            Ok((complete, all))
+        });
+        let (complete, all) = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not list checkpoints in storage for pruning.");
+                return;
+            }
+        };
+        let Some(keep_from) = complete.iter().take(retained).map(|(n, _)| *n).min() else {
+            return;
+        };
+        for (n, name) in all {
+            if n < keep_from {
+                if let Err(e) = self.delete_dir(&name) {
+                    tracing::warn!(checkpoint = %name, storage = %self.inner.url, error = %e, "Could not remove an old checkpoint from storage.");
+                }
+            }
+        }
     }
 
     /// The first checkpoint number not used in the storage.
@@ -354,7 +373,7 @@ impl Remote {
             }
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-            write_atomically(&dir.join(METADATA), &bytes)?;
+            write_metadata_bytes(&dir, &bytes)?;
             tracing::info!(checkpoint = name, storage = %inner.url, files = fetched, bytes = bytes_fetched, "Fetched a checkpoint from storage.");
             Ok(dir)
         })
@@ -393,11 +412,7 @@ impl Remote {
                 .filter(|f| !used.contains(f))
                 .collect();
             let count = unused.len();
-            stream::iter(unused)
-                .map(|f| async move { inner.delete(&f).await })
-                .buffer_unordered(inner.concurrency)
-                .try_collect::<()>()
-                .await?;
+            inner.delete_all(unused).await?;
             Ok::<_, Error>(count)
         });
         match result {
@@ -464,6 +479,15 @@ impl Inner {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(storage_err(format!("{}: deleting {rel}", self.url), e)),
         }
+    }
+
+    /// Deletes `files` (relative paths), several at once.
+    async fn delete_all(&self, files: Vec<String>) -> Result<()> {
+        stream::iter(files)
+            .map(|f| async move { self.delete(&f).await })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await
     }
 
     /// The `_metadata` of `name`, or `None` when it has none (incomplete).
@@ -580,15 +604,6 @@ impl Inner {
             .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
         Ok(total)
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let err = |e| Error::io(format!("writing {}", path.display()), e);
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
 }
 
 #[cfg(test)]
