@@ -86,10 +86,10 @@ pub trait KeyedProcessFunction: Send + 'static {
 
 /// What `open` can do: declare state, learn where it runs.
 pub struct OpenContext<'a, K> {
-    store: &'a mut KeyedStateStore,
-    worker: usize,
-    parallelism: usize,
-    _key: PhantomData<fn() -> K>,
+    pub(crate) store: &'a mut KeyedStateStore,
+    pub(crate) worker: usize,
+    pub(crate) parallelism: usize,
+    pub(crate) _key: PhantomData<fn() -> K>,
 }
 
 impl<K: StateKey> OpenContext<'_, K> {
@@ -148,7 +148,7 @@ pub struct KeyedContext<'a, K> {
 }
 
 impl<'a, K: StateKey> KeyedContext<'a, K> {
-    fn new(
+    pub(crate) fn new(
         key: &'a K,
         store: &'a mut KeyedStateStore,
         timers: &'a mut Timers<K>,

@@ -38,6 +38,7 @@ mod config;
 mod env;
 mod error;
 mod graph;
+mod harness;
 mod keyed;
 pub mod metrics;
 mod runtime;

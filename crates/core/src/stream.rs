@@ -4,7 +4,7 @@
 use crate::graph::{ChannelPool, Graph, Wire, WorkerCtx};
 use crate::keyed::{KeyedNode, KeyedProcessFunction};
 use crate::runtime::chain::{
-    BatchFn, FilterFn, FlatMapFn, InspectFn, MapFn, SinkNode, Stateless, TryMapFn,
+    BatchFn, BatchMapFn, FilterFn, FlatMapFn, InspectFn, MapFn, SinkNode, Stateless, TryMapFn,
 };
 use crate::runtime::exchange::{BatchExchange, KeyedExchange, Outbox, Route};
 use crate::runtime::gate::InputGate;
@@ -138,6 +138,32 @@ impl<T: Send + 'static> DataStream<T> {
         F: Fn(T) -> I + Send + Sync + 'static,
     {
         self.stateless("flat_map", FlatMapFn(f))
+    }
+
+    /// Transforms each micro-batch as a whole: `f` gets the records of one batch and
+    /// returns the records to pass on. Batches never span a checkpoint barrier or a
+    /// watermark, so whatever `f` combines within a batch (a local pre-aggregation before
+    /// an exchange, say) needs no state of its own.
+    ///
+    /// ```
+    /// use ferroflow_core::{sinks::CollectSink, StreamEnvironment};
+    ///
+    /// # fn main() -> ferroflow_core::Result<()> {
+    /// let env = StreamEnvironment::local(1);
+    /// let out = CollectSink::new();
+    /// env.from_iter(vec![1, 2, 3])
+    ///     .map_batch(|batch: Vec<i32>| vec![batch.iter().sum::<i32>()])
+    ///     .sink(out.clone());
+    /// env.execute()?;
+    /// assert_eq!(out.sorted().iter().sum::<i32>(), 6);
+    /// # Ok(()) }
+    /// ```
+    pub fn map_batch<U, F>(self, f: F) -> DataStream<U>
+    where
+        U: Send + 'static,
+        F: Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,
+    {
+        self.stateless("map_batch", BatchMapFn(f))
     }
 
     /// Calls `f` on each record and passes it on unchanged.

@@ -1,6 +1,7 @@
 //! Test utilities: a scripted source whose splits follow a script (records, quiet spells,
 //! failures), and a small keyed counter.
 
+pub use crate::harness::KeyedHarness;
 use crate::SplitPosition;
 use crate::{
     Collector, Error, KeyedContext, KeyedProcessFunction, OpenContext, Result, Source, SplitReader,

@@ -51,6 +51,16 @@ where
     }
 }
 
+pub(crate) struct BatchMapFn<F>(pub F);
+impl<T, U, F> BatchFn<T, U> for BatchMapFn<F>
+where
+    F: Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,
+{
+    fn apply(&self, batch: Vec<T>) -> Result<Vec<U>> {
+        Ok((self.0)(batch))
+    }
+}
+
 pub(crate) struct InspectFn<F>(pub F);
 impl<T, F: Fn(&T) + Send + Sync + 'static> BatchFn<T, T> for InspectFn<F> {
     fn apply(&self, batch: Vec<T>) -> Result<Vec<T>> {

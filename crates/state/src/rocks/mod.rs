@@ -4,7 +4,10 @@
 //! directory (deleted when the operator instance ends). Declared states are typed
 //! write-behind caches over it: reads that hit the cache cost a hash lookup; changed
 //! entries are written back in one batch when a state's cache fills up and before every
-//! snapshot. The write-ahead log is off: durability comes from checkpoints.
+//! snapshot. Durability comes from checkpoints; the write-ahead log is kept (never
+//! synced) so that a checkpoint needs no flush of the write buffer on the task's thread:
+//! it links the SST files and copies the log written since the last flush, and the flush
+//! runs in the background after it.
 //!
 //! States with a TTL keep each value's stamp in its first eight bytes; a compaction filter
 //! drops expired values of value, map and reducing states whenever RocksDB compacts, so
@@ -163,8 +166,7 @@ impl RocksKv {
         let opts = Self::options(config, ttl);
         let db =
             DB::open(&opts, &dir).map_err(|e| db_err(&format!("opening {}", dir.display()), e))?;
-        let mut write = WriteOptions::default();
-        write.disable_wal(true);
+        let write = WriteOptions::default();
         Ok(Self {
             db: Some(db),
             store_id: native::new_store_id(),

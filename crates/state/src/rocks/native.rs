@@ -1,7 +1,10 @@
 //! Incremental native checkpoints of a RocksDB store, and restoring from them.
 //!
-//! A checkpoint flushes the write buffers and hard-links the live SST files into a
-//! temporary RocksDB checkpoint; SST files not yet in checkpoint storage are placed in
+//! A checkpoint hard-links the live SST files into a temporary RocksDB checkpoint and
+//! copies the write-ahead log written since the last flush (which RocksDB replays when the
+//! checkpoint is opened), so the task's thread never waits for a flush; the write buffer
+//! is then flushed in the background, and the next checkpoint links the resulting file
+//! instead of copying the log again. SST files not yet in checkpoint storage are placed in
 //! `shared/` (hard-linked when on the same file system, copied otherwise), the small
 //! metadata files in the checkpoint's own directory. Restoring with the same key groups
 //! links the files back and opens them as they are; restoring with other key groups
@@ -15,7 +18,7 @@ use crate::native::{
 use crate::ttl::TtlRegistry;
 use crate::{Error, KeyedSnapshot, KeyedStateStore, Result, StoreScope};
 use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{IteratorMode, ReadOptions, WriteBatch, DB};
+use rocksdb::{FlushOptions, IteratorMode, ReadOptions, WriteBatch, DB};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +26,9 @@ use std::sync::{Arc, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 static NEXT_STORE: AtomicU64 = AtomicU64::new(0);
+
+/// RocksDB's `level0_slowdown_writes_trigger` (its default, which the backend keeps).
+const L0_SLOWDOWN: u64 = 20;
 
 /// A name no other store (of this or another process) will have.
 pub(super) fn new_store_id() -> String {
@@ -52,15 +58,35 @@ impl RocksKv {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io(format!("removing {}", tmp.display())))?;
         }
-        // Flushes the memtables (the WAL is off), then hard-links the live files.
+        // No flush: links the live SST files and copies the write-ahead log.
         Checkpoint::new(db)
-            .and_then(|c| c.create_checkpoint(&tmp))
+            .and_then(|c| c.create_checkpoint_with_log_size(&tmp, u64::MAX))
             .map_err(|e| db_err("checkpoint", e))?;
         let result = self.place_files(&tmp, target);
+        self.flush_in_background(db);
         if let Err(e) = std::fs::remove_dir_all(&tmp) {
             tracing::warn!(dir = %tmp.display(), error = %e, "Could not remove a temporary RocksDB checkpoint.");
         }
         result.map(|files| (self.store_id.clone(), files))
+    }
+
+    /// Starts a flush of the write buffer without waiting for it, unless the call would
+    /// wait: while a flush is still running, or while level 0 is so full that RocksDB
+    /// holds new flushes back until compactions catch up. The log then keeps growing and
+    /// the next checkpoint copies more of it, but the task's thread never blocks here.
+    fn flush_in_background(&self, db: &DB) {
+        let int = |name: &str| db.property_int_value(name).ok().flatten().unwrap_or(0);
+        if int("rocksdb.num-immutable-mem-table") > 0
+            || int("rocksdb.num-files-at-level0") + 1 >= L0_SLOWDOWN
+        {
+            return;
+        }
+        let mut opts = FlushOptions::default();
+        opts.set_wait(false);
+        if let Err(e) = db.flush_opt(&opts) {
+            // The next checkpoint copies a longer log; nothing is lost.
+            tracing::warn!(error = %e, "Could not start a background flush of RocksDB.");
+        }
     }
 
     fn place_files(&self, tmp: &Path, target: &NativeTarget) -> Result<Vec<NativeFile>> {
@@ -334,6 +360,9 @@ mod tests {
             v.set(&mut KeyScope::new(&mut s, &k), format!("first-{k:0>40}"))
                 .unwrap();
         }
+        // Without a flush the data is still in the write-ahead log, which a checkpoint
+        // copies: compact it into SST files first.
+        s.compact().unwrap();
         let first = s.snapshot_into(Some(&target(root.path(), 1))).unwrap();
         let m1 = first.native[0].clone();
         assert!(first.sections.is_empty());
@@ -345,10 +374,11 @@ mod tests {
         let second = s.snapshot_into(Some(&target(root.path(), 2))).unwrap();
         let m2 = second.native[0].clone();
         let old: HashSet<&str> = m1.files.iter().map(|f| f.path.as_str()).collect();
+        // New files of any kind: SSTs and the copied log of the change.
         let new_bytes: u64 = m2
             .files
             .iter()
-            .filter(|f| f.is_shared() && !old.contains(f.path.as_str()))
+            .filter(|f| !old.contains(f.path.as_str()))
             .map(|f| f.bytes)
             .sum();
         let shared: u64 = m1
@@ -409,6 +439,7 @@ mod tests {
         let v = s.value_state::<u64, String>("v").unwrap();
         v.set(&mut KeyScope::new(&mut s, &1u64), "x".into())
             .unwrap();
+        s.compact().unwrap();
         let snap = s.snapshot_into(Some(&target(root.path(), 1))).unwrap();
         drop(s);
 

@@ -1,0 +1,236 @@
+//! The UV operator (`operators::uv::count`) on the generated click stream that Flink's UV
+//! benchmark uses (20M events, 1M users, 10K items, 24 hours):
+//!
+//! - UV per (item, hour), exact, in memory: the final rows must add up to 19,999,156, the
+//!   number of distinct (item, hour, user) triples (the checksum Flink's job prints);
+//! - the same on RocksDB with a checkpoint every 10 s;
+//! - the same with HyperLogLog++ (precision 14): the sum must be within 1% of the exact one;
+//! - the full dashboard: 6 dimension sets × (hour, day), changelog every second;
+//! - memory: peak resident memory per distinct (item, day, user) pair when every pair of
+//!   the stream is held at once (one day-long bucket per item).
+//!
+//! `cargo bench --bench uv`
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+mod support;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
+use ferroflow::operators::uv::{self, Grain, HotKeys, Mode, UserId, UvConfig, UvEvent, UvOutput};
+use ferroflow::prelude::*;
+use ferroflow::state::{RocksDbBackend, RocksDbConfig};
+use ferroflow::CheckpointConfig;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use support::{bench_parallelism, cpu_time};
+
+const EVENTS: u64 = 20_000_000;
+const DISTINCT: u64 = 19_999_156;
+
+/// Names of items, categories, platforms and provinces, made once.
+fn names() -> &'static [Vec<String>; 4] {
+    static NAMES: OnceLock<[Vec<String>; 4]> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let list = |prefix: &str, n: u64| (0..n).map(|i| format!("{prefix}{i}")).collect();
+        [
+            list("item-", 10_000),
+            list("cat-", 100),
+            list("p", 4),
+            list("prov-", 31),
+        ]
+    })
+}
+
+/// A generated click read through the dimension names of the dashboard.
+struct Click(ClickEvent);
+
+impl UvEvent for Click {
+    fn event_time(&self) -> i64 {
+        self.0.ts
+    }
+    fn user(&self) -> UserId {
+        UserId::number(self.0.user_id)
+    }
+    fn dimension(&self, field: &str) -> Option<&str> {
+        let [items, cats, platforms, provinces] = names();
+        let e = &self.0;
+        Some(match field {
+            "item" => &items[(e.item_id % 10_000) as usize],
+            "category1" => &cats[(e.category % 10) as usize],
+            "category2" => &cats[(e.category % 100) as usize],
+            "platform" => &platforms[(e.user_id % 4) as usize],
+            "province" => &provinces[(e.user_id / 4 % 31) as usize],
+            _ => return None,
+        })
+    }
+}
+
+struct Case {
+    config: UvConfig,
+    rocksdb: bool,
+}
+
+/// Runs one UV job over the stream; returns (wall, cpu, sum of final uv, rows).
+fn run_case(parallelism: usize, case: &Case) -> (Duration, Duration, u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let env = StreamEnvironment::new(
+        EnvConfig::default()
+            .with_parallelism(parallelism)
+            .with_signal_handling(false),
+    );
+    if case.rocksdb {
+        env.set_state_backend(
+            RocksDbBackend::new(RocksDbConfig::default().with_local_dir(dir.path().join("db")))
+                .unwrap(),
+        );
+        env.enable_checkpointing(
+            CheckpointConfig::new(dir.path().join("checkpoints"))
+                .with_interval(Duration::from_secs(10)),
+        );
+    }
+    let source = GeneratorSource::new(GeneratorConfig::default().with_events(EVENTS)).unwrap();
+    let events = env
+        .from_source(
+            source,
+            WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO, |e: &ClickEvent| e.ts),
+        )
+        .map(Click);
+    let (rows, _) = uv::count(events, case.config.clone()).unwrap();
+    let (sum, count) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (s, n) = (Arc::clone(&sum), Arc::clone(&count));
+    rows.inspect(move |o| {
+        if let UvOutput::Row(r) = o {
+            n.fetch_add(1, Ordering::Relaxed);
+            if r.is_final {
+                s.fetch_add(r.uv, Ordering::Relaxed);
+            }
+        }
+    })
+    .sink(DiscardSink::new());
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    env.execute().expect("job");
+    (
+        t0.elapsed(),
+        cpu_time() - cpu0,
+        sum.load(Ordering::Relaxed),
+        count.load(Ordering::Relaxed),
+    )
+}
+
+fn per_item_hour(mode: Mode) -> UvConfig {
+    UvConfig {
+        dimensions: vec![vec!["item".into()]],
+        grains: vec![Grain::hour()],
+        mode,
+        lateness_ms: 0,
+        update_interval_ms: 0,
+        offset_ms: 0,
+        // 10K items: no hot key to spread.
+        hot_keys: HotKeys::Off,
+        ..UvConfig::default()
+    }
+}
+
+fn exact(p: usize, rocksdb: bool) -> (Duration, Duration) {
+    let case = Case {
+        config: per_item_hour(Mode::Exact),
+        rocksdb,
+    };
+    let (wall, cpu, sum, _) = run_case(p, &case);
+    assert_eq!(sum, DISTINCT, "distinct (item, hour, user) triples");
+    (wall, cpu)
+}
+
+fn hll(p: usize) -> (Duration, Duration) {
+    let case = Case {
+        config: per_item_hour(Mode::Hll { precision: 14 }),
+        rocksdb: false,
+    };
+    let (wall, cpu, sum, _) = run_case(p, &case);
+    let err = (sum as f64 - DISTINCT as f64).abs() / DISTINCT as f64;
+    assert!(err < 0.01, "HLL sum {sum} vs {DISTINCT}");
+    (wall, cpu)
+}
+
+fn dashboard_config() -> UvConfig {
+    UvConfig {
+        dimensions: UvConfig::parse_dimensions(
+            ";platform;province;platform,province;category1;category1,category2",
+        ),
+        grains: vec![Grain::hour(), Grain::day()],
+        mode: Mode::Exact,
+        lateness_ms: 0,
+        update_interval_ms: 1_000,
+        offset_ms: 0,
+        hot_keys: HotKeys::PreAggregate,
+        ..UvConfig::default()
+    }
+}
+
+static DASHBOARD_ROWS: AtomicU64 = AtomicU64::new(0);
+
+fn dashboard(p: usize) -> (Duration, Duration) {
+    let case = Case {
+        config: dashboard_config(),
+        rocksdb: false,
+    };
+    let (wall, cpu, _, rows) = run_case(p, &case);
+    DASHBOARD_ROWS.fetch_add(rows, Ordering::Relaxed);
+    eprintln!(
+        "dashboard p={p}: {rows} rows in {:.2}s = {:.0} updates/s",
+        wall.as_secs_f64(),
+        rows as f64 / wall.as_secs_f64()
+    );
+    (wall, cpu)
+}
+
+/// Peak resident set of this process, bytes.
+fn max_rss() -> u64 {
+    // SAFETY: getrusage only writes into the zeroed struct we pass.
+    #[allow(unsafe_code)]
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    usage.ru_maxrss as u64 * 1024
+}
+
+fn memory() {
+    let before = max_rss();
+    let mut config = per_item_hour(Mode::Exact);
+    config.grains = vec![Grain::tumbling("2d", 2 * 24 * 3_600_000)];
+    let (_, _, pairs, _) = run_case(
+        1,
+        &Case {
+            config,
+            rocksdb: false,
+        },
+    );
+    let peak = max_rss();
+    eprintln!(
+        "SUMMARY uv_memory: {pairs} distinct (item, user) pairs held at once; peak RSS {:.0} MiB (was {:.0} MiB) = {:.1} bytes per pair",
+        peak as f64 / 1048576.0,
+        before as f64 / 1048576.0,
+        (peak - before) as f64 / pairs as f64
+    );
+}
+
+fn uv(c: &mut Criterion) {
+    // First, while the process is small: the peak-memory measure.
+    memory();
+    bench_parallelism(c, "uv_exact_memory", EVENTS, |p| exact(p, false));
+    bench_parallelism(c, "uv_hll_memory", EVENTS, hll);
+    bench_parallelism(c, "uv_exact_rocksdb", EVENTS, |p| exact(p, true));
+    bench_parallelism(c, "uv_dashboard", EVENTS, dashboard);
+}
+
+criterion_group!(benches, uv);
+criterion_main!(benches);

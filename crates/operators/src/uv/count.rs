@@ -1,0 +1,447 @@
+//! The keyed operator that counts distinct users and page views per (dimensions, grain,
+//! bucket), emits a changelog and closes buckets.
+
+use super::distinct::{ExactSet, Sketch, UserId};
+use super::grain::format_time;
+use super::{Mode, UvConfig};
+use ferroflow_core::{
+    Collector, Error, KeyedContext, KeyedProcessFunction, OpenContext, Result, TimeDomain, Timer,
+    Timestamp,
+};
+use ferroflow_state::{StateDescriptor, StateTtl, ValueState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What one count is kept under: a dimension set's values, a grain and a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UvKey {
+    /// Index of the dimension set in [`UvConfig::dimensions`].
+    pub set: u16,
+    /// The event's values of the set's fields, in the set's order.
+    pub values: Box<[Box<str>]>,
+    /// Index of the grain in [`UvConfig::grains`].
+    pub grain: u16,
+    /// Start of the bucket (epoch milliseconds).
+    pub bucket: Timestamp,
+}
+
+/// Users seen for one key: one event's, or a batch's merged before the exchange.
+#[derive(Debug, Clone)]
+pub enum Users {
+    /// One user.
+    One(UserId),
+    /// Several distinct users (exact pre-aggregation).
+    Many(Vec<UserId>),
+    /// A partial sketch (approximate pre-aggregation).
+    Sketch(Box<Sketch>),
+}
+
+/// Input of the counting operator: users and page views of one key.
+#[derive(Debug, Clone)]
+pub struct UvInput {
+    /// The key.
+    pub key: UvKey,
+    /// Its users.
+    pub users: Users,
+    /// Page views (events).
+    pub pv: u64,
+    /// Latest event time among them.
+    pub ts: Timestamp,
+}
+
+/// One changelog row: the current (or, with `final`, the last) values of a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UvRow {
+    /// Dimension field -> value; empty for the whole site.
+    pub dims: BTreeMap<String, String>,
+    /// The grain's name.
+    pub grain: String,
+    /// Bucket start, RFC 3339 in the configured zone.
+    pub bucket: String,
+    /// For cumulative grains: the end of the step these values cover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Distinct users.
+    pub uv: u64,
+    /// Page views.
+    pub pv: u64,
+    /// True on the row written when the bucket closes; no row follows it.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// With `emit_sketches` in HLL mode, on final rows: the bucket's sketch
+    /// ([`Sketch::to_hex`]), for rolling up later ([`super::distinct::roll_up`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sketch: Option<String>,
+}
+
+/// An event that arrived after its bucket had closed (bucket end + allowed lateness).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateRecord {
+    /// Dimension field -> value.
+    pub dims: BTreeMap<String, String>,
+    /// The grain's name.
+    pub grain: String,
+    /// The closed bucket.
+    pub bucket: String,
+    /// Event time of the (latest) late event.
+    pub ts: Timestamp,
+    /// Late events it stands for.
+    pub events: u64,
+}
+
+/// Output of the counting operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum UvOutput {
+    /// A changelog row.
+    Row(UvRow),
+    /// A late event.
+    Late(LateRecord),
+}
+
+/// The state of one key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Bucket {
+    users: Distinct,
+    pv: u64,
+    /// An update is scheduled.
+    scheduled: bool,
+    /// Cumulative grains: users and page views of steps the watermark has not passed
+    /// yet, by step end (ascending). They join the totals when their step row goes out,
+    /// so a step row counts exactly the events before its end.
+    #[serde(default)]
+    steps: Vec<(Timestamp, Distinct, u64)>,
+}
+
+impl Bucket {
+    /// Adds to the step ending at `step_end` (pending), or to the totals.
+    fn add(
+        &mut self,
+        step_end: Option<Timestamp>,
+        users: &Users,
+        pv: u64,
+        empty: &Distinct,
+    ) -> Result<()> {
+        let Some(end) = step_end else {
+            self.pv += pv;
+            return self.users.add(users);
+        };
+        let i = match self.steps.binary_search_by_key(&end, |s| s.0) {
+            Ok(i) => i,
+            Err(i) => {
+                self.steps.insert(i, (end, empty.clone(), 0));
+                i
+            }
+        };
+        let step = &mut self.steps[i];
+        step.2 += pv;
+        step.1.add(users)
+    }
+
+    /// Moves the steps ending at or before `until` into the totals.
+    fn settle(&mut self, until: Timestamp) -> Result<()> {
+        let n = self.steps.partition_point(|s| s.0 <= until);
+        for (_, users, pv) in self.steps.drain(..n) {
+            self.users.merge(&users)?;
+            self.pv += pv;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Distinct {
+    Exact(ExactSet),
+    Hll(Box<Sketch>),
+}
+
+impl Distinct {
+    fn new(mode: Mode) -> Result<Self> {
+        Ok(match mode {
+            Mode::Exact => Self::Exact(ExactSet::default()),
+            Mode::Hll { precision } => Self::Hll(Box::new(Sketch::new(precision)?)),
+        })
+    }
+
+    fn add(&mut self, users: &Users) -> Result<()> {
+        match (self, users) {
+            (Self::Exact(s), Users::One(u)) => {
+                s.insert(u);
+            }
+            (Self::Exact(s), Users::Many(us)) => us.iter().for_each(|u| {
+                s.insert(u);
+            }),
+            (Self::Hll(s), Users::One(u)) => s.insert(u),
+            (Self::Hll(s), Users::Many(us)) => us.iter().for_each(|u| s.insert(u)),
+            (Self::Hll(s), Users::Sketch(other)) => s.merge(other)?,
+            (Self::Exact(_), Users::Sketch(_)) => return Err(Error::Config(
+                "a sketch reached an exact count: the modes of pre-aggregation and counting differ"
+                    .into(),
+            )),
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, other: &Distinct) -> Result<()> {
+        match (self, other) {
+            (Self::Exact(a), Self::Exact(b)) => a.merge(b),
+            (Self::Hll(a), Self::Hll(b)) => a.merge(b)?,
+            _ => {
+                return Err(Error::Config(
+                    "cannot merge exact users with a sketch".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&mut self) -> u64 {
+        match self {
+            Self::Exact(s) => s.len(),
+            Self::Hll(s) => s.estimate(),
+        }
+    }
+}
+
+/// Counters shared by every worker of one counting operator.
+#[derive(Debug, Default)]
+pub struct UvCounters {
+    /// Events (per key) that arrived after their bucket closed.
+    pub late: AtomicU64,
+    /// Rows emitted (updates and finals).
+    pub rows: AtomicU64,
+    /// Buckets opened (first event of a key) and closed (final row): their difference is
+    /// the number of buckets in state.
+    pub opened: AtomicU64,
+    /// See `opened`.
+    pub closed: AtomicU64,
+}
+
+impl UvCounters {
+    /// Buckets currently in state (over every worker).
+    pub fn open_buckets(&self) -> u64 {
+        self.opened
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.closed.load(Ordering::Relaxed))
+    }
+}
+
+/// Counts distinct users and page views per key; see the module documentation.
+#[derive(Clone)]
+pub struct UvCount {
+    config: Arc<UvConfig>,
+    counters: Arc<UvCounters>,
+    states: Vec<ValueState<Bucket>>,
+    /// A new key's state.
+    empty: Bucket,
+}
+
+impl UvCount {
+    /// A counter for `config` (validated by the caller).
+    pub fn new(config: Arc<UvConfig>, counters: Arc<UvCounters>) -> Result<Self> {
+        let empty = Bucket {
+            users: Distinct::new(config.mode)?,
+            pv: 0,
+            scheduled: false,
+            steps: Vec::new(),
+        };
+        Ok(Self {
+            config,
+            counters,
+            states: Vec::new(),
+            empty,
+        })
+    }
+
+    fn state(&self, key: &UvKey) -> Result<ValueState<Bucket>> {
+        self.states
+            .get(usize::from(key.grain))
+            .copied()
+            .ok_or_else(|| Error::Config(format!("no grain with index {}", key.grain)))
+    }
+
+    /// When the bucket of `key` closes: the watermark time at which its final row goes
+    /// out and later events are late.
+    fn close_at(&self, key: &UvKey) -> Timestamp {
+        let end = self.config.grains[usize::from(key.grain)]
+            .bucket(key.bucket, self.config.offset_ms)
+            .map_or(key.bucket, |(_, end)| end);
+        end.saturating_sub(1)
+            .saturating_add(self.config.lateness_ms)
+    }
+
+    fn dims(&self, key: &UvKey) -> BTreeMap<String, String> {
+        self.config
+            .dimensions
+            .get(usize::from(key.set))
+            .map(|fields| {
+                fields
+                    .iter()
+                    .cloned()
+                    .zip(key.values.iter().map(ToString::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn row(
+        &self,
+        key: &UvKey,
+        (uv, pv, sketch): (u64, u64, Option<String>),
+        until: Option<Timestamp>,
+        is_final: bool,
+    ) -> UvOutput {
+        self.counters.rows.fetch_add(1, Ordering::Relaxed);
+        let offset = self.config.offset_ms;
+        UvOutput::Row(UvRow {
+            dims: self.dims(key),
+            grain: self.config.grains[usize::from(key.grain)]
+                .name()
+                .to_string(),
+            bucket: format_time(key.bucket, offset),
+            until: until.map(|t| format_time(t, offset)),
+            uv,
+            pv,
+            is_final,
+            sketch,
+        })
+    }
+
+    /// The current (uv, pv) of the key in scope, if it has state; `unschedule` clears the
+    /// flag of a scheduled update. Cumulative grains count only their settled steps,
+    /// after settling the steps that end by `settle`.
+    fn current(
+        &self,
+        state: ValueState<Bucket>,
+        ctx: &mut KeyedContext<'_, UvKey>,
+        unschedule: bool,
+        settle: Option<Timestamp>,
+    ) -> Result<Option<(u64, u64, Option<String>)>> {
+        if state.get(ctx)?.is_none() {
+            return Ok(None);
+        }
+        let b = state.get_or_insert_with(ctx, || self.empty.clone())?;
+        if unschedule {
+            b.scheduled = false;
+        }
+        let closing = settle == Some(Timestamp::MAX);
+        if let Some(until) = settle {
+            b.settle(until)?;
+        }
+        let sketch = match &b.users {
+            Distinct::Hll(s) if closing && self.config.emit_sketches => Some(s.to_hex()?),
+            _ => None,
+        };
+        Ok(Some((b.users.count(), b.pv, sketch)))
+    }
+}
+
+impl KeyedProcessFunction for UvCount {
+    type Key = UvKey;
+    type In = UvInput;
+    type Out = UvOutput;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_, UvKey>) -> Result<()> {
+        self.states.clear();
+        for g in &self.config.grains {
+            // A backstop: the close timer clears a bucket exactly; the TTL removes what a
+            // timer does not. A value's TTL runs from the watermark of its last write,
+            // which may be far behind the bucket when events run ahead of the watermark:
+            // the margin covers that lead.
+            let span = g.bucket(0, 0).map_or(0, |(s, e)| e - s).max(0);
+            let ttl = span
+                .saturating_add(self.config.lateness_ms)
+                .saturating_add(self.config.ttl_margin_ms)
+                .max(1);
+            let desc = StateDescriptor::new(format!("uv-{}", g.name())).with_ttl(
+                StateTtl::event_time(Duration::from_millis(ttl.unsigned_abs())),
+            );
+            self.states.push(ctx.value_state(desc)?);
+        }
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        input: UvInput,
+        ctx: &mut KeyedContext<'_, UvKey>,
+        out: &mut Collector<'_, UvOutput>,
+    ) -> Result<()> {
+        let key = &input.key;
+        let close = self.close_at(key);
+        if close <= ctx.current_watermark() {
+            self.counters.late.fetch_add(input.pv, Ordering::Relaxed);
+            metrics::counter!("ferroflow_uv_late_events_total").increment(input.pv);
+            out.collect(UvOutput::Late(LateRecord {
+                dims: self.dims(key),
+                grain: self.config.grains[usize::from(key.grain)]
+                    .name()
+                    .to_string(),
+                bucket: format_time(key.bucket, self.config.offset_ms),
+                ts: input.ts,
+                events: input.pv,
+            }));
+            return Ok(());
+        }
+        let state = self.state(key)?;
+        let fresh = state.get(ctx)?.is_none();
+        let interval = self.config.update_interval_ms;
+        let now = ctx.current_processing_time();
+        let watermark = ctx.current_watermark();
+        // Cumulative grains: a step the watermark has not passed yet is kept apart.
+        let step_end = self.config.grains[usize::from(key.grain)]
+            .step_end(input.ts, key.bucket)
+            .filter(|end| end.saturating_sub(1) > watermark && end.saturating_sub(1) < close);
+        let b = state.get_or_insert_with(ctx, || self.empty.clone())?;
+        b.add(step_end, &input.users, input.pv, &self.empty.users)?;
+        let schedule = interval > 0 && !b.scheduled;
+        b.scheduled |= schedule;
+        if fresh {
+            self.counters.opened.fetch_add(1, Ordering::Relaxed);
+            ctx.register_event_time_timer(close);
+        }
+        if schedule {
+            ctx.register_processing_time_timer(now - now.rem_euclid(interval) + interval);
+        }
+        if let Some(end) = step_end {
+            ctx.register_event_time_timer(end - 1);
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        timer: Timer,
+        ctx: &mut KeyedContext<'_, UvKey>,
+        out: &mut Collector<'_, UvOutput>,
+    ) -> Result<()> {
+        let key = ctx.key().clone();
+        let state = self.state(&key)?;
+        let close = self.close_at(&key);
+        match timer.domain {
+            TimeDomain::EventTime if timer.timestamp >= close => {
+                if let Some(now) = self.current(state, ctx, false, Some(Timestamp::MAX))? {
+                    state.clear(ctx)?;
+                    self.counters.closed.fetch_add(1, Ordering::Relaxed);
+                    out.collect(self.row(&key, now, None, true));
+                }
+            }
+            // The end of a cumulative step.
+            TimeDomain::EventTime => {
+                let until = timer.timestamp + 1;
+                if let Some(now) = self.current(state, ctx, false, Some(until))? {
+                    out.collect(self.row(&key, now, Some(until), false));
+                }
+            }
+            TimeDomain::ProcessingTime => {
+                if let Some(now) = self.current(state, ctx, true, None)? {
+                    out.collect(self.row(&key, now, None, false));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! Time grains: which bucket an event time falls in, when a bucket closes, and how a
+//! bucket is named in output.
+
+use ferroflow_core::{Error, Result, Timestamp};
+use serde::{Deserialize, Serialize};
+
+const SECOND: i64 = 1_000;
+const HOUR: i64 = 3_600 * SECOND;
+const DAY: i64 = 24 * HOUR;
+
+/// A time grain of a UV count. Buckets are aligned to the configured time zone offset
+/// (UTC by default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Grain {
+    /// Consecutive buckets of `size_ms` (an hour, a day, or any length).
+    Tumbling {
+        /// The name in output rows (`hour`, `day`, `5m`...).
+        name: String,
+        /// Bucket length in milliseconds.
+        size_ms: i64,
+    },
+    /// Buckets of `size_ms` whose running value is also emitted at the end of every
+    /// `step_ms` of event time within the bucket, like Flink's `CUMULATE` window: a
+    /// day-to-date UV updated every minute. Rows carry `until`, the end of the step.
+    Cumulative {
+        /// The name in output rows.
+        name: String,
+        /// Bucket length in milliseconds.
+        size_ms: i64,
+        /// Step length in milliseconds; divides `size_ms`.
+        step_ms: i64,
+    },
+    /// One explicit range `[start_ms, end_ms)`, such as a promotion period. Events
+    /// outside it do not count in this grain.
+    Range {
+        /// The name in output rows (`double11`).
+        name: String,
+        /// First millisecond of the range (epoch milliseconds, inclusive).
+        start_ms: i64,
+        /// End of the range (epoch milliseconds, exclusive).
+        end_ms: i64,
+    },
+}
+
+impl Grain {
+    /// Hourly buckets named `hour`.
+    pub fn hour() -> Self {
+        Self::tumbling("hour", HOUR)
+    }
+
+    /// Daily buckets named `day`.
+    pub fn day() -> Self {
+        Self::tumbling("day", DAY)
+    }
+
+    /// Buckets of `size_ms` named `name`.
+    pub fn tumbling(name: impl Into<String>, size_ms: i64) -> Self {
+        Self::Tumbling {
+            name: name.into(),
+            size_ms,
+        }
+    }
+
+    /// A day-to-date count updated every `step_ms`, named `day_cumulative`.
+    pub fn day_cumulative(step_ms: i64) -> Self {
+        Self::Cumulative {
+            name: "day_cumulative".into(),
+            size_ms: DAY,
+            step_ms,
+        }
+    }
+
+    /// Parses `hour`, `day`, `day-cumulative:<step>` or `<n>{s,m,h,d}` (a tumbling grain
+    /// of that length, named by the text).
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "hour" => return Ok(Self::hour()),
+            "day" => return Ok(Self::day()),
+            _ => {}
+        }
+        if let Some(step) = text.strip_prefix("day-cumulative:") {
+            return Ok(Self::day_cumulative(parse_duration_ms(step)?));
+        }
+        Ok(Self::tumbling(text, parse_duration_ms(text)?))
+    }
+
+    /// The name in output rows.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Tumbling { name, .. }
+            | Self::Cumulative { name, .. }
+            | Self::Range { name, .. } => name,
+        }
+    }
+
+    /// Checks lengths and ranges.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(Error::Config(format!("grain `{}`: {why}", self.name())));
+        match self {
+            Self::Tumbling { size_ms, .. } if *size_ms <= 0 => bad("size must be positive".into()),
+            Self::Cumulative {
+                size_ms, step_ms, ..
+            } if *size_ms <= 0 || *step_ms <= 0 || size_ms % step_ms != 0 => {
+                bad("size and step must be positive and the step must divide the size".into())
+            }
+            Self::Range {
+                start_ms, end_ms, ..
+            } if end_ms <= start_ms => bad("the range must end after it starts".into()),
+            _ if self.name().is_empty() => bad("a grain needs a name".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The bucket `[start, end)` holding `ts`, for a zone `offset_ms` east of UTC; `None`
+    /// when `ts` is outside a range grain.
+    pub fn bucket(&self, ts: Timestamp, offset_ms: i64) -> Option<(Timestamp, Timestamp)> {
+        match self {
+            Self::Tumbling { size_ms, .. } | Self::Cumulative { size_ms, .. } => {
+                let local = ts.saturating_add(offset_ms);
+                let start = local - local.rem_euclid(*size_ms) - offset_ms;
+                Some((start, start.saturating_add(*size_ms)))
+            }
+            Self::Range {
+                start_ms, end_ms, ..
+            } => (*start_ms..*end_ms)
+                .contains(&ts)
+                .then_some((*start_ms, *end_ms)),
+        }
+    }
+
+    /// For a cumulative grain, the end of the step holding `ts` within a bucket starting
+    /// at `start`.
+    pub fn step_end(&self, ts: Timestamp, start: Timestamp) -> Option<Timestamp> {
+        match self {
+            Self::Cumulative { step_ms, .. } => {
+                let into = ts - start;
+                Some(start + (into - into.rem_euclid(*step_ms)) + step_ms)
+            }
+            _ => None,
+        }
+    }
+
+    /// The bucket's length.
+    pub fn is_cumulative(&self) -> bool {
+        matches!(self, Self::Cumulative { .. })
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `1d` (or a plain number of milliseconds).
+pub fn parse_duration_ms(text: &str) -> Result<i64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| Error::Config(format!("`{text}` is not a duration like 30s, 5m, 1h or 1d")))?;
+    let unit_ms = match unit {
+        "" | "ms" => 1,
+        "s" => SECOND,
+        "m" | "min" => 60 * SECOND,
+        "h" => HOUR,
+        "d" => DAY,
+        _ => {
+            return Err(Error::Config(format!(
+                "`{text}`: unknown unit `{unit}` (ms, s, m, h or d)"
+            )))
+        }
+    };
+    n.checked_mul(unit_ms)
+        .ok_or_else(|| Error::Config(format!("`{text}` is too long")))
+}
+
+/// Parses a fixed zone offset: `UTC`, `Z`, `+08:00`, `-05:30`; returns milliseconds east
+/// of UTC. Zones with daylight saving time are not supported: give the offset in force.
+pub fn parse_offset_ms(text: &str) -> Result<i64> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("utc") || t == "Z" {
+        return Ok(0);
+    }
+    let bad = || {
+        Error::Config(format!(
+            "`{text}` is not a zone offset like UTC, +08:00 or -05:30"
+        ))
+    };
+    let (sign, rest) = match t.as_bytes().first() {
+        Some(b'+') => (1, &t[1..]),
+        Some(b'-') => (-1, &t[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let (h, m): (i64, i64) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 14 || m > 59 {
+        return Err(bad());
+    }
+    Ok(sign * (h * HOUR + m * 60 * SECOND))
+}
+
+/// `2026-11-21T08:00:00Z` for epoch milliseconds (UTC), or `2026-11-21T16:00:00+08:00`
+/// with an offset.
+pub fn format_time(ms: Timestamp, offset_ms: i64) -> String {
+    let local = ms + offset_ms;
+    let secs = local.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let zone = if offset_ms == 0 {
+        "Z".to_string()
+    } else {
+        let m = offset_ms.abs() / 60_000;
+        let sign = if offset_ms < 0 { '-' } else { '+' };
+        format!("{sign}{:02}:{:02}", m / 60, m % 60)
+    };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{zone}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_align_to_the_zone_and_ranges_exclude_outside_events() {
+        let ts = 1_763_712_000_123; // 2025-11-21T08:00:00.123Z
+        let (s, e) = Grain::hour().bucket(ts, 0).unwrap();
+        assert_eq!((s, e), (1_763_712_000_000, 1_763_712_000_000 + HOUR));
+        assert_eq!(format_time(s, 0), "2025-11-21T08:00:00Z");
+        let (s, _) = Grain::day().bucket(ts, 8 * HOUR).unwrap();
+        assert_eq!(format_time(s, 8 * HOUR), "2025-11-21T00:00:00+08:00");
+        assert_eq!(format_time(s, 0), "2025-11-20T16:00:00Z");
+        let promo = Grain::Range {
+            name: "promo".into(),
+            start_ms: ts,
+            end_ms: ts + 10,
+        };
+        assert_eq!(promo.bucket(ts + 9, 0), Some((ts, ts + 10)));
+        assert_eq!(promo.bucket(ts + 10, 0), None);
+        assert_eq!(promo.bucket(ts - 1, 0), None);
+        let cum = Grain::day_cumulative(60_000);
+        let (s, _) = cum.bucket(ts, 0).unwrap();
+        assert_eq!(cum.step_end(s, s), Some(s + 60_000));
+        assert_eq!(cum.step_end(s + 60_000, s), Some(s + 120_000));
+        assert_eq!(format_time(-1, 0), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn grains_durations_and_offsets_parse_with_clear_errors() {
+        assert_eq!(Grain::parse("hour").unwrap(), Grain::hour());
+        assert_eq!(
+            Grain::parse("15m").unwrap(),
+            Grain::tumbling("15m", 900_000)
+        );
+        assert_eq!(
+            Grain::parse("day-cumulative:1m").unwrap(),
+            Grain::day_cumulative(60_000)
+        );
+        assert!(Grain::parse("weekly")
+            .unwrap_err()
+            .to_string()
+            .contains("not a duration"));
+        assert!(Grain::parse("2w")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit"));
+        assert!(Grain::Cumulative {
+            name: "x".into(),
+            size_ms: DAY,
+            step_ms: 7 * HOUR
+        }
+        .validate()
+        .is_err());
+        assert_eq!(parse_offset_ms("+08:00").unwrap(), 8 * HOUR);
+        assert_eq!(
+            parse_offset_ms("-05:30").unwrap(),
+            -(5 * HOUR + 30 * 60_000)
+        );
+        assert_eq!(parse_offset_ms("UTC").unwrap(), 0);
+        assert!(parse_offset_ms("Asia/Shanghai").is_err());
+    }
+}

@@ -1,0 +1,276 @@
+//! The UV dashboard: distinct users (UV) and page views (PV) of a click stream over many
+//! dimension sets and time grains at once, the job e-commerce platforms ran on Storm with
+//! Redis as state.
+//!
+//! ```text
+//! cargo run --release --example uv_dashboard                  # generated clicks, 6 × 2 counts
+//! cargo run --release --example uv_dashboard -- --input clicks.jsonl --output uv.jsonl \
+//!     --dimensions "platform;platform,province;category1,category2" --grain hour --grain day \
+//!     --mode exact --lateness 1m --state rocksdb --checkpoint-dir /var/lib/uv --redis redis://127.0.0.1:6379
+//! cargo run --release --example uv_dashboard -- --config uv.toml   # same settings in TOML
+//! ```
+//!
+//! Input events are JSON lines such as
+//! `{"ts": 1763712000123, "user_id": "u-1842", "platform": "app", "province": "guangdong", ...}`
+//! (`ts` in epoch milliseconds and `user_id` are required). A malformed line, or one
+//! without `ts` or `user_id`, is counted and appended to the dead-letter file; it never
+//! stops the job. Output lines are changelog rows,
+//! `{"dims": {"platform": "app"}, "grain": "hour", "bucket": "2026-11-21T08:00:00Z", "uv": 1234, "pv": 5678, "final": false}`;
+//! for each (dims, grain, bucket) the last line is the `"final": true` one, written when
+//! the watermark passes the bucket's end plus the lateness. Late events go to the
+//! late-event file.
+//!
+//! Output is exactly-once: rows are written to part files under `<output>.parts/`,
+//! published when a checkpoint completes, and joined into `<output>` when a bounded input
+//! ends. Started again with the same `--checkpoint-dir` after being killed, the job
+//! resumes from its latest checkpoint. `--redis` also writes current values to Redis (key
+//! layout in `uv_dashboard/redis_sink.rs`).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "uv_dashboard/event.rs"]
+mod event;
+#[path = "uv_dashboard/redis_sink.rs"]
+mod redis_sink;
+#[path = "uv_dashboard/settings.rs"]
+mod settings;
+
+use anyhow::Context as _;
+use clap::Parser;
+use event::{DashboardEvent, Enrich};
+use ferroflow::connectors::{
+    ClickEvent, GeneratorConfig, GeneratorSource, JsonLinesPartSink, JsonLinesSource,
+};
+use ferroflow::operators::uv::{self, UvOutput};
+use ferroflow::prelude::*;
+use ferroflow::state::{RocksDbBackend, RocksDbConfig};
+use ferroflow::{CheckpointConfig, RestoreFrom, SinkContext};
+use settings::{Args, Settings, StateKind};
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let s = Settings::load(Args::parse())?;
+    let uv_config = s.uv_config()?;
+    let parts = parts_dir(&s.output);
+
+    let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(s.parallelism));
+    match s.state {
+        StateKind::Memory => {}
+        StateKind::Rocksdb => {
+            let dir = s.checkpoint_dir.as_ref().map_or_else(
+                || std::env::temp_dir().join("uv-dashboard-rocksdb"),
+                |d| d.join("rocksdb-work"),
+            );
+            env.set_state_backend(RocksDbBackend::new(
+                RocksDbConfig::default().with_local_dir(dir),
+            )?);
+        }
+    }
+    if let Some(dir) = &s.checkpoint_dir {
+        env.enable_checkpointing(
+            CheckpointConfig::new(dir.join("checkpoints"))
+                .with_interval(Duration::from_millis(s.checkpoint_interval_ms())),
+        );
+        // Resume from the newest checkpoint if there is one, else start empty.
+        env.restore_from(RestoreFrom::Latest { fallback: false });
+    } else {
+        // A fresh run: earlier output would otherwise be joined into this one.
+        remove_dir_if_exists(&parts)?;
+    }
+
+    let disorder = Duration::from_millis(s.disorder_ms());
+    let (events, dead_letters) = match &s.input {
+        Some(path) => {
+            let watermarks =
+                WatermarkStrategy::bounded_out_of_orderness(disorder, |e: &DashboardEvent| e.ts);
+            let source =
+                JsonLinesSource::<DashboardEvent>::new(path).with_dead_letter(s.dead_letter_path());
+            let counter = source.dead_letters();
+            (env.from_source(source, watermarks), Some(counter))
+        }
+        None => {
+            let config = GeneratorConfig::default()
+                .with_events(s.events)
+                .with_users(s.users)
+                .with_item_skew(1.1)
+                .with_span(Duration::from_secs(s.hours * 3600))
+                .with_max_disorder(disorder);
+            let enrich = Enrich::new(config.categories);
+            let source = GeneratorSource::new(config)?;
+            let watermarks =
+                WatermarkStrategy::bounded_out_of_orderness(disorder, |c: &ClickEvent| c.ts);
+            let stream = env
+                .from_source(source, watermarks)
+                .map(move |c: ClickEvent| enrich.event(&c));
+            (stream, None)
+        }
+    };
+    let (rows, counters) = uv::count(events, uv_config)?;
+    let sink = JsonLinesPartSink::<UvOutput>::new(&parts);
+    match &s.redis {
+        Some(url) => rows.global().sink(Tee::new(
+            sink,
+            redis_sink::RedisSink::new(url, &s.redis_prefix, s.redis_ttl_secs),
+        )),
+        None => rows.global().sink(sink),
+    }
+
+    let job = env.start().context("starting the job")?;
+    let started = std::time::Instant::now();
+    let (mut last_events, mut last_rows, mut last_t) = (0u64, 0u64, 0.0f64);
+    while !job.is_finished() {
+        std::thread::sleep(Duration::from_millis(1000).min(s.progress_every()));
+        let m = job.metrics();
+        let read = sum_out(&m, "source");
+        let rows = counters.rows.load(std::sync::atomic::Ordering::Relaxed);
+        let t = started.elapsed().as_secs_f64();
+        let dt = (t - last_t).max(1e-3);
+        eprintln!(
+            "{t:6.1}s  events {read:>11} ({:>6.2} M/s)  updates {rows:>9} ({:>8.0}/s)  open buckets {:>8}  late {:>6}{}",
+            (read - last_events) as f64 / dt / 1e6,
+            (rows - last_rows) as f64 / dt,
+            counters.open_buckets(),
+            counters.late.load(std::sync::atomic::Ordering::Relaxed),
+            dead_letters.as_ref().map_or(String::new(), |d| format!("  dead letters {}", d.get())),
+        );
+        (last_events, last_rows, last_t) = (read, rows, t);
+    }
+    let result = job.join()?;
+    let read = sum_out(&result.metrics, "source");
+    let (rows, late) = join_parts(&parts, &s.output, &s.late_output_path())?;
+    println!(
+        "read {read} events in {:.2}s ({:.2} M events/s); wrote {rows} rows to {} and {late} late events to {}{}",
+        result.elapsed.as_secs_f64(),
+        read as f64 / result.elapsed.as_secs_f64() / 1e6,
+        s.output.display(),
+        s.late_output_path().display(),
+        dead_letters.map_or(String::new(), |d| format!("; {} malformed lines in {}", d.get(), s.dead_letter_path().display())),
+    );
+    Ok(())
+}
+
+fn sum_out(metrics: &[ferroflow::metrics::OperatorSnapshot], prefix: &str) -> u64 {
+    metrics
+        .iter()
+        .filter(|m| m.operator.starts_with(prefix))
+        .map(|m| m.records_out)
+        .sum()
+}
+
+/// Where the part files of `output` go.
+fn parts_dir(output: &Path) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(".parts");
+    output.with_file_name(name)
+}
+
+fn remove_dir_if_exists(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Joins the published parts, in the order they were written, into the row output and
+/// the late-event output. Returns how many lines each got.
+fn join_parts(parts: &Path, output: &Path, late_output: &Path) -> anyhow::Result<(u64, u64)> {
+    let mut files = JsonLinesPartSink::<UvOutput>::published(parts)
+        .with_context(|| format!("listing {}", parts.display()))?;
+    files.sort_by_key(|p| part_order(p));
+    let create = |p: &Path| -> anyhow::Result<BufWriter<std::fs::File>> {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        ))
+    };
+    let (mut out, mut late) = (create(output)?, create(late_output)?);
+    let (mut rows, mut lates) = (0, 0);
+    for f in files {
+        let reader = std::io::BufReader::new(std::fs::File::open(&f)?);
+        for line in reader.lines() {
+            let line = line?;
+            match serde_json::from_str::<UvOutput>(&line)
+                .with_context(|| format!("reading {}", f.display()))?
+            {
+                UvOutput::Row(_) => {
+                    writeln!(out, "{line}")?;
+                    rows += 1;
+                }
+                UvOutput::Late(_) => {
+                    writeln!(late, "{line}")?;
+                    lates += 1;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    late.flush()?;
+    Ok((rows, lates))
+}
+
+/// `part-<worker>-<attempt>-<seq>.jsonl` sorts by (attempt, seq, worker).
+fn part_order(p: &Path) -> (u64, u64, u64) {
+    let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let n: Vec<u64> = name
+        .trim_start_matches("part-")
+        .split('-')
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    match n.as_slice() {
+        [w, a, s] => (*a, *s, *w),
+        _ => (u64::MAX, u64::MAX, u64::MAX),
+    }
+}
+
+/// Sends every batch to two sinks. The first one's commits are the checkpoint's; the
+/// second one writes through (at-least-once).
+#[derive(Clone)]
+struct Tee<A, B> {
+    a: A,
+    b: B,
+}
+
+impl<A, B> Tee<A, B> {
+    fn new(a: A, b: B) -> Self {
+        Self { a, b }
+    }
+}
+
+impl<T: Clone + Send + 'static, A: Sink<T>, B: Sink<T>> Sink<T> for Tee<A, B> {
+    fn name(&self) -> String {
+        format!("{}+{}", self.a.name(), self.b.name())
+    }
+    fn open(&mut self, ctx: &SinkContext) -> Result<()> {
+        self.a.open(ctx)?;
+        self.b.open(&SinkContext {
+            restored_commits: Vec::new(),
+            ..ctx.clone()
+        })
+    }
+    fn write(&mut self, batch: Vec<T>) -> Result<()> {
+        self.b.write(batch.clone())?;
+        self.a.write(batch)
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.b.finish()?;
+        self.a.finish()
+    }
+    fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<serde_json::Value>> {
+        self.b.prepare_commit(checkpoint)?;
+        self.a.prepare_commit(checkpoint)
+    }
+    fn commit(&mut self, committables: Vec<serde_json::Value>) -> Result<()> {
+        self.a.commit(committables)
+    }
+}

@@ -1,0 +1,331 @@
+//! The dashboard's settings: command-line flags over an optional TOML file over defaults.
+//!
+//! A TOML file takes the same names as the flags, with `_` for `-` (`grains` is a list):
+//!
+//! ```toml
+//! input = "clicks.jsonl"
+//! output = "uv.jsonl"
+//! dimensions = ";platform;platform,province;category1,category2"
+//! grains = ["hour", "day", "day-cumulative:1m"]
+//! mode = "exact"            # or "hll" (with hll_precision = 14)
+//! lateness = "1m"
+//! update_interval = "1s"
+//! parallelism = 2
+//! state = "rocksdb"         # or "memory"
+//! checkpoint_dir = "/var/lib/uv-dashboard"
+//! checkpoint_interval = "10s"
+//! redis = "redis://127.0.0.1:6379"
+//! timezone = "+08:00"
+//! ```
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, ValueEnum};
+use ferroflow::operators::uv::grain::{parse_duration_ms, parse_offset_ms};
+use ferroflow::operators::uv::{Grain, HotKeys, Mode, UvConfig};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where keyed state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateKind {
+    /// On the heap.
+    Memory,
+    /// In RocksDB, behind write-behind caches.
+    Rocksdb,
+}
+
+/// Exact or approximate distinct counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeArg {
+    /// Every user id kept (Roaring bitmaps).
+    Exact,
+    /// HyperLogLog++ sketches.
+    Hll,
+}
+
+#[derive(Parser, Debug, Default)]
+#[command(about = "UV/PV dashboard over many dimensions and time grains, on ferroflow")]
+pub struct Args {
+    /// TOML file with any of the settings below (flags win over it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// JSON-lines click events (file or directory); default: the built-in generator.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Output file of changelog rows (JSON lines). Default: target/uv_dashboard.jsonl.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Malformed input lines go here. Default: <output>.dead-letter.jsonl.
+    #[arg(long)]
+    pub dead_letter: Option<PathBuf>,
+    /// Late events go here. Default: <output>.late.jsonl.
+    #[arg(long)]
+    pub late_output: Option<PathBuf>,
+    /// Dimension sets, `;`-separated, fields `,`-separated; an empty set is the whole
+    /// site. Default: `;platform;province;platform,province;category1;category1,category2`.
+    #[arg(long)]
+    pub dimensions: Option<String>,
+    /// Time grain: hour, day, day-cumulative:<step>, or a length like 15m (repeatable).
+    /// Default: hour and day.
+    #[arg(long = "grain")]
+    pub grains: Vec<String>,
+    /// Distinct counting mode. Default: exact.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// HyperLogLog precision (4..=18). Default: 14.
+    #[arg(long)]
+    pub hll_precision: Option<u8>,
+    /// With --mode hll: final rows carry the bucket's sketch (hex) for later roll-ups.
+    #[arg(long)]
+    pub emit_sketches: bool,
+    /// How long after a bucket's end events still count (30s, 5m, 1h). Default: 1m.
+    #[arg(long)]
+    pub lateness: Option<String>,
+    /// Out-of-orderness the watermark allows. Default: 5s.
+    #[arg(long)]
+    pub disorder: Option<String>,
+    /// Processing time between changelog updates of a changed bucket; 0 for final rows
+    /// only. Default: 1s.
+    #[arg(long)]
+    pub update_interval: Option<String>,
+    /// Zone offset buckets align to (UTC, +08:00). Default: UTC.
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Workers per operator. Default: 2.
+    #[arg(long)]
+    pub parallelism: Option<usize>,
+    /// State backend. Default: memory.
+    #[arg(long, value_enum)]
+    pub state: Option<StateKind>,
+    /// Checkpoints (and resuming after a restart) in this directory.
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Time between checkpoints. Default: 10s.
+    #[arg(long)]
+    pub checkpoint_interval: Option<String>,
+    /// Also write current values to this Redis server (`redis://127.0.0.1:6379`).
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Key prefix in Redis. Default: uv.
+    #[arg(long)]
+    pub redis_prefix: Option<String>,
+    /// Pre-aggregate per batch before the exchange (hot keys). Default: true.
+    #[arg(long)]
+    pub pre_aggregate: Option<bool>,
+    /// Generated events (without --input). Default: 5,000,000.
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Distinct users in generated events. Default: 1,000,000.
+    #[arg(long)]
+    pub users: Option<u64>,
+    /// Event time the generated events cover, hours. Default: 24.
+    #[arg(long)]
+    pub hours: Option<u64>,
+}
+
+/// The TOML file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+    dead_letter: Option<PathBuf>,
+    late_output: Option<PathBuf>,
+    dimensions: Option<String>,
+    grains: Option<Vec<String>>,
+    mode: Option<ModeArg>,
+    hll_precision: Option<u8>,
+    emit_sketches: Option<bool>,
+    lateness: Option<String>,
+    disorder: Option<String>,
+    update_interval: Option<String>,
+    timezone: Option<String>,
+    parallelism: Option<usize>,
+    state: Option<StateKind>,
+    checkpoint_dir: Option<PathBuf>,
+    checkpoint_interval: Option<String>,
+    redis: Option<String>,
+    redis_prefix: Option<String>,
+    pre_aggregate: Option<bool>,
+    events: Option<u64>,
+    users: Option<u64>,
+    hours: Option<u64>,
+}
+
+/// Every setting, resolved.
+#[derive(Debug)]
+pub struct Settings {
+    pub input: Option<PathBuf>,
+    pub output: PathBuf,
+    dead_letter: Option<PathBuf>,
+    late_output: Option<PathBuf>,
+    dimensions: String,
+    grains: Vec<String>,
+    mode: ModeArg,
+    hll_precision: u8,
+    emit_sketches: bool,
+    lateness: String,
+    disorder: String,
+    update_interval: String,
+    timezone: String,
+    pub parallelism: usize,
+    pub state: StateKind,
+    pub checkpoint_dir: Option<PathBuf>,
+    checkpoint_interval: String,
+    pub redis: Option<String>,
+    pub redis_prefix: String,
+    /// Redis keys expire this long after their last write.
+    pub redis_ttl_secs: u64,
+    pre_aggregate: bool,
+    pub events: u64,
+    pub users: u64,
+    pub hours: u64,
+}
+
+impl Settings {
+    /// Flags, over the TOML file named by `--config`, over defaults.
+    pub fn load(args: Args) -> anyhow::Result<Self> {
+        let file: FileSettings = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        let grains = if args.grains.is_empty() {
+            file.grains
+                .unwrap_or_else(|| vec!["hour".into(), "day".into()])
+        } else {
+            args.grains
+        };
+        let s = Self {
+            input: args.input.or(file.input),
+            output: args
+                .output
+                .or(file.output)
+                .unwrap_or_else(|| PathBuf::from("target/uv_dashboard.jsonl")),
+            dead_letter: args.dead_letter.or(file.dead_letter),
+            late_output: args.late_output.or(file.late_output),
+            dimensions: args.dimensions.or(file.dimensions).unwrap_or_else(|| {
+                ";platform;province;platform,province;category1;category1,category2".into()
+            }),
+            grains,
+            mode: args.mode.or(file.mode).unwrap_or(ModeArg::Exact),
+            hll_precision: args.hll_precision.or(file.hll_precision).unwrap_or(14),
+            emit_sketches: args.emit_sketches || file.emit_sketches.unwrap_or(false),
+            lateness: args
+                .lateness
+                .or(file.lateness)
+                .unwrap_or_else(|| "1m".into()),
+            disorder: args
+                .disorder
+                .or(file.disorder)
+                .unwrap_or_else(|| "5s".into()),
+            update_interval: args
+                .update_interval
+                .or(file.update_interval)
+                .unwrap_or_else(|| "1s".into()),
+            timezone: args
+                .timezone
+                .or(file.timezone)
+                .unwrap_or_else(|| "UTC".into()),
+            parallelism: args.parallelism.or(file.parallelism).unwrap_or(2),
+            state: args.state.or(file.state).unwrap_or(StateKind::Memory),
+            checkpoint_dir: args.checkpoint_dir.or(file.checkpoint_dir),
+            checkpoint_interval: args
+                .checkpoint_interval
+                .or(file.checkpoint_interval)
+                .unwrap_or_else(|| "10s".into()),
+            redis: args.redis.or(file.redis),
+            redis_prefix: args
+                .redis_prefix
+                .or(file.redis_prefix)
+                .unwrap_or_else(|| "uv".into()),
+            redis_ttl_secs: 3 * 24 * 3600,
+            pre_aggregate: args.pre_aggregate.or(file.pre_aggregate).unwrap_or(true),
+            events: args.events.or(file.events).unwrap_or(5_000_000),
+            users: args.users.or(file.users).unwrap_or(1_000_000),
+            hours: args.hours.or(file.hours).unwrap_or(24),
+        };
+        if s.parallelism == 0 {
+            bail!("--parallelism must be at least 1");
+        }
+        for field in s.uv_config()?.dimensions.iter().flatten() {
+            if !crate::event::FIELDS.contains(&field.as_str()) {
+                bail!(
+                    "--dimensions: unknown field `{field}`; events have {}",
+                    crate::event::FIELDS.join(", ")
+                );
+            }
+        }
+        parse_duration_ms(&s.disorder).context("--disorder")?;
+        parse_duration_ms(&s.checkpoint_interval).context("--checkpoint-interval")?;
+        Ok(s)
+    }
+
+    /// The UV operator's configuration.
+    pub fn uv_config(&self) -> anyhow::Result<UvConfig> {
+        let grains = self
+            .grains
+            .iter()
+            .map(|g| Grain::parse(g))
+            .collect::<ferroflow::Result<Vec<_>>>()?;
+        let config = UvConfig {
+            dimensions: UvConfig::parse_dimensions(&self.dimensions),
+            grains,
+            mode: match self.mode {
+                ModeArg::Exact => Mode::Exact,
+                ModeArg::Hll => Mode::Hll {
+                    precision: self.hll_precision,
+                },
+            },
+            lateness_ms: parse_duration_ms(&self.lateness).context("--lateness")?,
+            update_interval_ms: parse_duration_ms(&self.update_interval)
+                .context("--update-interval")?,
+            offset_ms: parse_offset_ms(&self.timezone).context("--timezone")?,
+            hot_keys: if self.pre_aggregate {
+                HotKeys::PreAggregate
+            } else {
+                HotKeys::Off
+            },
+            emit_sketches: self.emit_sketches,
+            ..UvConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn disorder_ms(&self) -> u64 {
+        parse_duration_ms(&self.disorder).map_or(5_000, i64::unsigned_abs)
+    }
+
+    pub fn checkpoint_interval_ms(&self) -> u64 {
+        parse_duration_ms(&self.checkpoint_interval).map_or(10_000, |ms| ms.unsigned_abs().max(1))
+    }
+
+    pub fn progress_every(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    pub fn dead_letter_path(&self) -> PathBuf {
+        self.dead_letter
+            .clone()
+            .unwrap_or_else(|| sibling(&self.output, "dead-letter.jsonl"))
+    }
+
+    pub fn late_output_path(&self) -> PathBuf {
+        self.late_output
+            .clone()
+            .unwrap_or_else(|| sibling(&self.output, "late.jsonl"))
+    }
+}
+
+/// `dir/name.jsonl` -> `dir/name.<suffix>`.
+fn sibling(output: &std::path::Path, suffix: &str) -> PathBuf {
+    let stem = output.file_stem().unwrap_or_default().to_string_lossy();
+    output.with_file_name(format!("{stem}.{suffix}"))
+}

@@ -1,0 +1,391 @@
+//! The `uv_dashboard` example job as a user runs it: JSON-lines input with malformed
+//! lines, exact output checked against a brute-force count, resumption after `kill -9`,
+//! and Redis output against the real server on loopback.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use ferroflow::operators::uv::grain::format_time;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HOUR: i64 = 3_600_000;
+const START: i64 = 1_763_712_000_000; // 2025-11-21T08:00:00Z
+
+/// The example binary, built by `cargo test` / `cargo nextest run` beside the tests.
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("examples").join("uv_dashboard");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test` or `cargo nextest run`, which build the examples",
+        bin.display()
+    );
+    bin
+}
+
+const PLATFORMS: [&str; 3] = ["app", "web", "mini"];
+const PROVINCES: [&str; 4] = ["guangdong", "zhejiang", "jiangsu", "sichuan"];
+
+/// `n` events over `hours`, with repeat users, disorder of up to 10 minutes, a skewed
+/// platform, and some events without a province.
+fn events(n: u64, hours: i64) -> Vec<Value> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|i| {
+            let ts = START + (i as i64) * hours * HOUR / n as i64 - (next() % 600_000) as i64;
+            let user = next() % 2_000;
+            let mut e = json!({
+                "ts": ts,
+                "user_id": if user % 5 == 0 { json!(user) } else { json!(format!("u-{user}")) },
+                "site": "main",
+                "platform": PLATFORMS[if next() % 2 == 0 { 0 } else { (next() % 3) as usize }],
+                "category1": "women",
+                "is_new": false,
+            });
+            if next() % 10 != 0 {
+                e["province"] = json!(PROVINCES[(next() % 4) as usize]);
+            }
+            e
+        })
+        .collect()
+}
+
+const DIMENSIONS: &str = ";platform;platform,province";
+
+/// Final (uv, pv) per "dims/grain/bucket", by brute force.
+fn brute(events: &[Value]) -> BTreeMap<String, (u64, u64)> {
+    let mut m: BTreeMap<String, (BTreeSet<String>, u64)> = BTreeMap::new();
+    for e in events {
+        for set in DIMENSIONS.split(';') {
+            let fields: Vec<&str> = set.split(',').filter(|f| !f.is_empty()).collect();
+            let Some(dims) = fields
+                .iter()
+                .map(|f| e[*f].as_str().map(|v| (f.to_string(), v.to_string())))
+                .collect::<Option<BTreeMap<String, String>>>()
+            else {
+                continue;
+            };
+            let ts = e["ts"].as_i64().unwrap();
+            for (grain, size) in [("hour", HOUR), ("day", 24 * HOUR)] {
+                let bucket = format_time(ts - ts.rem_euclid(size), 0);
+                let user = match &e["user_id"] {
+                    Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                };
+                let entry = m.entry(key(&dims, grain, &bucket)).or_default();
+                entry.0.insert(user);
+                entry.1 += 1;
+            }
+        }
+    }
+    m.into_iter()
+        .map(|(k, (users, pv))| (k, (users.len() as u64, pv)))
+        .collect()
+}
+
+fn key(dims: &BTreeMap<String, String>, grain: &str, bucket: &str) -> String {
+    format!("{dims:?}/{grain}/{bucket}")
+}
+
+/// Final rows of an output file; fails on a second final row for a key or on a row
+/// after the final one.
+fn finals(output: &Path) -> BTreeMap<String, (u64, u64)> {
+    let mut m = BTreeMap::new();
+    for line in std::fs::read_to_string(output).unwrap().lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        let dims: BTreeMap<String, String> = serde_json::from_value(r["dims"].clone()).unwrap();
+        let k = key(
+            &dims,
+            r["grain"].as_str().unwrap(),
+            r["bucket"].as_str().unwrap(),
+        );
+        assert!(!m.contains_key(&k), "a row after the final one: {line}");
+        if r["final"] == json!(true) {
+            m.insert(k, (r["uv"].as_u64().unwrap(), r["pv"].as_u64().unwrap()));
+        }
+    }
+    m
+}
+
+fn write_input(path: &Path, events: &[Value], malformed: &[&str]) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for (i, e) in events.iter().enumerate() {
+        writeln!(f, "{e}").unwrap();
+        if i % 1000 == 500 {
+            if let Some(bad) = malformed.get(i / 1000) {
+                writeln!(f, "{bad}").unwrap();
+            }
+        }
+    }
+    f.flush().unwrap();
+}
+
+fn args<'a>(input: &'a Path, output: &'a Path) -> Vec<std::ffi::OsString> {
+    [
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--dimensions",
+        DIMENSIONS,
+        "--grain",
+        "hour",
+        "--grain",
+        "day",
+        "--lateness",
+        "15m",
+        "--disorder",
+        "10m",
+        "--parallelism",
+        "2",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect()
+}
+
+#[test]
+fn exact_output_matches_brute_force_and_malformed_lines_go_to_the_dead_letter_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("uv.jsonl"));
+    let evs = events(6_000, 30);
+    let malformed = [
+        "not json",
+        r#"{"user_id": "u-1", "platform": "app"}"#,
+        r#"{"ts": 1763712000123, "platform": "app"}"#,
+        r#"{"ts": "yesterday", "user_id": "u-1"}"#,
+    ];
+    write_input(&input, &evs, &malformed);
+    let out = Command::new(binary())
+        .args(args(&input, &output))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("4 malformed lines"), "{stdout}");
+    let dead = std::fs::read_to_string(dir.path().join("uv.dead-letter.jsonl")).unwrap();
+    assert_eq!(dead.lines().count(), 4, "{dead}");
+    let diff = differences(&finals(&output), &brute(&evs));
+    assert!(diff.is_empty(), "{diff:#?}");
+}
+
+#[test]
+fn killed_with_sigkill_and_restarted_gives_the_same_final_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("uv.jsonl"));
+    let evs = events(150_000, 48);
+    write_input(&input, &evs, &[]);
+    let checkpoints = dir.path().join("state");
+    let mut a = args(&input, &output);
+    for extra in [
+        "--state",
+        "rocksdb",
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
+        "--checkpoint-interval",
+        "100ms",
+    ] {
+        a.push(extra.into());
+    }
+    let mut child = Command::new(binary())
+        .args(&a)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once two checkpoints have completed.
+    let started = Instant::now();
+    let completed = || {
+        std::fs::read_dir(checkpoints.join("checkpoints"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("_metadata").exists())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    while completed() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint completed"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!output.exists(), "the killed run must not have finished");
+
+    let out = Command::new(binary()).args(&a).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diff = differences(&finals(&output), &brute(&evs));
+    assert!(diff.is_empty(), "{diff:#?}");
+}
+
+#[test]
+fn redis_holds_the_final_values() {
+    let url =
+        std::env::var("FERROFLOW_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = match client.get_connection_with_timeout(Duration::from_secs(2)) {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").is_err() => {
+            eprintln!(
+                "SKIPPED: no Redis at {url} ({e}); set FERROFLOW_REDIS_URL or start redis-server"
+            );
+            return;
+        }
+        Err(e) => panic!("no Redis at {url} under CI: {e}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("uv.jsonl"));
+    let evs = events(3_000, 5);
+    write_input(&input, &evs, &[]);
+    let prefix = format!("ferroflow-test-{}-{}", std::process::id(), START);
+    let mut a = args(&input, &output);
+    for extra in ["--redis", url.as_str(), "--redis-prefix", prefix.as_str()] {
+        a.push(extra.into());
+    }
+    let out = Command::new(binary()).args(&a).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let want = brute(&evs);
+    let mut seen = 0;
+    for line in std::fs::read_to_string(&output).unwrap().lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        if r["final"] != json!(true) {
+            continue;
+        }
+        let dims: BTreeMap<String, String> = serde_json::from_value(r["dims"].clone()).unwrap();
+        let dims_key = if dims.is_empty() {
+            "all".to_string()
+        } else {
+            // Field order of the dimension set; the two-field set is platform,province.
+            let order = ["platform", "province"];
+            order
+                .iter()
+                .filter_map(|f| dims.get(*f).map(|v| format!("{f}={v}")))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let (grain, bucket) = (r["grain"].as_str().unwrap(), r["bucket"].as_str().unwrap());
+        let hash: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("{prefix}:{grain}:{bucket}:{dims_key}"))
+            .query(&mut conn)
+            .unwrap();
+        let (uv, pv) = want[&key(&dims, grain, bucket)];
+        assert_eq!(hash.get("uv"), Some(&uv.to_string()), "{line}");
+        assert_eq!(hash.get("pv"), Some(&pv.to_string()), "{line}");
+        assert_eq!(hash.get("final").map(String::as_str), Some("1"), "{line}");
+        seen += 1;
+    }
+    assert_eq!(seen, want.len());
+    // Clean up this run's keys.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(keys).query(&mut conn).unwrap();
+    }
+}
+
+#[test]
+fn a_toml_config_file_sets_the_same_options_and_hll_stays_within_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("uv.jsonl"));
+    let evs = events(5_000, 10);
+    write_input(&input, &evs, &[]);
+    let config = dir.path().join("uv.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "input = {:?}\noutput = {:?}\ndimensions = {DIMENSIONS:?}\ngrains = [\"hour\"]\n\
+             mode = \"hll\"\nhll_precision = 12\nlateness = \"15m\"\ndisorder = \"10m\"\nparallelism = 1\n",
+            input.to_str().unwrap(),
+            output.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: BTreeMap<String, (u64, u64)> = brute(&evs)
+        .into_iter()
+        .filter(|(k, _)| k.contains("/hour/"))
+        .collect();
+    let got = finals(&output);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    let sigma = 1.04 / 64.0; // 1.04 / sqrt(2^12)
+    for (k, (uv, pv)) in &want {
+        let (a_uv, a_pv) = got[k];
+        assert_eq!(a_pv, *pv, "{k}");
+        assert!(
+            (a_uv as f64 - *uv as f64).abs() <= 4.0 * sigma * *uv as f64 + 1.0,
+            "{k}: {a_uv} vs {uv}"
+        );
+    }
+
+    // An unknown setting is refused with its name.
+    std::fs::write(&config, "dimension = \"platform\"\n").unwrap();
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dimension"));
+}
+
+/// Up to ten keys on which two result maps differ, for assertion messages.
+fn differences<K: std::fmt::Debug + Ord, V: std::fmt::Debug + PartialEq>(
+    got: &BTreeMap<K, V>,
+    want: &BTreeMap<K, V>,
+) -> Vec<String> {
+    let keys: BTreeSet<&K> = got.keys().chain(want.keys()).collect();
+    keys.into_iter()
+        .filter(|k| got.get(k) != want.get(k))
+        .take(10)
+        .map(|k| format!("{k:?}: got {:?}, want {:?}", got.get(k), want.get(k)))
+        .collect()
+}

@@ -1,0 +1,233 @@
+//! The UV count on both state backends: closed buckets leave the state (and the TTL
+//! removes buckets whose timers are gone), and results are exactly-once across failures
+//! and restores.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::counting::latest;
+use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource, JsonLinesPartSink};
+use ferroflow::operators::uv::{self, Grain, Mode, UserId, UvConfig, UvCount, UvEvent, UvOutput};
+use ferroflow::prelude::*;
+use ferroflow::state::{MemoryBackend, RocksDbBackend, RocksDbConfig, StateBackend};
+use ferroflow::testing::KeyedHarness;
+use ferroflow::{CheckpointConfig, Error, RestoreFrom};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const MINUTE: i64 = 60_000;
+
+/// A generated click with a platform derived from the user.
+#[derive(Debug, Clone)]
+struct Click(ClickEvent);
+
+const PLATFORMS: [&str; 3] = ["app", "web", "mini"];
+
+impl UvEvent for Click {
+    fn event_time(&self) -> i64 {
+        self.0.ts
+    }
+    fn user(&self) -> UserId {
+        UserId::number(self.0.user_id)
+    }
+    fn dimension(&self, field: &str) -> Option<&str> {
+        (field == "platform").then(|| PLATFORMS[(self.0.user_id % 3) as usize])
+    }
+}
+
+/// One-minute buckets whose TTL backstop is two minutes (the margin is one minute: this
+/// test moves the watermark after every minute, so events never run further ahead).
+fn minute_config() -> UvConfig {
+    UvConfig {
+        dimensions: UvConfig::parse_dimensions(";platform"),
+        grains: vec![Grain::tumbling("1m", MINUTE)],
+        lateness_ms: 0,
+        update_interval_ms: 0,
+        ttl_margin_ms: MINUTE,
+        ..UvConfig::default()
+    }
+}
+
+/// Feeds 60 minutes of clicks, one minute at a time, moving the watermark after each;
+/// returns the most state entries seen after a minute closed.
+fn feed(h: &mut KeyedHarness<UvCount>, config: &UvConfig, drop_timers: bool) -> usize {
+    let mut most = 0;
+    for minute in 0..60 {
+        for u in 0..50u64 {
+            let click = Click(ClickEvent {
+                seq: 0,
+                ts: minute * MINUTE + (u as i64) * 1_000,
+                user_id: u + minute as u64,
+                item_id: 0,
+                category: 0,
+            });
+            for input in uv::expand(config, &click) {
+                h.process(input.key.clone(), input).unwrap();
+            }
+        }
+        if drop_timers {
+            h.drop_timers();
+        }
+        h.advance_watermark((minute + 1) * MINUTE - 1).unwrap();
+        most = most.max(h.state_entries().unwrap());
+    }
+    most
+}
+
+fn cleanup_on(backend: &impl StateBackend) {
+    let config = minute_config();
+    let op = || UvCount::new(Arc::new(config.clone()), Arc::default()).unwrap();
+
+    // Close timers clear each minute as it ends: the state never holds more than one
+    // minute's buckets (4 keys: the whole site and three platforms).
+    let mut h = KeyedHarness::new(op(), backend).unwrap();
+    let most = feed(&mut h, &config, false);
+    assert!(most <= 4, "{most} entries after a minute closed");
+    assert_eq!(h.state_entries().unwrap(), 0);
+
+    // Without timers, the TTL (in event time: the grain plus the lateness plus the margin)
+    // removes closed buckets all the same: state stays bounded instead of growing by 4 a
+    // minute.
+    let mut h = KeyedHarness::new(op(), backend).unwrap();
+    let most = feed(&mut h, &config, true);
+    assert!(most <= 4 * 4, "{most} entries with the TTL alone");
+    h.advance_watermark(200 * MINUTE).unwrap();
+    assert_eq!(h.state_entries().unwrap(), 0, "expired buckets left");
+}
+
+#[test]
+fn closed_buckets_leave_the_state_on_the_memory_backend() {
+    cleanup_on(&MemoryBackend);
+}
+
+#[test]
+fn closed_buckets_leave_the_state_on_rocksdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RocksDbBackend::new(
+        RocksDbConfig::default()
+            .with_local_dir(dir.path())
+            .with_cache_entries(2),
+    )
+    .unwrap();
+    cleanup_on(&backend);
+}
+
+fn generator() -> GeneratorConfig {
+    // About a second of throttled input over two hours of event time, so that many
+    // checkpoints complete and many minutes close during a run.
+    GeneratorConfig::default()
+        .with_events(30_000)
+        .with_users(800)
+        .with_splits(2)
+        .with_span(Duration::from_secs(2 * 3600))
+        .with_max_disorder(Duration::from_secs(5))
+        .with_rate(30_000)
+}
+
+/// The UV job on RocksDB, failing once after `fail_after` records when set.
+fn run_job(dir: &std::path::Path, fail_after: Option<u64>, restore: RestoreFrom) -> Result<()> {
+    let env = StreamEnvironment::new(
+        EnvConfig::default()
+            .with_parallelism(2)
+            .with_batch_size(64)
+            .with_signal_handling(false),
+    );
+    env.set_state_backend(
+        RocksDbBackend::new(
+            RocksDbConfig::default()
+                .with_local_dir(dir.join("rocksdb"))
+                .with_cache_entries(50),
+        )
+        .unwrap(),
+    );
+    env.enable_checkpointing(
+        CheckpointConfig::new(dir.join("checkpoints")).with_interval(Duration::from_millis(40)),
+    );
+    env.restore_from(restore);
+    let seen = Arc::new(AtomicU64::new(0));
+    let events = env
+        .from_source(
+            GeneratorSource::new(generator()).unwrap(),
+            WatermarkStrategy::bounded_out_of_orderness(
+                Duration::from_secs(5),
+                |e: &ClickEvent| e.ts,
+            ),
+        )
+        .try_map(move |e: ClickEvent| {
+            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            if Some(n) == fail_after {
+                return Err(Error::user(format!("injected failure after {n} records")));
+            }
+            Ok(Click(e))
+        });
+    let config = UvConfig {
+        grains: vec![Grain::tumbling("10m", 10 * MINUTE), Grain::hour()],
+        mode: Mode::Exact,
+        lateness_ms: 10_000,
+        update_interval_ms: 20,
+        // The throttled generator runs minutes of event time ahead of each watermark.
+        ttl_margin_ms: UvConfig::default().ttl_margin_ms,
+        ..minute_config()
+    };
+    let (rows, _) = uv::count(events, config)?;
+    rows.sink(JsonLinesPartSink::new(dir.join("out")));
+    env.execute().map(|_| ())
+}
+
+/// Final rows by (dims, grain, bucket); fails on a second final row for a key.
+fn finals(dir: &std::path::Path) -> BTreeMap<String, (u64, u64)> {
+    let mut m = BTreeMap::new();
+    for f in JsonLinesPartSink::<()>::published(&dir.join("out")).unwrap() {
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            if let UvOutput::Row(r) = serde_json::from_str(line).unwrap() {
+                if r.is_final {
+                    let k = format!("{:?}/{}/{}", r.dims, r.grain, r.bucket);
+                    assert!(
+                        m.insert(k, (r.uv, r.pv)).is_none(),
+                        "duplicate final row {line}"
+                    );
+                }
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn final_rows_are_exactly_once_across_failures_on_rocksdb() {
+    let clean = tempfile::tempdir().unwrap();
+    run_job(clean.path(), None, RestoreFrom::Nothing).unwrap();
+    let want = finals(clean.path());
+    // 2 hours: at least 12 ten-minute and 2 hour buckets (disorder may open one more of
+    // each before the start), for the site and three platforms.
+    assert!(want.len() >= (12 + 2) * 4, "{} final rows", want.len());
+    // Every event counts once per dimension set and grain.
+    assert_eq!(want.values().map(|v| v.1).sum::<u64>(), 30_000 * 2 * 2);
+
+    for fail_after in [3_000, 11_000, 23_000] {
+        let d = tempfile::tempdir().unwrap();
+        let err = run_job(d.path(), Some(fail_after), RestoreFrom::Nothing).unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+        run_job(d.path(), None, latest()).unwrap();
+        let diff = differences(&finals(d.path()), &want);
+        assert!(
+            diff.is_empty(),
+            "failure after {fail_after} records: {diff:#?}"
+        );
+    }
+}
+
+/// Up to ten keys on which two result maps differ, for assertion messages.
+fn differences<K: std::fmt::Debug + Ord, V: std::fmt::Debug + PartialEq>(
+    got: &BTreeMap<K, V>,
+    want: &BTreeMap<K, V>,
+) -> Vec<String> {
+    let keys: BTreeSet<&K> = got.keys().chain(want.keys()).collect();
+    keys.into_iter()
+        .filter(|k| got.get(k) != want.get(k))
+        .take(10)
+        .map(|k| format!("{k:?}: got {:?}, want {:?}", got.get(k), want.get(k)))
+        .collect()
+}
