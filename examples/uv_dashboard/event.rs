@@ -77,6 +77,18 @@ impl UvEvent for DashboardEvent {
             _ => None,
         }
     }
+
+    fn shared_dimension(&self, field: &str) -> Option<Arc<str>> {
+        match field {
+            "site" => self.site.clone(),
+            "platform" => self.platform.clone(),
+            "category1" => self.category1.clone(),
+            "category2" => self.category2.clone(),
+            "province" => self.province.clone(),
+            "activity" => self.activity.clone(),
+            _ => None,
+        }
+    }
 }
 
 const PLATFORMS: [&str; 4] = ["app", "web", "mini", "h5"];

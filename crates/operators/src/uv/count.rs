@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// The values of one dimension set.
+pub type DimValues = smallvec::SmallVec<[Arc<str>; 3]>;
 use std::time::Duration;
 
 /// What one count is kept under: a dimension set's values, a grain and a bucket.
@@ -20,8 +23,9 @@ use std::time::Duration;
 pub struct UvKey {
     /// Index of the dimension set in [`UvConfig::dimensions`].
     pub set: u16,
-    /// The event's values of the set's fields, in the set's order.
-    pub values: Box<[Box<str>]>,
+    /// The event's values of the set's fields, in the set's order (shared strings,
+    /// stored inline for up to three fields: cloning a key allocates nothing).
+    pub values: DimValues,
     /// Index of the grain in [`UvConfig::grains`].
     pub grain: u16,
     /// Start of the bucket (epoch milliseconds).
@@ -351,8 +355,9 @@ impl KeyedProcessFunction for UvCount {
             // timer does not. A value's TTL runs from the watermark of its last write,
             // which may be far behind the bucket when events run ahead of the watermark:
             // the margin covers that lead.
-            let span = g.bucket(0, 0).map_or(0, |(s, e)| e - s).max(0);
-            let ttl = span
+            let ttl = g
+                .length_ms()
+                .max(0)
                 .saturating_add(self.config.lateness_ms)
                 .saturating_add(self.config.ttl_margin_ms)
                 .max(1);
@@ -387,15 +392,15 @@ impl KeyedProcessFunction for UvCount {
             return Ok(());
         }
         let state = self.state(key)?;
-        let fresh = state.get(ctx)?.is_none();
         let interval = self.config.update_interval_ms;
-        let now = ctx.current_processing_time();
         let watermark = ctx.current_watermark();
         // Cumulative grains: a step the watermark has not passed yet is kept apart.
         let step_end = self.config.grains[usize::from(key.grain)]
             .step_end(input.ts, key.bucket)
             .filter(|end| end.saturating_sub(1) > watermark && end.saturating_sub(1) < close);
         let b = state.get_or_insert_with(ctx, || self.empty.clone())?;
+        // Every input carries at least one page view: only a new bucket has none.
+        let fresh = b.pv == 0 && b.steps.is_empty();
         b.add(step_end, &input.users, input.pv, &self.empty.users)?;
         let schedule = interval > 0 && !b.scheduled;
         b.scheduled |= schedule;
@@ -404,6 +409,7 @@ impl KeyedProcessFunction for UvCount {
             ctx.register_event_time_timer(close);
         }
         if schedule {
+            let now = ctx.current_processing_time();
             ctx.register_processing_time_timer(now - now.rem_euclid(interval) + interval);
         }
         if let Some(end) = step_end {

@@ -90,18 +90,40 @@ impl UserId {
     }
 }
 
-/// An exact set of users.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Integer ids a set keeps in a sorted vector before it moves them into a bitmap.
+const SMALL: usize = 256;
+
+/// An exact set of users. Small sets (the usual bucket of one item and hour holds tens
+/// of users) are a sorted vector of ids: one allocation, 8 bytes a user, a binary search
+/// per insert. From 256 integer ids on they move into a Roaring treemap, about 2 bytes a
+/// user once dense. Ids that are not integers are kept as strings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ExactSet {
+    #[serde(default)]
+    small: Vec<u64>,
     ints: RoaringTreemap,
     strs: BTreeSet<Box<str>>,
+}
+
+impl PartialEq for ExactSet {
+    /// The same users, however they are stored.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && self.strs == other.strs
+            && self
+                .small
+                .iter()
+                .chain(&other.small)
+                .all(|v| self.contains(&UserId::Int(*v)) && other.contains(&UserId::Int(*v)))
+            && self.ints.iter().all(|v| other.contains(&UserId::Int(v)))
+    }
 }
 
 impl ExactSet {
     /// Adds a user; true if it was not there.
     pub fn insert(&mut self, id: &UserId) -> bool {
         match id {
-            UserId::Int(v) => self.ints.insert(*v),
+            UserId::Int(v) => self.insert_int(*v),
             UserId::Str(s) => {
                 if self.strs.contains(s) {
                     false
@@ -112,15 +134,42 @@ impl ExactSet {
         }
     }
 
+    fn insert_int(&mut self, v: u64) -> bool {
+        if !self.ints.is_empty() {
+            return self.ints.insert(v);
+        }
+        match self.small.binary_search(&v) {
+            Ok(_) => false,
+            Err(i) if self.small.len() < SMALL => {
+                self.small.insert(i, v);
+                true
+            }
+            Err(_) => {
+                self.ints = self.small.drain(..).collect();
+                self.small = Vec::new();
+                self.ints.insert(v)
+            }
+        }
+    }
+
     /// Adds every user of `other`.
     pub fn merge(&mut self, other: &ExactSet) {
-        self.ints |= &other.ints;
+        for v in &other.small {
+            self.insert_int(*v);
+        }
+        if !other.ints.is_empty() {
+            if self.ints.is_empty() {
+                self.ints = self.small.drain(..).collect();
+                self.small = Vec::new();
+            }
+            self.ints |= &other.ints;
+        }
         self.strs.extend(other.strs.iter().cloned());
     }
 
     /// Number of distinct users.
     pub fn len(&self) -> u64 {
-        self.ints.len() + self.strs.len() as u64
+        self.small.len() as u64 + self.ints.len() + self.strs.len() as u64
     }
 
     /// True when no user was added.
@@ -131,14 +180,15 @@ impl ExactSet {
     /// Whether `id` is in the set.
     pub fn contains(&self, id: &UserId) -> bool {
         match id {
-            UserId::Int(v) => self.ints.contains(*v),
+            UserId::Int(v) => self.small.binary_search(v).is_ok() || self.ints.contains(*v),
             UserId::Str(s) => self.strs.contains(s),
         }
     }
 
     /// Bytes the set takes when serialized (a measure of its memory).
     pub fn serialized_bytes(&self) -> u64 {
-        self.ints.serialized_size() as u64
+        8 * self.small.len() as u64
+            + self.ints.serialized_size() as u64
             + self.strs.iter().map(|s| s.len() as u64 + 8).sum::<u64>()
     }
 }
@@ -299,6 +349,29 @@ mod tests {
         assert!(matches!(UserId::encode("u-1842"), UserId::Int(_)));
         assert!(matches!(UserId::encode("a-long-user-id"), UserId::Str(_)));
         assert_ne!(UserId::encode("007"), UserId::encode("7"));
+    }
+
+    #[test]
+    fn small_sets_move_into_a_bitmap_and_merge_either_way() {
+        let mut big = ExactSet::default();
+        for v in 0..1_000u64 {
+            assert!(big.insert(&UserId::number(v * 7)));
+            assert!(!big.insert(&UserId::number(v * 7)));
+        }
+        assert_eq!(big.len(), 1_000);
+        assert!(big.contains(&UserId::number(700)) && !big.contains(&UserId::number(701)));
+        let mut small = ExactSet::default();
+        for v in [1u64, 7, 14] {
+            small.insert(&UserId::number(v));
+        }
+        let mut a = small.clone();
+        a.merge(&big);
+        let mut b = big.clone();
+        b.merge(&small);
+        assert_eq!(a.len(), 1_001);
+        assert_eq!(a, b);
+        let bytes = postcard::to_allocvec(&a).unwrap();
+        assert_eq!(postcard::from_bytes::<ExactSet>(&bytes).unwrap(), b);
     }
 
     #[test]

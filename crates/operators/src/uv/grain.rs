@@ -141,7 +141,17 @@ impl Grain {
         }
     }
 
-    /// The bucket's length.
+    /// The length of one bucket, ms.
+    pub fn length_ms(&self) -> i64 {
+        match self {
+            Self::Tumbling { size_ms, .. } | Self::Cumulative { size_ms, .. } => *size_ms,
+            Self::Range {
+                start_ms, end_ms, ..
+            } => end_ms.saturating_sub(*start_ms),
+        }
+    }
+
+    /// Whether rows are also emitted at the end of each step.
     pub fn is_cumulative(&self) -> bool {
         matches!(self, Self::Cumulative { .. })
     }
@@ -250,6 +260,8 @@ mod tests {
         assert_eq!(promo.bucket(ts + 9, 0), Some((ts, ts + 10)));
         assert_eq!(promo.bucket(ts + 10, 0), None);
         assert_eq!(promo.bucket(ts - 1, 0), None);
+        assert_eq!(promo.length_ms(), 10);
+        assert_eq!(Grain::day().length_ms(), DAY);
         let cum = Grain::day_cumulative(60_000);
         let (s, _) = cum.bucket(ts, 0).unwrap();
         assert_eq!(cum.step_end(s, s), Some(s + 60_000));

@@ -27,7 +27,9 @@ pub mod count;
 pub mod distinct;
 pub mod grain;
 
-pub use count::{LateRecord, Users, UvCount, UvCounters, UvInput, UvKey, UvOutput, UvRow};
+pub use count::{
+    DimValues, LateRecord, Users, UvCount, UvCounters, UvInput, UvKey, UvOutput, UvRow,
+};
 pub use distinct::{ExactSet, Sketch, UserId};
 pub use grain::Grain;
 
@@ -166,6 +168,14 @@ pub trait UvEvent: Send + 'static {
     /// The value of a dimension field; `None` leaves the event out of every dimension
     /// set that names the field.
     fn dimension(&self, field: &str) -> Option<&str>;
+
+    /// The value of a dimension field as a shared string, when the event holds one: keys
+    /// then share it as it is. The default returns `None`, and the value of
+    /// [`UvEvent::dimension`] is looked up in a per-thread table of shared strings.
+    fn shared_dimension(&self, field: &str) -> Option<Arc<str>> {
+        let _ = field;
+        None
+    }
 }
 
 /// Counts UV and PV of `events` as `config` says. Returns the operator's output and its
@@ -219,7 +229,13 @@ pub fn count<E: UvEvent>(
     let counters = Arc::new(UvCounters::default());
     let expand_config = Arc::clone(&config);
     let inputs = match config.hot_keys {
-        HotKeys::Off => events.flat_map(move |e: E| expand(&expand_config, &e)),
+        HotKeys::Off => events.map_batch(move |batch: Vec<E>| {
+            let mut out = Vec::with_capacity(batch.len() * expand_config.dimensions.len());
+            batch
+                .iter()
+                .for_each(|e| expand_into(&expand_config, e, &mut out));
+            out
+        }),
         HotKeys::PreAggregate => events.map_batch(move |batch: Vec<E>| {
             combine(
                 &expand_config,
@@ -239,14 +255,20 @@ pub fn count<E: UvEvent>(
 /// The inputs one event makes: one per dimension set (whose fields it has) × grain
 /// (whose bucket holds it).
 pub fn expand<E: UvEvent>(config: &UvConfig, e: &E) -> Vec<UvInput> {
+    let mut out = Vec::with_capacity(config.dimensions.len() * config.grains.len());
+    expand_into(config, e, &mut out);
+    out
+}
+
+/// [`expand`] into `out`.
+pub fn expand_into<E: UvEvent>(config: &UvConfig, e: &E, out: &mut Vec<UvInput>) {
     let ts = e.event_time();
     let user = e.user();
-    let mut out = Vec::with_capacity(config.dimensions.len() * config.grains.len());
     for (set, fields) in config.dimensions.iter().enumerate() {
         let Some(values) = fields
             .iter()
-            .map(|f| e.dimension(f).map(Box::<str>::from))
-            .collect::<Option<Box<[Box<str>]>>>()
+            .map(|f| e.shared_dimension(f).or_else(|| e.dimension(f).map(intern)))
+            .collect::<Option<DimValues>>()
         else {
             continue;
         };
@@ -267,7 +289,29 @@ pub fn expand<E: UvEvent>(config: &UvConfig, e: &E) -> Vec<UvInput> {
             });
         }
     }
-    out
+}
+
+/// The shared string for a dimension value: one allocation per distinct value and
+/// thread, so that expanded keys share their strings instead of copying them.
+fn intern(value: &str) -> Arc<str> {
+    /// Distinct values kept per thread before the table starts over.
+    const MAX: usize = 1 << 20;
+    thread_local! {
+        static VALUES: std::cell::RefCell<hashbrown::HashSet<Arc<str>>> =
+            std::cell::RefCell::new(hashbrown::HashSet::new());
+    }
+    VALUES.with(|v| {
+        let mut set = v.borrow_mut();
+        if let Some(found) = set.get(value) {
+            return Arc::clone(found);
+        }
+        if set.len() >= MAX {
+            set.clear();
+        }
+        let new: Arc<str> = Arc::from(value);
+        set.insert(Arc::clone(&new));
+        new
+    })
 }
 
 /// Combines inputs per key (and, for cumulative grains, per step, so that step rows stay
