@@ -126,7 +126,7 @@ fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let (mut last_events, mut last_rows, mut last_t) = (0u64, 0u64, 0.0f64);
     while !job.is_finished() {
-        std::thread::sleep(Duration::from_millis(1000).min(s.progress_every()));
+        std::thread::sleep(Duration::from_secs(1));
         let m = job.metrics();
         let read = sum_out(&m, "source");
         let rows = counters.rows.load(std::sync::atomic::Ordering::Relaxed);
@@ -134,8 +134,8 @@ fn main() -> anyhow::Result<()> {
         let dt = (t - last_t).max(1e-3);
         eprintln!(
             "{t:6.1}s  events {read:>11} ({:>6.2} M/s)  updates {rows:>9} ({:>8.0}/s)  open buckets {:>8}  late {:>6}{}",
-            (read - last_events) as f64 / dt / 1e6,
-            (rows - last_rows) as f64 / dt,
+            read.saturating_sub(last_events) as f64 / dt / 1e6,
+            rows.saturating_sub(last_rows) as f64 / dt,
             counters.open_buckets(),
             counters.late.load(std::sync::atomic::Ordering::Relaxed),
             dead_letters.as_ref().map_or(String::new(), |d| format!("  dead letters {}", d.get())),

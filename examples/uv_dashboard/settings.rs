@@ -24,7 +24,6 @@ use ferroflow::operators::uv::grain::{parse_duration_ms, parse_offset_ms};
 use ferroflow::operators::uv::{Grain, HotKeys, Mode, UvConfig};
 use serde::Deserialize;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Where keyed state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -305,10 +304,6 @@ impl Settings {
 
     pub fn checkpoint_interval_ms(&self) -> u64 {
         parse_duration_ms(&self.checkpoint_interval).map_or(10_000, |ms| ms.unsigned_abs().max(1))
-    }
-
-    pub fn progress_every(&self) -> Duration {
-        Duration::from_secs(1)
     }
 
     pub fn dead_letter_path(&self) -> PathBuf {
