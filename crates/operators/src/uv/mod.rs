@@ -4,9 +4,10 @@
 //! whole site, platform, platform + province, ...; hour, day, day-to-date, a promotion
 //! period). Each count is keyed by (set, values, grain, bucket) and kept in keyed state:
 //!
-//! - **Exact** mode keeps the users of a bucket in a Roaring bitmap of encoded ids (see
-//!   [`distinct`] for the reversible encoding); **HLL** mode keeps a HyperLogLog++
-//!   sketch, mergeable so counts can be rolled up later ([`distinct::roll_up`]).
+//! - **Exact** mode keeps the users of a bucket as encoded ids, in a sorted vector while
+//!   there are few and in a Roaring bitmap beyond (see [`distinct`] for the reversible
+//!   encoding); **HLL** mode keeps a HyperLogLog++ sketch, mergeable so counts can be
+//!   rolled up later ([`distinct::roll_up`]).
 //! - **Emission**: a changelog row ([`UvRow`]) for each changed bucket every
 //!   `update_interval` of processing time, a row at the end of every step of a
 //!   cumulative grain, and a `final` row when the watermark passes the bucket's end plus
