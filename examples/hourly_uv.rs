@@ -23,6 +23,7 @@ use ferroflow::connectors::{
     ClickEvent, GeneratorConfig, GeneratorSource, JsonLinesSink, JsonLinesSource,
 };
 use ferroflow::metrics::OperatorSnapshot;
+use ferroflow::operators::uv::grain::format_time;
 use ferroflow::prelude::*;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -125,29 +126,12 @@ impl KeyedProcessFunction for CountHour {
         let (category, hour) = *ctx.key();
         out.collect(HourlyUv {
             category,
-            hour: iso_hour(hour),
+            hour: format_time(hour, 0),
             uv,
             pv,
         });
         Ok(())
     }
-}
-
-/// `2023-11-14T22:00:00Z` for an epoch-millisecond hour start (proleptic Gregorian, UTC).
-fn iso_hour(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:00:00Z", rem / 3600)
 }
 
 fn sum(metrics: &[OperatorSnapshot], prefix: &str, out: bool) -> u64 {

@@ -8,6 +8,9 @@
     clippy::print_stderr
 )]
 
+mod common;
+
+use common::differences;
 use ferroflow::operators::uv::grain::format_time;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -135,7 +138,30 @@ fn write_input(path: &Path, events: &[Value], malformed: &[&str]) {
     f.flush().unwrap();
 }
 
-fn args<'a>(input: &'a Path, output: &'a Path) -> Vec<std::ffi::OsString> {
+/// A temporary directory holding `in.jsonl` (the events, with malformed lines mixed in)
+/// and, once the job ran, `uv.jsonl`.
+struct Setup {
+    dir: tempfile::TempDir,
+    input: PathBuf,
+    output: PathBuf,
+    events: Vec<Value>,
+}
+
+fn setup(n: u64, hours: i64, malformed: &[&str]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("uv.jsonl"));
+    let events = events(n, hours);
+    write_input(&input, &events, malformed);
+    Setup {
+        dir,
+        input,
+        output,
+        events,
+    }
+}
+
+/// The job's arguments for this test's dimensions and grains, then `extra`.
+fn args(input: &Path, output: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
     [
         "--input",
         input.to_str().unwrap(),
@@ -155,24 +181,22 @@ fn args<'a>(input: &'a Path, output: &'a Path) -> Vec<std::ffi::OsString> {
         "2",
     ]
     .iter()
+    .chain(extra)
     .map(Into::into)
     .collect()
 }
 
 #[test]
 fn exact_output_matches_brute_force_and_malformed_lines_go_to_the_dead_letter_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("uv.jsonl"));
-    let evs = events(6_000, 30);
     let malformed = [
         "not json",
         r#"{"user_id": "u-1", "platform": "app"}"#,
         r#"{"ts": 1763712000123, "platform": "app"}"#,
         r#"{"ts": "yesterday", "user_id": "u-1"}"#,
     ];
-    write_input(&input, &evs, &malformed);
+    let t = setup(6_000, 30, &malformed);
     let out = Command::new(binary())
-        .args(args(&input, &output))
+        .args(args(&t.input, &t.output, &[]))
         .output()
         .unwrap();
     assert!(
@@ -182,30 +206,28 @@ fn exact_output_matches_brute_force_and_malformed_lines_go_to_the_dead_letter_fi
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("4 malformed lines"), "{stdout}");
-    let dead = std::fs::read_to_string(dir.path().join("uv.dead-letter.jsonl")).unwrap();
+    let dead = std::fs::read_to_string(t.dir.path().join("uv.dead-letter.jsonl")).unwrap();
     assert_eq!(dead.lines().count(), 4, "{dead}");
-    let diff = differences(&finals(&output), &brute(&evs));
+    let diff = differences(&finals(&t.output), &brute(&t.events));
     assert!(diff.is_empty(), "{diff:#?}");
 }
 
 #[test]
 fn killed_with_sigkill_and_restarted_gives_the_same_final_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("uv.jsonl"));
-    let evs = events(150_000, 48);
-    write_input(&input, &evs, &[]);
-    let checkpoints = dir.path().join("state");
-    let mut a = args(&input, &output);
-    for extra in [
-        "--state",
-        "rocksdb",
-        "--checkpoint-dir",
-        checkpoints.to_str().unwrap(),
-        "--checkpoint-interval",
-        "100ms",
-    ] {
-        a.push(extra.into());
-    }
+    let t = setup(150_000, 48, &[]);
+    let checkpoints = t.dir.path().join("state");
+    let a = args(
+        &t.input,
+        &t.output,
+        &[
+            "--state",
+            "rocksdb",
+            "--checkpoint-dir",
+            checkpoints.to_str().unwrap(),
+            "--checkpoint-interval",
+            "100ms",
+        ],
+    );
     let mut child = Command::new(binary())
         .args(&a)
         .stdout(Stdio::null())
@@ -236,7 +258,7 @@ fn killed_with_sigkill_and_restarted_gives_the_same_final_output() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!output.exists(), "the killed run must not have finished");
+    assert!(!t.output.exists(), "the killed run must not have finished");
 
     let out = Command::new(binary()).args(&a).output().unwrap();
     assert!(
@@ -244,7 +266,7 @@ fn killed_with_sigkill_and_restarted_gives_the_same_final_output() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let diff = differences(&finals(&output), &brute(&evs));
+    let diff = differences(&finals(&t.output), &brute(&t.events));
     assert!(diff.is_empty(), "{diff:#?}");
 }
 
@@ -263,15 +285,13 @@ fn redis_holds_the_final_values() {
         }
         Err(e) => panic!("no Redis at {url} under CI: {e}"),
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("uv.jsonl"));
-    let evs = events(3_000, 5);
-    write_input(&input, &evs, &[]);
+    let t = setup(3_000, 5, &[]);
     let prefix = format!("ferroflow-test-{}-{}", std::process::id(), START);
-    let mut a = args(&input, &output);
-    for extra in ["--redis", url.as_str(), "--redis-prefix", prefix.as_str()] {
-        a.push(extra.into());
-    }
+    let a = args(
+        &t.input,
+        &t.output,
+        &["--redis", url.as_str(), "--redis-prefix", prefix.as_str()],
+    );
     let out = Command::new(binary()).args(&a).output().unwrap();
     assert!(
         out.status.success(),
@@ -279,9 +299,9 @@ fn redis_holds_the_final_values() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let want = brute(&evs);
+    let want = brute(&t.events);
     let mut seen = 0;
-    for line in std::fs::read_to_string(&output).unwrap().lines() {
+    for line in std::fs::read_to_string(&t.output).unwrap().lines() {
         let r: Value = serde_json::from_str(line).unwrap();
         if r["final"] != json!(true) {
             continue;
@@ -322,18 +342,15 @@ fn redis_holds_the_final_values() {
 
 #[test]
 fn a_toml_config_file_sets_the_same_options_and_hll_stays_within_its_bound() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in.jsonl"), dir.path().join("uv.jsonl"));
-    let evs = events(5_000, 10);
-    write_input(&input, &evs, &[]);
-    let config = dir.path().join("uv.toml");
+    let t = setup(5_000, 10, &[]);
+    let config = t.dir.path().join("uv.toml");
     std::fs::write(
         &config,
         format!(
             "input = {:?}\noutput = {:?}\ndimensions = {DIMENSIONS:?}\ngrains = [\"hour\"]\n\
              mode = \"hll\"\nhll_precision = 12\nlateness = \"15m\"\ndisorder = \"10m\"\nparallelism = 1\n",
-            input.to_str().unwrap(),
-            output.to_str().unwrap()
+            t.input.to_str().unwrap(),
+            t.output.to_str().unwrap()
         ),
     )
     .unwrap();
@@ -347,11 +364,11 @@ fn a_toml_config_file_sets_the_same_options_and_hll_stays_within_its_bound() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let want: BTreeMap<String, (u64, u64)> = brute(&evs)
+    let want: BTreeMap<String, (u64, u64)> = brute(&t.events)
         .into_iter()
         .filter(|(k, _)| k.contains("/hour/"))
         .collect();
-    let got = finals(&output);
+    let got = finals(&t.output);
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
         want.keys().collect::<Vec<_>>()
@@ -375,17 +392,4 @@ fn a_toml_config_file_sets_the_same_options_and_hll_stays_within_its_bound() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("dimension"));
-}
-
-/// Up to ten keys on which two result maps differ, for assertion messages.
-fn differences<K: std::fmt::Debug + Ord, V: std::fmt::Debug + PartialEq>(
-    got: &BTreeMap<K, V>,
-    want: &BTreeMap<K, V>,
-) -> Vec<String> {
-    let keys: BTreeSet<&K> = got.keys().chain(want.keys()).collect();
-    keys.into_iter()
-        .filter(|k| got.get(k) != want.get(k))
-        .take(10)
-        .map(|k| format!("{k:?}: got {:?}, want {:?}", got.get(k), want.get(k)))
-        .collect()
 }

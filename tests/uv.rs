@@ -6,13 +6,14 @@
 mod common;
 
 use common::counting::latest;
+use common::differences;
 use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource, JsonLinesPartSink};
 use ferroflow::operators::uv::{self, Grain, Mode, UserId, UvConfig, UvCount, UvEvent, UvOutput};
 use ferroflow::prelude::*;
 use ferroflow::state::{MemoryBackend, RocksDbBackend, RocksDbConfig, StateBackend};
 use ferroflow::testing::KeyedHarness;
 use ferroflow::{CheckpointConfig, Error, RestoreFrom};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -217,17 +218,4 @@ fn final_rows_are_exactly_once_across_failures_on_rocksdb() {
             "failure after {fail_after} records: {diff:#?}"
         );
     }
-}
-
-/// Up to ten keys on which two result maps differ, for assertion messages.
-fn differences<K: std::fmt::Debug + Ord, V: std::fmt::Debug + PartialEq>(
-    got: &BTreeMap<K, V>,
-    want: &BTreeMap<K, V>,
-) -> Vec<String> {
-    let keys: BTreeSet<&K> = got.keys().chain(want.keys()).collect();
-    keys.into_iter()
-        .filter(|k| got.get(k) != want.get(k))
-        .take(10)
-        .map(|k| format!("{k:?}: got {:?}, want {:?}", got.get(k), want.get(k)))
-        .collect()
 }

@@ -24,3 +24,16 @@ pub fn all_events(config: &GeneratorConfig) -> Vec<ClickEvent> {
     let src = GeneratorSource::new(config.clone()).expect("valid config");
     (0..config.events).map(|i| src.event(i)).collect()
 }
+
+/// Up to ten keys on which two result maps differ, for assertion messages.
+pub fn differences<K: std::fmt::Debug + Ord, V: std::fmt::Debug + PartialEq>(
+    got: &std::collections::BTreeMap<K, V>,
+    want: &std::collections::BTreeMap<K, V>,
+) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&K> = got.keys().chain(want.keys()).collect();
+    keys.into_iter()
+        .filter(|k| got.get(k) != want.get(k))
+        .take(10)
+        .map(|k| format!("{k:?}: got {:?}, want {:?}", got.get(k), want.get(k)))
+        .collect()
+}

@@ -2,8 +2,8 @@
 //! worker's keyed state, so tests can look at the state in between (Flink's keyed
 //! operator test harness).
 
-use crate::keyed::{Collector, KeyedContext, KeyedProcessFunction, OpenContext};
-use crate::timer::{TimeDomain, Timer, Timers};
+use crate::keyed::{fire_timers, Collector, KeyedContext, KeyedProcessFunction, OpenContext};
+use crate::timer::{TimeDomain, Timers};
 use crate::{now_millis, Result, Timestamp, MIN_WATERMARK};
 use ferroflow_state::{KeyedStateStore, StateBackend, StoreScope};
 use std::marker::PhantomData;
@@ -96,26 +96,13 @@ impl<F: KeyedProcessFunction> KeyedHarness<F> {
     }
 
     fn fire(&mut self, domain: TimeDomain, upto: Timestamp) -> Result<Vec<F::Out>> {
-        let mut out = Vec::new();
-        loop {
-            let queue = match domain {
-                TimeDomain::EventTime => &mut self.timers.event,
-                TimeDomain::ProcessingTime => &mut self.timers.processing,
-            };
-            let Some((at, keys)) = queue.pop_due(upto) else {
-                break;
-            };
-            let timer = Timer {
-                timestamp: at,
-                domain,
-            };
-            for key in keys {
-                let mut ctx =
-                    KeyedContext::new(&key, &mut self.store, &mut self.timers, self.watermark);
-                self.f
-                    .on_timer(timer, &mut ctx, &mut Collector::new(&mut out))?;
-            }
-        }
-        Ok(out)
+        fire_timers(
+            &mut self.f,
+            &mut self.store,
+            &mut self.timers,
+            self.watermark,
+            domain,
+            upto,
+        )
     }
 }

@@ -223,6 +223,37 @@ pub(crate) fn file_safe(name: &str) -> String {
         .collect()
 }
 
+/// Calls `f.on_timer` for every timer of `domain` due at `upto`, in time order (timers
+/// registered while firing fire too if due); returns the output.
+pub(crate) fn fire_timers<F: KeyedProcessFunction>(
+    f: &mut F,
+    store: &mut KeyedStateStore,
+    timers: &mut Timers<F::Key>,
+    watermark: Timestamp,
+    domain: TimeDomain,
+    upto: Timestamp,
+) -> Result<Vec<F::Out>> {
+    let mut out = Vec::new();
+    loop {
+        let queue = match domain {
+            TimeDomain::EventTime => &mut timers.event,
+            TimeDomain::ProcessingTime => &mut timers.processing,
+        };
+        let Some((at, keys)) = queue.pop_due(upto) else {
+            break;
+        };
+        let timer = Timer {
+            timestamp: at,
+            domain,
+        };
+        for key in keys {
+            let mut ctx = KeyedContext::new(&key, store, timers, watermark);
+            f.on_timer(timer, &mut ctx, &mut Collector::new(&mut out))?;
+        }
+    }
+    Ok(out)
+}
+
 /// Runs a [`KeyedProcessFunction`] on `(key, record)` pairs from a keyed exchange.
 pub(crate) struct KeyedNode<F: KeyedProcessFunction> {
     f: F,
@@ -287,27 +318,14 @@ impl<F: KeyedProcessFunction> KeyedNode<F> {
 
     /// Fires the timers of one clock that are due at `upto`; returns their output.
     fn fire(&mut self, domain: TimeDomain, upto: Timestamp) -> Result<Vec<F::Out>> {
-        let mut out = Vec::new();
-        loop {
-            let queue = match domain {
-                TimeDomain::EventTime => &mut self.timers.event,
-                TimeDomain::ProcessingTime => &mut self.timers.processing,
-            };
-            let Some((at, keys)) = queue.pop_due(upto) else {
-                break;
-            };
-            let timer = Timer {
-                timestamp: at,
-                domain,
-            };
-            for key in keys {
-                let mut ctx =
-                    KeyedContext::new(&key, &mut self.store, &mut self.timers, self.watermark);
-                self.f
-                    .on_timer(timer, &mut ctx, &mut Collector::new(&mut out))?;
-            }
-        }
-        Ok(out)
+        fire_timers(
+            &mut self.f,
+            &mut self.store,
+            &mut self.timers,
+            self.watermark,
+            domain,
+            upto,
+        )
     }
 
     fn emit(&mut self, out: Vec<F::Out>) -> Result<()> {

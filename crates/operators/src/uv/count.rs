@@ -270,9 +270,9 @@ impl UvCount {
     /// When the bucket of `key` closes: the watermark time at which its final row goes
     /// out and later events are late.
     fn close_at(&self, key: &UvKey) -> Timestamp {
-        let end = self.config.grains[usize::from(key.grain)]
-            .bucket(key.bucket, self.config.offset_ms)
-            .map_or(key.bucket, |(_, end)| end);
+        let end = key
+            .bucket
+            .saturating_add(self.config.grains[usize::from(key.grain)].length_ms());
         end.saturating_sub(1)
             .saturating_add(self.config.lateness_ms)
     }
