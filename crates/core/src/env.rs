@@ -133,19 +133,17 @@ impl StreamEnvironment {
         let wire: Wire<S::Item> = Arc::new(move |ctx: &WorkerCtx, chain: Next<S::Item>| {
             let mut readers = pool.lock().take(ctx.worker)?;
             if let Some(restored) = &ctx.restored {
+                let mine: Vec<_> = restored
+                    .meta
+                    .positions
+                    .iter()
+                    .filter(|p| p.operator == stage_name)
+                    .collect();
+                let all: Vec<_> = mine.iter().map(|p| &p.position).collect();
                 for reader in &mut readers {
                     let split = reader.split_id();
-                    let recorded = restored
-                        .meta
-                        .positions
-                        .iter()
-                        .find(|p| p.operator == stage_name && p.split == split);
-                    match recorded {
-                        Some(p) => reader.seek(&p.position)?,
-                        None => {
-                            tracing::info!(source = %stage_name, %split, "Split not in the checkpoint; reading it from the start.")
-                        }
-                    }
+                    let own = mine.iter().find(|p| p.split == split).map(|p| &p.position);
+                    reader.restore(own, &all)?;
                 }
             }
             let metrics = ctx.metrics.register(&stage_name, ctx.worker);

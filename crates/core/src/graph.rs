@@ -181,11 +181,19 @@ impl<T: Send + 'static> SplitPool<T> {
         }))
     }
 
-    /// Assigns split `i` to worker `i % parallelism`.
+    /// Assigns each split to the worker it names as owner, and the others round-robin.
     pub(crate) fn fill(&mut self, splits: Vec<Box<dyn SplitReader<T>>>, parallelism: usize) {
         let mut per_worker: Vec<Vec<_>> = (0..parallelism).map(|_| Vec::new()).collect();
-        for (i, split) in splits.into_iter().enumerate() {
-            per_worker[i % parallelism].push(split);
+        let mut next = 0;
+        for split in splits {
+            let worker = match split.owner(parallelism) {
+                Some(w) if w < parallelism => w,
+                _ => {
+                    next += 1;
+                    (next - 1) % parallelism
+                }
+            };
+            per_worker[worker].push(split);
         }
         self.per_worker = per_worker.into_iter().map(Some).collect();
     }

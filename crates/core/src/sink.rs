@@ -17,6 +17,9 @@ pub struct SinkContext {
     /// (`old_worker % parallelism == worker`). `open` must commit them, idempotently
     /// (they may have been committed already) before anything else.
     pub restored_commits: Vec<serde_json::Value>,
+    /// The checkpoint interval in ms, when the job takes checkpoints (a transactional sink
+    /// checks that its transactions outlive it).
+    pub checkpoint_interval_ms: Option<u64>,
 }
 
 /// The end of a stream. One instance runs per worker (each a clone of the sink passed to

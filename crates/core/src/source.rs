@@ -61,6 +61,61 @@ pub trait SplitReader<T>: Send {
             self.split_id()
         )))
     }
+
+    /// Called before `open` when the job starts from a checkpoint. `own` is the position
+    /// the checkpoint recorded for this split (if it has one), `recorded` every split
+    /// position it recorded for this source, so that a reader can check that they belong
+    /// to the input it reads (the same cluster, say). The default seeks to `own` and
+    /// otherwise reads the split from its start.
+    ///
+    /// # Errors
+    /// When the recorded positions cannot be applied to this split.
+    fn restore(&mut self, own: Option<&SplitPosition>, recorded: &[&SplitPosition]) -> Result<()> {
+        let _ = recorded;
+        match own {
+            Some(position) => self.seek(position),
+            None => {
+                tracing::info!(split = %self.split_id(), "Split not in the checkpoint; reading it from the start.");
+                Ok(())
+            }
+        }
+    }
+
+    /// The worker that should read this split, given the source's parallelism (`None`:
+    /// no preference; such splits are spread round-robin). Used so that a split always
+    /// lands on the same worker, whether it was listed at start or discovered later.
+    fn owner(&self, parallelism: usize) -> Option<usize> {
+        let _ = parallelism;
+        None
+    }
+
+    /// Splits that appeared since the last call (new partitions of a topic, say), to be
+    /// read by this worker. Called after every read round; a reader that discovers
+    /// splits limits how often it looks. Default: none.
+    ///
+    /// # Errors
+    /// A failure to look stops the job; a reader that can retry should log and retry.
+    fn discover(&mut self) -> Result<Vec<Box<dyn SplitReader<T>>>> {
+        Ok(Vec::new())
+    }
+
+    /// Whether this split's event time counts toward the worker's watermark. A split that
+    /// never produces records itself (one that only discovers others) returns false.
+    fn holds_watermark(&self) -> bool {
+        true
+    }
+
+    /// The checkpoint `checkpoint`, which recorded `position` for this split, completed:
+    /// the split may tell its upstream (commit offsets to a consumer group, say).
+    /// Called on the worker thread, in checkpoint order; a checkpoint whose completion
+    /// was overtaken by a later one's is skipped.
+    ///
+    /// # Errors
+    /// A failure stops the job; a reader for which this is only advisory logs instead.
+    fn checkpoint_complete(&mut self, checkpoint: u64, position: &SplitPosition) -> Result<()> {
+        let _ = (checkpoint, position);
+        Ok(())
+    }
 }
 
 /// A splittable input of records of type `Item`.

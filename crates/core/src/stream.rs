@@ -286,6 +286,7 @@ impl<T: Send + 'static> DataStream<T> {
                     parallelism: ctx.parallelism,
                     attempt: ctx.attempt,
                     restored_commits,
+                    checkpoint_interval_ms: ctx.checkpoint.as_ref().map(|h| h.config.interval_ms),
                 };
                 wire(
                     ctx,

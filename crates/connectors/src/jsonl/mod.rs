@@ -3,7 +3,7 @@
 mod parts;
 mod sink;
 mod source;
-mod writer;
+pub(crate) mod writer;
 
 pub use parts::JsonLinesPartSink;
 pub use sink::JsonLinesSink;

@@ -19,6 +19,10 @@ impl DeadLetterCounter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// Reads JSON values of type `T`, one per line, from a file or from every file of a
@@ -221,7 +225,7 @@ impl<T: DeserializeOwned + Send> SplitReader<T> for JsonLinesReader<T> {
 impl<T> JsonLinesReader<T> {
     fn finish_poll(&mut self, dead: u64, status: SplitStatus) -> Result<SplitStatus> {
         if dead > 0 {
-            self.counter.0.fetch_add(dead, Ordering::Relaxed);
+            self.counter.add(dead);
             self.metric.increment(dead);
             tracing::warn!(file = %self.path.display(), count = dead, "Malformed lines sent to the dead-letter file.");
             if let Some(w) = &self.dead_letter {

@@ -9,7 +9,7 @@ use crate::checkpoint::coordinator::CheckpointHub;
 use crate::checkpoint::SplitPositionEntry;
 use crate::metrics::OperatorMetrics;
 use crate::watermark::{SplitWatermark, WatermarkStrategy};
-use crate::{Error, Result, SplitReader, SplitStatus, MAX_WATERMARK, MIN_WATERMARK};
+use crate::{Error, Result, SplitPosition, SplitReader, SplitStatus, MAX_WATERMARK, MIN_WATERMARK};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,14 +62,15 @@ impl TaskCheckpoint {
         }
     }
 
-    /// Tells the chain about a newly completed checkpoint.
-    fn notify<T>(&mut self, chain: &mut Next<T>) -> Result<()> {
+    /// Tells the chain about a newly completed checkpoint, and returns its number.
+    fn notify<T>(&mut self, chain: &mut Next<T>) -> Result<Option<u64>> {
         let done = self.hub.completed();
         if done > self.last_completed {
             self.last_completed = done;
             chain.checkpoint_complete(done)?;
+            return Ok(Some(done));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Passes barrier `id` through the chain and acknowledges it with what the chain
@@ -101,6 +102,32 @@ struct Split<T> {
     reader: Box<dyn SplitReader<T>>,
     watermark: SplitWatermark,
     finished: bool,
+    /// Positions recorded at barriers whose checkpoints have not completed yet.
+    pending: std::collections::VecDeque<(u64, SplitPosition)>,
+}
+
+impl<T> Split<T> {
+    fn new(reader: Box<dyn SplitReader<T>>, now: Instant) -> Self {
+        Self {
+            reader,
+            watermark: SplitWatermark::new(now),
+            finished: false,
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Checkpoint `done` completed: hands the reader the newest position recorded at or
+    /// before it, and forgets the older ones.
+    fn completed(&mut self, done: u64) -> Result<()> {
+        let mut last = None;
+        while self.pending.front().is_some_and(|(id, _)| *id <= done) {
+            last = self.pending.pop_front();
+        }
+        match last {
+            Some((id, position)) => self.reader.checkpoint_complete(id, &position),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Reads the splits assigned to one worker and drives the chain behind them.
@@ -130,11 +157,7 @@ impl<T: Send + 'static> SourceTask<T> {
         let now = Instant::now();
         let splits = readers
             .into_iter()
-            .map(|reader| Split {
-                reader,
-                watermark: SplitWatermark::new(now),
-                finished: false,
-            })
+            .map(|reader| Split::new(reader, now))
             .collect();
         Self {
             name,
@@ -154,12 +177,19 @@ impl<T: Send + 'static> SourceTask<T> {
         let Some(c) = &mut self.checkpoint else {
             return Ok(false);
         };
-        c.notify(&mut self.chain)?;
+        if let Some(done) = c.notify(&mut self.chain)? {
+            for split in &mut self.splits {
+                split.completed(done)?;
+            }
+        }
         let requested = c.hub.requested();
         if requested <= c.last_barrier {
             return Ok(false);
         }
         let positions = split_positions(&self.operator, &self.splits)?;
+        for (split, entry) in self.splits.iter_mut().zip(&positions) {
+            split.pending.push_back((requested, entry.position.clone()));
+        }
         c.barrier(requested, positions, &mut self.chain)?;
         Ok(c.hub.stops_after(requested))
     }
@@ -207,14 +237,29 @@ impl<T: Send + 'static> SourceTask<T> {
                 self.chain.push(batch)?;
             }
         }
+        self.discover(now)?;
         Ok(total)
+    }
+
+    /// Adds the splits that readers discovered, opened.
+    fn discover(&mut self, now: Instant) -> Result<()> {
+        let mut found = Vec::new();
+        for split in self.splits.iter_mut().filter(|s| !s.finished) {
+            found.extend(split.reader.discover()?);
+        }
+        for mut reader in found {
+            tracing::info!(task = %self.name, split = %reader.split_id(), "New split discovered.");
+            reader.open()?;
+            self.splits.push(Split::new(reader, now));
+        }
+        Ok(())
     }
 
     /// The task's watermark: `Some(min)` over active splits, `None` if all are idle.
     fn current_watermark(&self) -> Option<crate::Timestamp> {
         self.splits
             .iter()
-            .filter(|s| !s.finished && !s.watermark.idle)
+            .filter(|s| !s.finished && !s.watermark.idle && s.reader.holds_watermark())
             .map(|s| s.watermark.current(&self.strategy))
             .min()
     }
@@ -223,7 +268,7 @@ impl<T: Send + 'static> SourceTask<T> {
     fn idle_watermark(&self) -> crate::Timestamp {
         self.splits
             .iter()
-            .filter(|s| !s.finished)
+            .filter(|s| !s.finished && s.reader.holds_watermark())
             .map(|s| s.watermark.current(&self.strategy))
             .max()
             .unwrap_or(MIN_WATERMARK)

@@ -1,0 +1,83 @@
+//! librdkafka clients: configuration, errors, and a producer whose delivery failures are
+//! kept until someone asks.
+
+use super::KafkaError;
+use parking_lot::Mutex;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A client configuration from `brokers`, our `settings`, then the user's `properties`
+/// (which win).
+pub(crate) fn client_config(
+    brokers: &str,
+    settings: &[(&str, &str)],
+    properties: &BTreeMap<String, String>,
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in settings {
+        c.set(*k, *v);
+    }
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Producer context that remembers the first failed delivery.
+#[derive(Default, Clone)]
+pub(crate) struct Deliveries {
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        if let Err((e, message)) = result {
+            use rdkafka::Message;
+            let what = format!(
+                "delivery to {}/{} failed: {e}",
+                message.topic(),
+                message.partition()
+            );
+            let mut failed = self.failed.lock();
+            if failed.is_none() {
+                *failed = Some(what);
+            }
+        }
+    }
+}
+
+impl Deliveries {
+    /// The first delivery failure since the last call, if any.
+    pub(crate) fn take_failure(&self) -> Option<String> {
+        self.failed.lock().take()
+    }
+}
+
+/// A producer polled by its own thread, with its delivery failures kept.
+pub(crate) type TrackedProducer = ThreadedProducer<Deliveries>;
+
+pub(crate) fn tracked_producer(config: &ClientConfig) -> Result<TrackedProducer, KafkaError> {
+    config
+        .create_with_context(Deliveries::default())
+        .map_err(|e| KafkaError::client("creating a producer", e))
+}
+
+/// Waits until everything sent is delivered, and reports the first failure.
+pub(crate) fn flush(producer: &TrackedProducer, timeout: Duration) -> Result<(), KafkaError> {
+    producer
+        .flush(timeout)
+        .map_err(|e| KafkaError::client("flushing the producer", e))?;
+    match producer.context().take_failure() {
+        Some(what) => Err(KafkaError::Delivery(what)),
+        None => Ok(()),
+    }
+}
