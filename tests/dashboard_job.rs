@@ -393,3 +393,45 @@ fn a_toml_config_file_sets_the_same_options_and_hll_stays_within_its_bound() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("dimension"));
 }
+
+#[test]
+fn reads_the_events_from_kafka_and_dead_letters_malformed_records() {
+    let Some(b) = common::kafka::broker("ferroflow-a") else {
+        return;
+    };
+    let topic = common::kafka::unique("clicks");
+    common::kafka::create_topic(&b.brokers, &topic, 3);
+    let t = setup(6_000, 30, &[]);
+    let mut records: Vec<(Option<String>, Vec<u8>)> = t
+        .events
+        .iter()
+        .map(|e| (Some(e["user_id"].to_string()), e.to_string().into_bytes()))
+        .collect();
+    for bad in ["not json", r#"{"ts": 1763712000123, "platform": "app"}"#] {
+        records.insert(3_000, (None, bad.as_bytes().to_vec()));
+    }
+    common::kafka::produce(&b.brokers, &topic, &records);
+    // The same arguments as the file runs, with Kafka in place of `--input`.
+    let mut job = args(&t.input, &t.output, &[]).split_off(2);
+    job.extend(
+        [
+            "--kafka-brokers",
+            &b.brokers,
+            "--topic",
+            &topic,
+            "--kafka-bounded",
+        ]
+        .iter()
+        .map(Into::into),
+    );
+    let out = Command::new(binary()).args(job).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("2 malformed lines"), "{stdout}");
+    let diff = differences(&finals(&t.output), &brute(&t.events));
+    assert!(diff.is_empty(), "{diff:#?}");
+}

@@ -16,6 +16,10 @@
 //! checkpoint_interval = "10s"
 //! redis = "redis://127.0.0.1:6379"
 //! timezone = "+08:00"
+//! # instead of `input`: read a Kafka topic
+//! kafka_brokers = "127.0.0.1:9092"
+//! topic = "clicks"
+//! kafka_group = "uv-dashboard"
 //! ```
 
 use anyhow::{bail, Context as _};
@@ -114,6 +118,23 @@ pub struct Args {
     /// Pre-aggregate per batch before the exchange (hot keys). Default: true.
     #[arg(long)]
     pub pre_aggregate: Option<bool>,
+    /// Read events from Kafka at these brokers (`host:port,...`) instead of a file.
+    #[arg(long)]
+    pub kafka_brokers: Option<String>,
+    /// The Kafka topic (with --kafka-brokers; several separated by `,`).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Consumer group that offsets are committed to after each checkpoint. Default:
+    /// uv-dashboard.
+    #[arg(long)]
+    pub kafka_group: Option<String>,
+    /// Where to start without a checkpoint: earliest or latest. Default: earliest.
+    #[arg(long)]
+    pub kafka_start: Option<String>,
+    /// Stop at the end offsets the topic has at start (a backfill), instead of running
+    /// until stopped.
+    #[arg(long)]
+    pub kafka_bounded: bool,
     /// Generated events (without --input). Default: 5,000,000.
     #[arg(long)]
     pub events: Option<u64>,
@@ -149,9 +170,24 @@ struct FileSettings {
     redis: Option<String>,
     redis_prefix: Option<String>,
     pre_aggregate: Option<bool>,
+    kafka_brokers: Option<String>,
+    topic: Option<String>,
+    kafka_group: Option<String>,
+    kafka_start: Option<String>,
+    kafka_bounded: Option<bool>,
     events: Option<u64>,
     users: Option<u64>,
     hours: Option<u64>,
+}
+
+/// Reading events from Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaInput {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group: String,
+    pub start_latest: bool,
+    pub bounded: bool,
 }
 
 /// Every setting, resolved.
@@ -179,9 +215,46 @@ pub struct Settings {
     /// Redis keys expire this long after their last write.
     pub redis_ttl_secs: u64,
     pre_aggregate: bool,
+    pub kafka: Option<KafkaInput>,
     pub events: u64,
     pub users: u64,
     pub hours: u64,
+}
+
+fn kafka_input(
+    brokers: Option<String>,
+    topic: Option<String>,
+    group: Option<String>,
+    start: Option<String>,
+    bounded: bool,
+) -> anyhow::Result<Option<KafkaInput>> {
+    let Some(brokers) = brokers else {
+        if topic.is_some() {
+            bail!("--topic needs --kafka-brokers");
+        }
+        return Ok(None);
+    };
+    let topics: Vec<String> = topic
+        .context("--kafka-brokers needs --topic")?
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if topics.is_empty() {
+        bail!("--topic is empty");
+    }
+    let start_latest = match start.as_deref().unwrap_or("earliest") {
+        "earliest" => false,
+        "latest" => true,
+        other => bail!("--kafka-start: `{other}` is neither earliest nor latest"),
+    };
+    Ok(Some(KafkaInput {
+        brokers,
+        topics,
+        group: group.unwrap_or_else(|| "uv-dashboard".into()),
+        start_latest,
+        bounded,
+    }))
 }
 
 impl Settings {
@@ -246,12 +319,22 @@ impl Settings {
                 .unwrap_or_else(|| "uv".into()),
             redis_ttl_secs: 3 * 24 * 3600,
             pre_aggregate: args.pre_aggregate.or(file.pre_aggregate).unwrap_or(true),
+            kafka: kafka_input(
+                args.kafka_brokers.or(file.kafka_brokers),
+                args.topic.or(file.topic),
+                args.kafka_group.or(file.kafka_group),
+                args.kafka_start.or(file.kafka_start),
+                args.kafka_bounded || file.kafka_bounded.unwrap_or(false),
+            )?,
             events: args.events.or(file.events).unwrap_or(5_000_000),
             users: args.users.or(file.users).unwrap_or(1_000_000),
             hours: args.hours.or(file.hours).unwrap_or(24),
         };
         if s.parallelism == 0 {
             bail!("--parallelism must be at least 1");
+        }
+        if s.input.is_some() && s.kafka.is_some() {
+            bail!("--input and --kafka-brokers are alternatives; give one");
         }
         for field in s.uv_config()?.dimensions.iter().flatten() {
             if !crate::event::FIELDS.contains(&field.as_str()) {
