@@ -93,15 +93,19 @@ fn main() -> anyhow::Result<()> {
     let disorder = Duration::from_millis(s.disorder_ms());
     let (events, dead_letters) = match (&s.input, &s.kafka) {
         (_, Some(kafka)) => {
-            let mut config = KafkaSourceConfig::default();
-            config.brokers = kafka.brokers.clone();
-            config.topics = Topics::List(kafka.topics.clone());
-            config.group_id = kafka.group.clone();
-            config.stop_at_end = kafka.bounded;
-            if kafka.start_latest {
-                config.start = StartMode::Latest;
-            }
-            config.dead_letter = DeadLetter::File(s.dead_letter_path());
+            let config = KafkaSourceConfig {
+                brokers: kafka.brokers.clone(),
+                topics: Topics::List(kafka.topics.clone()),
+                group_id: kafka.group.clone(),
+                stop_at_end: kafka.bounded,
+                start: if kafka.start_latest {
+                    StartMode::Latest
+                } else {
+                    StartMode::Earliest
+                },
+                dead_letter: DeadLetter::File(s.dead_letter_path()),
+                ..KafkaSourceConfig::default()
+            };
             let source = KafkaSource::new(config, JsonValue::<DashboardEvent>::new());
             let counter = source.dead_letters();
             // Event time per partition; a partition quiet for 10 s does not hold it back.

@@ -155,19 +155,29 @@ fn positions_are_checkpointed_committed_to_the_group_and_restored_without_loss_o
     );
 
     produce(&b.brokers, &topic, &events(400..700));
-    let out = CollectSink::new();
-    let env = common::env(3);
-    env.restore_from(RestoreFrom::Path(savepoint));
-    env.enable_checkpointing(CheckpointConfig::new(dir.path()));
     let mut config = source(&b.brokers, &topic);
     config.stop_at_end = true;
+    let second = run_restored(&savepoint, dir.path(), 3, config).unwrap();
+    assert_eq!(numbers(&second), (400..700).collect::<Vec<_>>());
+}
+
+/// Runs a bounded job restored from `savepoint` at `parallelism`; returns what it emitted.
+fn run_restored(
+    savepoint: &std::path::Path,
+    checkpoints: &std::path::Path,
+    parallelism: usize,
+    config: KafkaSourceConfig,
+) -> Result<Vec<Ev>> {
+    let out = CollectSink::new();
+    let env = common::env(parallelism);
+    env.restore_from(RestoreFrom::Path(savepoint.to_path_buf()));
+    env.enable_checkpointing(CheckpointConfig::new(checkpoints));
     env.from_source(
         KafkaSource::new(config, JsonValue::<Ev>::new()),
         WatermarkStrategy::none(),
     )
     .sink(out.clone());
-    env.execute().unwrap();
-    assert_eq!(numbers(&out.take()), (400..700).collect::<Vec<_>>());
+    env.execute().map(|_| out.take())
 }
 
 #[test]
@@ -191,19 +201,10 @@ fn a_checkpoint_from_another_cluster_is_refused_unless_the_switch_is_asked_for()
     let (_, savepoint) = run_until_committed(&a.brokers, &topic, 1, dir.path(), 50);
 
     let run = |on_restore: RestorePositions| {
-        let out = CollectSink::new();
-        let env = common::env(1);
-        env.restore_from(RestoreFrom::Path(savepoint.clone()));
-        env.enable_checkpointing(CheckpointConfig::new(dir.path()));
         let mut config = source(&other.brokers, &topic);
         config.stop_at_end = true;
         config.on_restore = on_restore;
-        env.from_source(
-            KafkaSource::new(config, JsonValue::<Ev>::new()),
-            WatermarkStrategy::none(),
-        )
-        .sink(out.clone());
-        env.execute().map(|_| out.take())
+        run_restored(&savepoint, dir.path(), 1, config)
     };
     let err = run(RestorePositions::Checkpoint).unwrap_err().to_string();
     assert!(

@@ -82,6 +82,9 @@ impl<D: Deserializer> KafkaSource<D> {
                 ("enable.auto.offset.store", "false"),
                 ("enable.partition.eof", "false"),
                 ("auto.offset.reset", c.out_of_range.rdkafka_value()),
+                // librdkafka waits 1 s by default before fetching again once its local
+                // queue was over a threshold: a stall for a source that drains in batches.
+                ("fetch.queue.backoff.ms", "20"),
             ],
             &c.properties,
         )
