@@ -291,3 +291,40 @@ fn the_sink_writes_every_record_and_keeps_a_key_in_one_partition() {
         "all keys in one partition"
     );
 }
+
+#[test]
+fn malformed_records_can_go_to_a_dead_letter_topic_with_the_error_in_a_header() {
+    let Some(b) = broker("ferroflow-a") else {
+        return;
+    };
+    let (topic, dlq) = (unique("dlq-in"), unique("dlq"));
+    create_topic(&b.brokers, &topic, 1);
+    create_topic(&b.brokers, &dlq, 1);
+    let mut records = events(0..20);
+    records.insert(5, (Some("bad-key".into()), b"{oops".to_vec()));
+    produce(&b.brokers, &topic, &records);
+    let mut config = source(&b.brokers, &topic);
+    config.stop_at_end = true;
+    config.dead_letter = DeadLetter::Topic(dlq.clone());
+    let src = KafkaSource::new(config, JsonValue::<Ev>::new());
+    let dead = src.dead_letters();
+    let out = CollectSink::new();
+    let env = common::env(1);
+    env.from_source(src, WatermarkStrategy::none())
+        .sink(out.clone());
+    env.execute().unwrap();
+    assert_eq!(numbers(&out.take()), (0..20).collect::<Vec<_>>());
+    assert_eq!(dead.get(), 1);
+    let got = read_all(&b.brokers, &dlq);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1.as_deref(), Some("bad-key"));
+    assert_eq!(got[0].2, "{oops");
+    let headers = common::kafka::headers_of_first(&b.brokers, &dlq);
+    let error = headers.iter().find(|(k, _)| k == "ferroflow.error");
+    assert!(error.is_some_and(|(_, v)| !v.is_empty()), "{headers:?}");
+    let source = headers.iter().find(|(k, _)| k == "ferroflow.source");
+    assert_eq!(
+        source.map(|(_, v)| v.as_str()),
+        Some(format!("{topic}/0@5").as_str())
+    );
+}

@@ -1,7 +1,7 @@
 //! Kafka connectors under injected broker failures, on librdkafka's in-process mock
-//! cluster: transient fetch errors are retried without losing or repeating records, and
+//! cluster: transient fetch errors are retried without losing or repeating records,
 //! records that cannot be delivered fail the job with a retryable error instead of
-//! vanishing.
+//! vanishing, and a start offset out of range follows the configured policy.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -69,4 +69,47 @@ fn undeliverable_records_fail_the_job_with_a_retryable_error() {
     assert!(err.is_retryable(), "{err}");
     let text = err.to_string();
     assert!(text.contains("out"), "{text}");
+}
+
+#[test]
+fn a_start_offset_out_of_range_follows_the_policy() {
+    use ferroflow::connectors::kafka::{OffsetReset, StartMode};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("t", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for n in 0..10u64 {
+        let value = n.to_string();
+        p.send(BaseRecord::<(), _>::to("t").payload(&value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    let run = |policy: OffsetReset| {
+        let mut config = KafkaSourceConfig::new(&brokers, &["t"]);
+        config.stop_at_end = true;
+        config.start = StartMode::Offsets {
+            offsets: [("t".to_string(), [(0, 1_000)].into())].into(),
+            otherwise: OffsetReset::Earliest,
+        };
+        config.out_of_range = policy;
+        let out = CollectSink::new();
+        let env = common::env(1);
+        env.from_source(
+            KafkaSource::new(config, JsonValue::<u64>::new()),
+            WatermarkStrategy::none(),
+        )
+        .sink(out.clone());
+        env.execute().map(|_| out.sorted())
+    };
+    let err = run(OffsetReset::Fail).unwrap_err().to_string();
+    assert!(err.contains("t/0") && err.contains("fail"), "{err}");
+    assert_eq!(run(OffsetReset::Latest).unwrap(), Vec::<u64>::new());
+    assert_eq!(
+        run(OffsetReset::Earliest).unwrap(),
+        (0..10).collect::<Vec<_>>()
+    );
 }

@@ -208,3 +208,36 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
         .map(|e| e.offset().to_raw().unwrap_or(-1))
         .collect()
 }
+
+/// The headers of the first record of partition 0 of `topic`, as text.
+pub fn headers_of_first(brokers: &str, topic: &str) -> Vec<(String, String)> {
+    use rdkafka::message::Headers;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "ferroflow-test-reader")
+        .create()
+        .unwrap();
+    let mut l = TopicPartitionList::new();
+    l.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    c.assign(&l).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no record in {topic}");
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            return m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+    }
+}

@@ -135,13 +135,10 @@ impl<T: Send + 'static> Worker<T> {
 /// Consumer errors that must stop the job; the rest are logged (librdkafka retries).
 fn fatal_or_log(e: RdError) -> Result<(), KafkaError> {
     let code = e.rdkafka_error_code();
+    // `AutoOffsetReset`: an offset out of range with `out_of_range = fail`.
     if matches!(
         code,
-        Some(
-            RDKafkaErrorCode::AutoOffsetReset
-                | RDKafkaErrorCode::Fatal
-                | RDKafkaErrorCode::OffsetOutOfRange
-        )
+        Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::Fatal)
     ) {
         return Err(KafkaError::client("consuming", e));
     }

@@ -339,3 +339,21 @@ impl<D: Deserializer> Source for KafkaSource<D> {
         Ok(splits)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::owner;
+
+    #[test]
+    fn owners_are_stable_and_spread() {
+        assert_eq!(owner("clicks", 3, 4), owner("clicks", 3, 4));
+        for p in 0..64 {
+            assert!(owner("clicks", p, 3) < 3);
+        }
+        // Consecutive partitions of a topic go to consecutive workers.
+        let workers: std::collections::BTreeSet<usize> =
+            (0..8).map(|p| owner("clicks", p, 8)).collect();
+        assert_eq!(workers.len(), 8);
+        assert_eq!(owner("clicks", 5, 1), 0);
+    }
+}
