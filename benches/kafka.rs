@@ -37,8 +37,6 @@ use ferroflow::connectors::kafka::{
 use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
 use ferroflow::operators::uv::{self, Grain, HotKeys, Mode, UserId, UvConfig, UvEvent, UvOutput};
 use ferroflow::prelude::*;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,29 +116,16 @@ struct Fixture {
     out_topic: String,
 }
 
+/// Produces `n` records made by `value`, and says how long it took.
 fn produce(brokers: &str, topic: &str, n: u64, value: impl Fn(u64) -> (String, Vec<u8>)) {
-    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap();
+    let records: Vec<(Option<String>, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let (k, v) = value(i);
+            (Some(k), v)
+        })
+        .collect();
     let start = Instant::now();
-    for i in 0..n {
-        let (k, v) = value(i);
-        let mut rec = BaseRecord::to(topic).key(&k).payload(&v);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    rec = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
-    }
-    p.flush(Duration::from_secs(600)).unwrap();
+    broker::produce(brokers, topic, &records);
     eprintln!(
         "produced {n} records to {topic} in {:.1}s",
         start.elapsed().as_secs_f64()

@@ -160,11 +160,17 @@ fn setup(n: u64, hours: i64, malformed: &[&str]) -> Setup {
     }
 }
 
-/// The job's arguments for this test's dimensions and grains, then `extra`.
+/// The job's arguments for reading `input`, this test's dimensions and grains, then
+/// `extra`.
 fn args(input: &Path, output: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = vec!["--input".into(), input.into()];
+    a.extend(job_args(output, extra));
+    a
+}
+
+/// As [`args`], without an input (the job then reads what `extra` names).
+fn job_args(output: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
     [
-        "--input",
-        input.to_str().unwrap(),
         "--output",
         output.to_str().unwrap(),
         "--dimensions",
@@ -186,6 +192,17 @@ fn args(input: &Path, output: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> 
     .collect()
 }
 
+/// Runs the job, asserts it succeeded (showing its stderr if not), returns its stdout.
+fn run_ok(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn exact_output_matches_brute_force_and_malformed_lines_go_to_the_dead_letter_file() {
     let malformed = [
@@ -195,16 +212,7 @@ fn exact_output_matches_brute_force_and_malformed_lines_go_to_the_dead_letter_fi
         r#"{"ts": "yesterday", "user_id": "u-1"}"#,
     ];
     let t = setup(6_000, 30, &malformed);
-    let out = Command::new(binary())
-        .args(args(&t.input, &t.output, &[]))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_ok(Command::new(binary()).args(args(&t.input, &t.output, &[])));
     assert!(stdout.contains("4 malformed lines"), "{stdout}");
     let dead = std::fs::read_to_string(t.dir.path().join("uv.dead-letter.jsonl")).unwrap();
     assert_eq!(dead.lines().count(), 4, "{dead}");
@@ -260,12 +268,7 @@ fn killed_with_sigkill_and_restarted_gives_the_same_final_output() {
     child.wait().unwrap();
     assert!(!t.output.exists(), "the killed run must not have finished");
 
-    let out = Command::new(binary()).args(&a).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new(binary()).args(&a));
     let diff = differences(&finals(&t.output), &brute(&t.events));
     assert!(diff.is_empty(), "{diff:#?}");
 }
@@ -292,12 +295,7 @@ fn redis_holds_the_final_values() {
         &t.output,
         &["--redis", url.as_str(), "--redis-prefix", prefix.as_str()],
     );
-    let out = Command::new(binary()).args(&a).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new(binary()).args(&a));
 
     let want = brute(&t.events);
     let mut seen = 0;
@@ -354,16 +352,7 @@ fn a_toml_config_file_sets_the_same_options_and_hll_stays_within_its_bound() {
         ),
     )
     .unwrap();
-    let out = Command::new(binary())
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new(binary()).arg("--config").arg(&config));
     let want: BTreeMap<String, (u64, u64)> = brute(&t.events)
         .into_iter()
         .filter(|(k, _)| k.contains("/hour/"))
@@ -412,25 +401,16 @@ fn reads_the_events_from_kafka_and_dead_letters_malformed_records() {
     }
     common::kafka::produce(&b.brokers, &topic, &records);
     // The same arguments as the file runs, with Kafka in place of `--input`.
-    let mut job = args(&t.input, &t.output, &[]).split_off(2);
-    job.extend(
-        [
+    let stdout = run_ok(Command::new(binary()).args(job_args(
+        &t.output,
+        &[
             "--kafka-brokers",
             &b.brokers,
             "--topic",
             &topic,
             "--kafka-bounded",
-        ]
-        .iter()
-        .map(Into::into),
-    );
-    let out = Command::new(binary()).args(job).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+        ],
+    )));
     assert!(stdout.contains("2 malformed lines"), "{stdout}");
     let diff = differences(&finals(&t.output), &brute(&t.events));
     assert!(diff.is_empty(), "{diff:#?}");

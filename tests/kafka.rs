@@ -72,18 +72,11 @@ fn every_partition_is_read_once_and_malformed_records_go_to_the_dead_letter_file
     let dir = tempfile::tempdir().unwrap();
     let dead = dir.path().join("dead.jsonl");
     let mut config = source(&b.brokers, &topic);
-    config.stop_at_end = true;
     config.dead_letter = DeadLetter::File(dead.clone());
-    let src = KafkaSource::new(config, JsonValue::<Ev>::new());
-    let dead_count = src.dead_letters();
-    let out = CollectSink::new();
-    let env = common::env(2);
-    env.from_source(src, WatermarkStrategy::none())
-        .sink(out.clone());
-    env.execute().unwrap();
+    let (items, dead_count) = read_to_end(&common::env(2), config).unwrap();
 
-    assert_eq!(numbers(&out.take()), (0..600).collect::<Vec<_>>());
-    assert_eq!(dead_count.get(), 3);
+    assert_eq!(numbers(&items), (0..600).collect::<Vec<_>>());
+    assert_eq!(dead_count, 3);
     let lines = std::fs::read_to_string(&dead).unwrap();
     assert_eq!(lines.lines().count(), 3, "{lines}");
     for l in lines.lines() {
@@ -155,9 +148,7 @@ fn positions_are_checkpointed_committed_to_the_group_and_restored_without_loss_o
     );
 
     produce(&b.brokers, &topic, &events(400..700));
-    let mut config = source(&b.brokers, &topic);
-    config.stop_at_end = true;
-    let second = run_restored(&savepoint, dir.path(), 3, config).unwrap();
+    let second = run_restored(&savepoint, dir.path(), 3, source(&b.brokers, &topic)).unwrap();
     assert_eq!(numbers(&second), (400..700).collect::<Vec<_>>());
 }
 
@@ -168,16 +159,23 @@ fn run_restored(
     parallelism: usize,
     config: KafkaSourceConfig,
 ) -> Result<Vec<Ev>> {
-    let out = CollectSink::new();
     let env = common::env(parallelism);
     env.restore_from(RestoreFrom::Path(savepoint.to_path_buf()));
     env.enable_checkpointing(CheckpointConfig::new(checkpoints));
-    env.from_source(
-        KafkaSource::new(config, JsonValue::<Ev>::new()),
-        WatermarkStrategy::none(),
-    )
-    .sink(out.clone());
-    env.execute().map(|_| out.take())
+    read_to_end(&env, config).map(|(items, _)| items)
+}
+
+/// Reads the topics of `config` to their end in `env`; returns the items and the
+/// number of dead letters.
+fn read_to_end(env: &StreamEnvironment, mut config: KafkaSourceConfig) -> Result<(Vec<Ev>, u64)> {
+    config.stop_at_end = true;
+    let src = KafkaSource::new(config, JsonValue::<Ev>::new());
+    let dead = src.dead_letters();
+    let out = CollectSink::new();
+    env.from_source(src, WatermarkStrategy::none())
+        .sink(out.clone());
+    env.execute()?;
+    Ok((out.take(), dead.get()))
 }
 
 #[test]
@@ -202,7 +200,6 @@ fn a_checkpoint_from_another_cluster_is_refused_unless_the_switch_is_asked_for()
 
     let run = |on_restore: RestorePositions| {
         let mut config = source(&other.brokers, &topic);
-        config.stop_at_end = true;
         config.on_restore = on_restore;
         run_restored(&savepoint, dir.path(), 1, config)
     };
@@ -304,17 +301,10 @@ fn malformed_records_can_go_to_a_dead_letter_topic_with_the_error_in_a_header() 
     records.insert(5, (Some("bad-key".into()), b"{oops".to_vec()));
     produce(&b.brokers, &topic, &records);
     let mut config = source(&b.brokers, &topic);
-    config.stop_at_end = true;
     config.dead_letter = DeadLetter::Topic(dlq.clone());
-    let src = KafkaSource::new(config, JsonValue::<Ev>::new());
-    let dead = src.dead_letters();
-    let out = CollectSink::new();
-    let env = common::env(1);
-    env.from_source(src, WatermarkStrategy::none())
-        .sink(out.clone());
-    env.execute().unwrap();
-    assert_eq!(numbers(&out.take()), (0..20).collect::<Vec<_>>());
-    assert_eq!(dead.get(), 1);
+    let (items, dead) = read_to_end(&common::env(1), config).unwrap();
+    assert_eq!(numbers(&items), (0..20).collect::<Vec<_>>());
+    assert_eq!(dead, 1);
     let got = read_all(&b.brokers, &dlq);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].1.as_deref(), Some("bad-key"));

@@ -6,33 +6,23 @@
 
 mod common;
 
+use common::kafka::produce;
 use ferroflow::connectors::kafka::{
     JsonRecord, JsonValue, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig,
 };
 use ferroflow::prelude::*;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::ClientConfig;
-use std::time::Duration;
 
 #[test]
 fn transient_fetch_errors_are_retried_without_loss_or_duplicates() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("clicks", 2, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    for n in 0..500u64 {
-        let key = format!("k{}", n % 13);
-        let value = n.to_string();
-        p.send(BaseRecord::to("clicks").key(&key).payload(&value))
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-    p.flush(Duration::from_secs(10)).unwrap();
+    let records: Vec<_> = (0..500u64)
+        .map(|n| (Some(format!("k{}", n % 13)), n.to_string().into_bytes()))
+        .collect();
+    produce(&brokers, "clicks", &records);
     // The next fetches fail with errors the client retries.
     cluster.request_errors(
         RDKafkaApiKey::Fetch,
@@ -77,17 +67,10 @@ fn a_start_offset_out_of_range_follows_the_policy() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("t", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    for n in 0..10u64 {
-        let value = n.to_string();
-        p.send(BaseRecord::<(), _>::to("t").payload(&value))
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-    p.flush(Duration::from_secs(10)).unwrap();
+    let records: Vec<_> = (0..10u64)
+        .map(|n| (None, n.to_string().into_bytes()))
+        .collect();
+    produce(&brokers, "t", &records);
     let run = |policy: OffsetReset| {
         let mut config = KafkaSourceConfig::new(&brokers, &["t"]);
         config.stop_at_end = true;

@@ -4,6 +4,7 @@
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::net::{TcpListener, TcpStream};
@@ -125,11 +126,17 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
-/// Produces `(key, value)` records and waits until all are acknowledged.
-pub fn produce(brokers: &str, topic: &str, records: &[(Option<String>, Vec<u8>)]) {
+/// Produces `(key, value)` records, waiting while the producer's queue is full, and
+/// waits until all are acknowledged.
+pub fn produce<'a>(
+    brokers: &str,
+    topic: &str,
+    records: impl IntoIterator<Item = &'a (Option<String>, Vec<u8>)>,
+) {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("partitioner", "murmur2_random")
+        .set("linger.ms", "20")
         .create()
         .unwrap();
     for (k, v) in records {
@@ -137,19 +144,33 @@ pub fn produce(brokers: &str, topic: &str, records: &[(Option<String>, Vec<u8>)]
         if let Some(k) = k {
             r = r.key(k.as_str());
         }
-        p.send(r).map_err(|(e, _)| e).unwrap();
+        loop {
+            match p.send(r) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    r = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => panic!("producing to {topic}: {e}"),
+            }
+        }
     }
-    p.flush(Duration::from_secs(30)).unwrap();
+    p.flush(Duration::from_secs(600)).unwrap();
 }
 
-/// Every record of `topic`: `(partition, key, value)`, in partition and offset order.
-pub fn read_all(brokers: &str, topic: &str) -> Vec<(i32, Option<String>, String)> {
-    let c: BaseConsumer = ClientConfig::new()
+/// A consumer for reading topics back.
+fn reader(brokers: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "ferroflow-test-reader")
         .set("enable.auto.commit", "false")
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+/// Every record of `topic`: `(partition, key, value)`, in partition and offset order.
+pub fn read_all(brokers: &str, topic: &str) -> Vec<(i32, Option<String>, String)> {
+    let c = reader(brokers);
     let meta = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
@@ -212,11 +233,7 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
 /// The headers of the first record of partition 0 of `topic`, as text.
 pub fn headers_of_first(brokers: &str, topic: &str) -> Vec<(String, String)> {
     use rdkafka::message::Headers;
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "ferroflow-test-reader")
-        .create()
-        .unwrap();
+    let c = reader(brokers);
     let mut l = TopicPartitionList::new();
     l.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
     c.assign(&l).unwrap();

@@ -4,11 +4,12 @@
 use super::KafkaError;
 use parking_lot::Mutex;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A client configuration from `brokers`, our `settings`, then the user's `properties`
 /// (which win).
@@ -79,5 +80,35 @@ pub(crate) fn flush(producer: &TrackedProducer, timeout: Duration) -> Result<(),
     match producer.context().take_failure() {
         Some(what) => Err(KafkaError::Delivery(what)),
         None => Ok(()),
+    }
+}
+
+/// Sends one record, waiting while the producer's queue is full.
+pub(crate) fn send_waiting(
+    producer: &TrackedProducer,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let start = Instant::now();
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                if start.elapsed() > timeout {
+                    return Err(KafkaError::Delivery(format!(
+                        "producer queue for `{}` still full after {timeout:?}",
+                        back.topic
+                    )));
+                }
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, back)) => {
+                return Err(KafkaError::client(
+                    format!("producing to `{}`", back.topic),
+                    e,
+                ))
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Where records that fail to decode go.
 
-use super::client::{client_config, flush, tracked_producer, TrackedProducer};
+use super::client::{client_config, flush, send_waiting, tracked_producer, TrackedProducer};
 use super::config::DeadLetter;
 use super::decode::RecordView;
 use super::KafkaError;
@@ -110,9 +110,8 @@ impl DeadLetters {
                 if let Some(ts) = record.timestamp {
                     r = r.timestamp(ts);
                 }
-                producer.send(r).map_err(|(e, _)| {
-                    KafkaError::DeadLetter(format!("producing to `{topic}`: {e}"))
-                })?;
+                send_waiting(producer, r, self.timeout)
+                    .map_err(|e| KafkaError::DeadLetter(e.to_string()))?;
             }
         }
         self.counter.add(1);

@@ -8,7 +8,7 @@
 use super::config::{KafkaSourceConfig, RestorePositions};
 use super::dead_letter::DeadLetters;
 use super::decode::{Deserializer, RecordView};
-use super::source::{list_partitions, owner, plan, PartitionListener, Plan, TopicPartition};
+use super::source::{list_partitions, owner, plan, tpl, PartitionListener, Plan, TopicPartition};
 use super::KafkaError;
 use ferroflow_core::{Result, SplitPosition, SplitReader, SplitStatus};
 use parking_lot::Mutex;
@@ -69,13 +69,6 @@ impl<T: Send + 'static> Worker<T> {
             end: plan.end,
             assigned: false,
         }
-    }
-
-    fn list(topic: &str, partition: i32, offset: Offset) -> Result<TopicPartitionList, KafkaError> {
-        let mut l = TopicPartitionList::new();
-        l.add_partition_offset(topic, partition, offset)
-            .map_err(|e| KafkaError::client("building a partition list", e))?;
-        Ok(l)
     }
 
     /// Polls the consumer for up to `max` records and sorts them into the buffers.
@@ -167,6 +160,11 @@ impl<D: Deserializer> PartitionReader<D> {
         }
     }
 
+    /// This partition at `offset`, as a librdkafka list.
+    fn list(&self, offset: Offset) -> Result<TopicPartitionList, KafkaError> {
+        tpl([(&*self.topic, self.partition, offset)])
+    }
+
     fn at_end(&self) -> bool {
         self.end.is_some_and(|end| self.next >= end)
     }
@@ -180,7 +178,7 @@ impl<D: Deserializer> PartitionReader<D> {
         if let Some(m) = w.buffers.get_mut(&*self.topic) {
             m.remove(&self.partition);
         }
-        let list = Worker::<D::Output>::list(&self.topic, self.partition, Offset::Invalid)?;
+        let list = self.list(Offset::Invalid)?;
         w.consumer
             .incremental_unassign(&list)
             .map_err(|e| KafkaError::client("unassigning a partition", e))?;
@@ -254,8 +252,7 @@ impl<D: Deserializer> SplitReader<D::Output> for PartitionReader<D> {
         if self.at_end() {
             return Ok(());
         }
-        let list =
-            Worker::<D::Output>::list(&self.topic, self.partition, Offset::Offset(self.next))?;
+        let list = self.list(Offset::Offset(self.next))?;
         let mut w = self.worker.lock();
         w.buffers
             .entry(Arc::clone(&self.topic))
@@ -293,7 +290,7 @@ impl<D: Deserializer> SplitReader<D::Output> for PartitionReader<D> {
         };
         let mut taken = 0;
         while taken < max {
-            if self.end.is_some_and(|end| self.next >= end) {
+            if self.at_end() {
                 break;
             }
             let Some((offset, item)) = buffer.pop_front() else {
@@ -336,7 +333,7 @@ impl<D: Deserializer> SplitReader<D::Output> for PartitionReader<D> {
         let Some(offset) = position["offset"].as_i64() else {
             return Ok(());
         };
-        let list = Worker::<D::Output>::list(&self.topic, self.partition, Offset::Offset(offset))?;
+        let list = self.list(Offset::Offset(offset))?;
         if let Err(e) = self.worker.lock().consumer.commit(&list, CommitMode::Async) {
             // Committed offsets are for monitoring; the checkpoint holds the truth.
             tracing::warn!(split = %self.split_id(), checkpoint, error = %e, "Could not commit offsets to the consumer group.");

@@ -1,17 +1,16 @@
 //! The Kafka sink (at-least-once).
 
-use super::client::{client_config, flush, tracked_producer, TrackedProducer};
+use super::client::{client_config, flush, send_waiting, tracked_producer, TrackedProducer};
 use super::decode::Serializer;
 use super::KafkaError;
 use ferroflow_core::{Result, Sink, SinkContext};
-use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Settings of a [`KafkaSink`]. Unknown fields are rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,7 +172,7 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaSink<T, S> {
                 }
                 record = record.headers(h);
             }
-            send(producer, record, timeout)?;
+            send_waiting(producer, record, timeout)?;
         }
         Ok(())
     }
@@ -185,35 +184,5 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaSink<T, S> {
 
     fn finish(&mut self) -> Result<()> {
         Ok(flush(self.producer()?, self.timeout())?)
-    }
-}
-
-/// Sends one record, waiting while the producer's queue is full.
-fn send<'a>(
-    producer: &TrackedProducer,
-    mut record: BaseRecord<'a, [u8], [u8]>,
-    timeout: Duration,
-) -> Result<(), KafkaError> {
-    let start = Instant::now();
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                if start.elapsed() > timeout {
-                    return Err(KafkaError::Delivery(format!(
-                        "producer queue for `{}` still full after {timeout:?}",
-                        back.topic
-                    )));
-                }
-                record = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((e, back)) => {
-                return Err(KafkaError::client(
-                    format!("producing to `{}`", back.topic),
-                    e,
-                ))
-            }
-        }
     }
 }

@@ -166,16 +166,23 @@ fn resolve(
     }
 }
 
-fn tpl(
-    parts: &[TopicPartition],
-    offset: impl Fn(&TopicPartition) -> Offset,
+/// A librdkafka partition list of `(topic, partition, offset)`.
+pub(crate) fn tpl<'a>(
+    parts: impl IntoIterator<Item = (&'a str, i32, Offset)>,
 ) -> Result<TopicPartitionList, KafkaError> {
     let mut list = TopicPartitionList::new();
-    for tp in parts {
-        list.add_partition_offset(&tp.topic, tp.partition, offset(tp))
+    for (topic, partition, offset) in parts {
+        list.add_partition_offset(topic, partition, offset)
             .map_err(|e| KafkaError::client("building a partition list", e))?;
     }
     Ok(list)
+}
+
+/// `parts`, each at `offset`.
+fn tpl_at(parts: &[TopicPartition], offset: Offset) -> Result<TopicPartitionList, KafkaError> {
+    tpl(parts
+        .iter()
+        .map(|tp| (tp.topic.as_str(), tp.partition, offset)))
 }
 
 fn offsets_of(list: &TopicPartitionList) -> BTreeMap<(String, i32), Offset> {
@@ -208,12 +215,12 @@ pub(crate) fn plan(
     let looked_up = match &config.start {
         StartMode::Timestamp { epoch_ms } => Some(offsets_of(
             &consumer
-                .offsets_for_times(tpl(parts, |_| Offset::Offset(*epoch_ms))?, timeout)
+                .offsets_for_times(tpl_at(parts, Offset::Offset(*epoch_ms))?, timeout)
                 .map_err(|e| KafkaError::client("looking up offsets by time", e))?,
         )),
         StartMode::Committed { .. } => Some(offsets_of(
             &consumer
-                .committed_offsets(tpl(parts, |_| Offset::Invalid)?, timeout)
+                .committed_offsets(tpl_at(parts, Offset::Invalid)?, timeout)
                 .map_err(|e| KafkaError::client("reading committed offsets", e))?,
         )),
         _ => None,
@@ -307,25 +314,22 @@ impl<D: Deserializer> Source for KafkaSource<D> {
             listener: self.listener.clone(),
         });
         let discover = self.config.discovery_interval_ms > 0 && !self.config.stop_at_end;
+        let mut by_worker: Vec<Vec<(TopicPartition, Plan)>> =
+            (0..parallelism).map(|_| Vec::new()).collect();
+        for (tp, plan) in parts.into_iter().zip(plans) {
+            by_worker[owner(&tp.topic, tp.partition, parallelism)].push((tp, plan));
+        }
         let mut splits: Vec<Box<dyn SplitReader<D::Output>>> = Vec::new();
-        let mut planned = parts.into_iter().zip(plans).collect::<Vec<_>>();
-        for w in 0..parallelism {
-            let mine: Vec<_> = planned
-                .iter()
-                .filter(|(tp, _)| owner(&tp.topic, tp.partition, parallelism) == w)
-                .map(|(tp, _)| tp.clone())
-                .collect();
+        for (w, mine) in by_worker.into_iter().enumerate() {
             if mine.is_empty() && !discover {
                 continue;
             }
-            let consumer = self.consumer(&format!("ferroflow-{w}"))?;
-            let worker = Worker::shared(consumer, w);
-            let mut known = BTreeSet::new();
-            for (tp, plan) in planned.iter_mut().filter(|(tp, _)| mine.contains(tp)) {
-                known.insert(tp.clone());
+            let worker = Worker::shared(self.consumer(&format!("ferroflow-{w}"))?, w);
+            for (tp, plan) in &mine {
                 splits.push(Box::new(Worker::reader(&worker, &shared, tp, plan)));
             }
             if discover {
+                let known = mine.into_iter().map(|(tp, _)| tp).collect();
                 splits.push(Box::new(WatchReader::new(
                     worker,
                     Arc::clone(&shared),
@@ -335,7 +339,6 @@ impl<D: Deserializer> Source for KafkaSource<D> {
                 )));
             }
         }
-        planned.clear();
         Ok(splits)
     }
 }
