@@ -7,7 +7,10 @@
 //!   (librdkafka's threads included, the broker's not);
 //! - `kafka_uv_kafka`: generated clicks as JSON in Kafka (half as many) → UV per
 //!   (item, hour), exact → JSON rows to another topic; the final rows must add up to the
-//!   distinct (item, hour, user) triples counted here.
+//!   distinct (item, hour, user) triples counted here;
+//! - `kafka_uv_kafka_exactly_once`: the same job with checkpoints every 500 ms and the
+//!   sink writing exactly once (transactions committed per checkpoint, records copied
+//!   into the checkpoint).
 //!
 //! The broker is chosen by `FERROFLOW_BENCH_BROKER`: `mock` (the default) is librdkafka's
 //! in-process mock cluster, which serves from memory, so its work counts in this
@@ -232,9 +235,18 @@ fn source_only(p: usize) -> (Duration, Duration) {
     out
 }
 
-fn end_to_end(p: usize) -> (Duration, Duration) {
+fn end_to_end(p: usize, exactly_once: bool) -> (Duration, Duration) {
     let f = fixture();
     let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(p));
+    let checkpoints = tempfile::tempdir().unwrap();
+    let mut sink = KafkaSinkConfig::new(&f.brokers, &f.out_topic);
+    if exactly_once {
+        env.enable_checkpointing(
+            ferroflow::CheckpointConfig::new(checkpoints.path())
+                .with_interval(Duration::from_millis(500)),
+        );
+        sink = sink.exactly_once(broker::unique("bench-uv-eos"));
+    }
     let clicks = env.from_source(
         KafkaSource::new(source_config(&f.clicks_topic), JsonValue::<Click>::new()),
         WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO, |c: &Click| c.ts),
@@ -259,10 +271,7 @@ fn end_to_end(p: usize) -> (Duration, Duration) {
             }
         }
     })
-    .sink(KafkaSink::new(
-        KafkaSinkConfig::new(&f.brokers, &f.out_topic),
-        JsonRecord::new(),
-    ));
+    .sink(KafkaSink::new(sink, JsonRecord::new()));
     let (t0, c0) = (Instant::now(), cpu_time());
     env.execute().unwrap();
     let out = (t0.elapsed(), cpu_time() - c0);
@@ -273,7 +282,10 @@ fn end_to_end(p: usize) -> (Duration, Duration) {
 fn benches(c: &mut Criterion) {
     bench_parallelism(c, "kafka_source", records(), source_only);
     eprintln!("(kafka_source records are 100 bytes: MB/s = M records/s × 100)");
-    bench_parallelism(c, "kafka_uv_kafka", clicks(), end_to_end);
+    bench_parallelism(c, "kafka_uv_kafka", clicks(), |p| end_to_end(p, false));
+    bench_parallelism(c, "kafka_uv_kafka_exactly_once", clicks(), |p| {
+        end_to_end(p, true)
+    });
 }
 
 criterion_group!(kafka, benches);

@@ -99,19 +99,7 @@ fn a_damaged_checkpoint_is_named_and_fallback_uses_an_older_one() {
         complete_checkpoints(&d.checkpoints) >= 2,
         "need two checkpoints to fall back"
     );
-    let newest = std::fs::read_dir(&d.checkpoints)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().join("_metadata").is_file())
-        .max_by_key(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .trim_start_matches("chk-")
-                .parse::<u64>()
-                .unwrap()
-        })
-        .unwrap()
-        .path();
+    let newest = common::newest_checkpoint_dir(&d.checkpoints).unwrap();
     let state = std::fs::read_dir(&newest)
         .unwrap()
         .flatten()

@@ -158,19 +158,38 @@ pub fn produce<'a>(
     p.flush(Duration::from_secs(600)).unwrap();
 }
 
-/// A consumer for reading topics back.
-fn reader(brokers: &str) -> BaseConsumer {
+/// A consumer for reading topics back, with `isolation.level` = `isolation`.
+fn reader_with(brokers: &str, isolation: &str) -> BaseConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "ferroflow-test-reader")
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", isolation)
         .create()
         .unwrap()
 }
 
-/// Every record of `topic`: `(partition, key, value)`, in partition and offset order.
+fn reader(brokers: &str) -> BaseConsumer {
+    reader_with(brokers, "read_uncommitted")
+}
+
+/// Every record of `topic` (aborted ones included): `(partition, key, value)`, in
+/// partition and offset order.
 pub fn read_all(brokers: &str, topic: &str) -> Vec<(i32, Option<String>, String)> {
-    let c = reader(brokers);
+    read_with(brokers, topic, "read_uncommitted")
+}
+
+/// The committed records of `topic`, as a `read_committed` reader sees them.
+pub fn read_committed(brokers: &str, topic: &str) -> Vec<(i32, Option<String>, String)> {
+    read_with(brokers, topic, "read_committed")
+}
+
+/// Reads each partition from its start until the end the broker reports (for
+/// `read_committed`, the last stable offset), which is not `high - 1` when transaction
+/// markers take offsets.
+fn read_with(brokers: &str, topic: &str, isolation: &str) -> Vec<(i32, Option<String>, String)> {
+    let c = reader_with(brokers, isolation);
     let meta = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
@@ -192,20 +211,17 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<(i32, Option<String>, String)
             .unwrap();
         c.assign(&l).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut next = low;
-        while next < high {
-            assert!(
-                Instant::now() < deadline,
-                "reading {topic}/{p} timed out at {next}"
-            );
-            if let Some(m) = c.poll(Duration::from_millis(100)) {
-                let m = m.unwrap();
-                next = m.offset() + 1;
-                out.push((
+        loop {
+            assert!(Instant::now() < deadline, "reading {topic}/{p} timed out");
+            match c.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => panic!("reading {topic}/{p}: {e}"),
+                Some(Ok(m)) => out.push((
                     p,
                     m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-                ));
+                )),
             }
         }
     }

@@ -38,3 +38,22 @@ pub fn differences<K: std::fmt::Debug + Ord, V: std::fmt::Debug + PartialEq>(
         .map(|k| format!("{k:?}: got {:?}, want {:?}", got.get(k), want.get(k)))
         .collect()
 }
+
+/// The newest complete checkpoint (`chk-<n>` with its `_metadata`) under `dir`.
+pub fn newest_checkpoint_dir(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().join("_metadata").is_file())
+        .filter_map(|e| {
+            let n = e
+                .file_name()
+                .to_string_lossy()
+                .strip_prefix("chk-")?
+                .parse::<u64>()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, p)| p)
+}

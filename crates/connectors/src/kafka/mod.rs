@@ -29,10 +29,13 @@
 //!
 //! ## Sink
 //!
-//! [`KafkaSink`] writes at least once: it waits for every record to be acknowledged at
-//! each checkpoint barrier, and a record that cannot be delivered fails the job.
-//! Keys are hashed with murmur2 like the Java client; a [`Serializer`] may also pick
-//! partitions explicitly.
+//! [`KafkaSink`] writes at least once (it waits for every record to be acknowledged at
+//! each checkpoint barrier, and a record that cannot be delivered fails the job) or
+//! exactly once ([`Delivery::ExactlyOnce`]: Kafka transactions from a bounded pool of
+//! transactional ids per worker, committed when their checkpoint completes, with the
+//! records kept in the checkpoint so that a commit lost to a crash is made up on
+//! restore). Keys are hashed with murmur2 like the Java client; a [`Serializer`] may
+//! also pick partitions explicitly.
 //!
 //! Consumer-group assignment, where several processes share the partitions through the
 //! group protocol, is not supported yet; [`PartitionListener`] hooks receive the
@@ -45,13 +48,15 @@ mod decode;
 mod reader;
 mod sink;
 mod source;
+mod txn;
+mod wal;
 
 pub use config::{DeadLetter, KafkaSourceConfig, OffsetReset, RestorePositions, StartMode, Topics};
 pub use decode::{
     BytesValue, Consumed, Deserializer, JsonRecord, JsonValue, ProducerRecord, ProtobufValue,
     RecordView, Serializer, Utf8Value, WithMetadata,
 };
-pub use sink::{KafkaSink, KafkaSinkConfig};
+pub use sink::{Delivery, KafkaSink, KafkaSinkConfig};
 pub use source::{KafkaSource, PartitionListener, TopicPartition};
 
 /// Errors of the Kafka connectors.

@@ -207,12 +207,16 @@ impl<T: Send + 'static, S: Sink<T>> Push<T> for SinkNode<T, S> {
     fn barrier(&mut self, snapshot: &mut TaskSnapshot) -> Result<()> {
         let start = Instant::now();
         if let Some(committable) = self.sink.prepare_commit(snapshot.checkpoint)? {
-            self.prepared
-                .insert(snapshot.checkpoint, committable.clone());
+            self.prepared.insert(snapshot.checkpoint, committable);
+        }
+        // Everything prepared and not yet known to be committed goes into the checkpoint,
+        // not only this barrier's: when an earlier checkpoint failed, its committable is
+        // published only with this one, and a restore from this one must still find it.
+        for committable in self.prepared.values() {
             snapshot.sinks.push(SinkCommit {
                 operator: self.operator.clone(),
                 worker: self.ctx.worker,
-                committable,
+                committable: committable.clone(),
             });
         }
         self.metrics.add_busy(start.elapsed());
