@@ -12,10 +12,12 @@ pub struct SinkContext {
     /// A number that differs between runs of the job (the start time in epoch ms), for
     /// naming temporary files so that a restarted run can tell its files from older ones.
     pub attempt: u64,
-    /// After a restore: what the restored checkpoint had prepared for commit, from the
-    /// sink instances of the previous run whose index maps to this one
-    /// (`old_worker % parallelism == worker`). `open` must commit them, idempotently
-    /// (they may have been committed already) before anything else.
+    /// After a restore: what the restored checkpoint held as prepared and not yet known
+    /// to be committed (its own committable and those of earlier checkpoints that failed
+    /// and were waiting for it), from the sink instances of the previous run whose index
+    /// maps to this one (`old_worker % parallelism == worker`), oldest first per
+    /// instance. `open` must commit them, idempotently (they may have been committed
+    /// already) before anything else.
     pub restored_commits: Vec<serde_json::Value>,
     /// The checkpoint interval in ms, when the job takes checkpoints (a transactional sink
     /// checks that its transactions outlive it).
