@@ -314,7 +314,7 @@ impl Transactions {
             None => {
                 let Some(i) = self.producers.iter().position(|p| p.2 == Slot::Free) else {
                     return Err(KafkaError::Delivery(format!(
-                        "all {} transactional producers of worker {} hold transactions \
+                        "transactional producers exhausted: all {} of worker {} hold transactions \
                          waiting for their checkpoints to complete; checkpoints are failing \
                          or slower than the transactions are opened (raise \
                          `transaction_pool_size`)",
