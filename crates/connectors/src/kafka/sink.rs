@@ -223,6 +223,12 @@ enum Writer {
     ExactlyOnce(Box<Transactions>),
 }
 
+fn opened(writer: &mut Option<Writer>) -> Result<&mut Writer, KafkaError> {
+    writer
+        .as_mut()
+        .ok_or_else(|| KafkaError::Config("kafka sink used before open".into()))
+}
+
 impl<T, S> Clone for KafkaSink<T, S> {
     fn clone(&self) -> Self {
         Self {
@@ -250,9 +256,7 @@ impl<T, S: Serializer<T>> KafkaSink<T, S> {
     }
 
     fn writer(&mut self) -> Result<&mut Writer, KafkaError> {
-        self.writer
-            .as_mut()
-            .ok_or_else(|| KafkaError::Config("kafka sink written before open".into()))
+        opened(&mut self.writer)
     }
 }
 
@@ -295,9 +299,14 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaSink<T, S> {
 
     fn write(&mut self, batch: Vec<T>) -> Result<()> {
         let timeout = self.timeout();
-        let serializer = Arc::clone(&self.serializer);
-        let topic = self.config.topic.clone();
-        let writer = self.writer()?;
+        let Self {
+            config,
+            serializer,
+            writer,
+            ..
+        } = self;
+        let topic = config.topic.as_str();
+        let writer = opened(writer)?;
         if let Writer::AtLeastOnce(producer) = writer {
             if let Some(what) = producer.context().take_failure() {
                 return Err(KafkaError::Delivery(what).into());
@@ -309,7 +318,7 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaSink<T, S> {
                 .map_err(|e| KafkaError::Config(format!("encoding a record for `{topic}`: {e}")))?;
             match writer {
                 Writer::AtLeastOnce(producer) => {
-                    send_waiting(producer, base_record(&topic, &r), timeout)?;
+                    send_waiting(producer, base_record(topic, &r), timeout)?;
                 }
                 Writer::ExactlyOnce(txns) => txns.send(r)?,
             }

@@ -263,12 +263,19 @@ enum Slot {
     Prepared { token: String, seq: u64 },
 }
 
+/// A transactional producer of the pool and what its transaction is waiting for.
+struct Member {
+    id: String,
+    producer: TrackedProducer,
+    slot: Slot,
+}
+
 /// One worker's transactional producers.
 pub(crate) struct Transactions {
     config: KafkaSinkConfig,
     worker: usize,
     attempt: u64,
-    producers: Vec<(String, TrackedProducer, Slot)>,
+    producers: Vec<Member>,
     open: Option<usize>,
     records: Vec<ProducerRecord>,
     marker: Marker,
@@ -286,8 +293,12 @@ impl Transactions {
         let producers = (0..config.transaction_pool_size)
             .map(|n| {
                 let id = transactional_id(prefix, worker, n);
-                let p = init_producer(config, &id)?;
-                Ok((id, p, Slot::Free))
+                let producer = init_producer(config, &id)?;
+                Ok(Member {
+                    id,
+                    producer,
+                    slot: Slot::Free,
+                })
             })
             .collect::<Result<Vec<_>, KafkaError>>()?;
         Ok(Self {
@@ -306,13 +317,21 @@ impl Transactions {
         Duration::from_millis(self.config.flush_timeout_ms)
     }
 
+    /// The sequence number and marker token of the next transaction to be set aside;
+    /// the token is unique across runs (it holds the run's start time).
+    fn next_token(&mut self) -> (u64, String) {
+        self.seq += 1;
+        let token = format!("{}-{}-{}", self.attempt, self.worker, self.seq);
+        (self.seq, token)
+    }
+
     /// Sends `record` in the open transaction, opening one on a free producer if needed.
     pub(crate) fn send(&mut self, record: ProducerRecord) -> Result<(), KafkaError> {
         let timeout = self.timeout();
         let i = match self.open {
             Some(i) => i,
             None => {
-                let Some(i) = self.producers.iter().position(|p| p.2 == Slot::Free) else {
+                let Some(i) = self.producers.iter().position(|m| m.slot == Slot::Free) else {
                     return Err(KafkaError::Delivery(format!(
                         "transactional producers exhausted: all {} of worker {} hold transactions \
                          waiting for their checkpoints to complete; checkpoints are failing \
@@ -322,16 +341,16 @@ impl Transactions {
                         self.worker
                     )));
                 };
-                let producer = &self.producers[i].1;
+                let producer = &self.producers[i].producer;
                 txn_call("beginning a transaction", timeout, || {
                     producer.begin_transaction()
                 })?;
-                self.producers[i].2 = Slot::Open;
+                self.producers[i].slot = Slot::Open;
                 self.open = Some(i);
                 i
             }
         };
-        let producer = &self.producers[i].1;
+        let producer = &self.producers[i].producer;
         if let Some(what) = producer.context().take_failure() {
             return Err(KafkaError::Delivery(what));
         }
@@ -345,16 +364,15 @@ impl Transactions {
         let transaction = match self.open.take() {
             None => None,
             Some(i) => {
-                flush(&self.producers[i].1, self.timeout())?;
-                self.seq += 1;
-                let token = format!("{}-{}-{}", self.attempt, self.worker, self.seq);
-                self.producers[i].2 = Slot::Prepared {
+                flush(&self.producers[i].producer, self.timeout())?;
+                let (seq, token) = self.next_token();
+                self.producers[i].slot = Slot::Prepared {
                     token: token.clone(),
-                    seq: self.seq,
+                    seq,
                 };
                 let records = std::mem::take(&mut self.records);
                 Some(PreparedTxn {
-                    id: self.producers[i].0.clone(),
+                    id: self.producers[i].id.clone(),
                     token,
                     count: records.len(),
                     records: wal::encode(&records),
@@ -373,8 +391,8 @@ impl Transactions {
 
     fn commit_slot(&mut self, i: usize, token: &str) -> Result<(), KafkaError> {
         self.marker
-            .commit(&self.producers[i].1, token, self.timeout())?;
-        self.producers[i].2 = Slot::Free;
+            .commit(&self.producers[i].producer, token, self.timeout())?;
+        self.producers[i].slot = Slot::Free;
         metrics::counter!("ferroflow_kafka_sink_transactions_committed_total").increment(1);
         Ok(())
     }
@@ -389,10 +407,9 @@ impl Transactions {
             let c: Committable = serde_json::from_value(c)
                 .map_err(|e| KafkaError::Config(format!("a committable of this sink: {e}")))?;
             let Some(txn) = c.transaction else { continue };
-            let held = self
-                .producers
-                .iter()
-                .position(|p| matches!(&p.2, Slot::Prepared { token, .. } if *token == txn.token));
+            let held = self.producers.iter().position(
+                |p| matches!(&p.slot, Slot::Prepared { token, .. } if *token == txn.token),
+            );
             if let Some(i) = held {
                 self.commit_slot(i, &txn.token)?;
             }
@@ -407,7 +424,7 @@ impl Transactions {
             .producers
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| match &p.2 {
+            .filter_map(|(i, p)| match &p.slot {
                 Slot::Prepared { token, seq } => Some((*seq, i, token.clone())),
                 _ => None,
             })
@@ -417,9 +434,8 @@ impl Transactions {
             self.commit_slot(i, &token)?;
         }
         if let Some(i) = self.open.take() {
-            flush(&self.producers[i].1, self.timeout())?;
-            self.seq += 1;
-            let token = format!("{}-{}-{}", self.attempt, self.worker, self.seq);
+            flush(&self.producers[i].producer, self.timeout())?;
+            let (_, token) = self.next_token();
             self.records.clear();
             self.commit_slot(i, &token)?;
         }
@@ -433,7 +449,7 @@ impl Drop for Transactions {
     /// again whatever a completed checkpoint needs.)
     fn drop(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        for (id, producer, slot) in &self.producers {
+        for Member { id, producer, slot } in &self.producers {
             if *slot == Slot::Free {
                 continue;
             }
