@@ -101,9 +101,6 @@ impl UvEvent for Click {
     fn dimension(&self, field: &str) -> Option<&str> {
         (field == "item").then_some(&*self.item)
     }
-    fn shared_dimension(&self, field: &str) -> Option<Arc<str>> {
-        (field == "item").then(|| Arc::clone(&self.item))
-    }
 }
 
 /// Creates a topic on the chosen broker.

@@ -23,7 +23,9 @@ mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
-use ferroflow::operators::uv::{self, Grain, HotKeys, Mode, UserId, UvConfig, UvEvent, UvOutput};
+use ferroflow::operators::uv::{
+    self, Grain, HotKeys, Mode, SmolStr, UserId, UvConfig, UvEvent, UvOutput,
+};
 use ferroflow::prelude::*;
 use ferroflow::state::{RocksDbBackend, RocksDbConfig};
 use ferroflow::CheckpointConfig;
@@ -36,11 +38,14 @@ const EVENTS: u64 = 20_000_000;
 const DISTINCT: u64 = 19_999_156;
 
 /// Names of items, categories, platforms and provinces, made once and shared.
-fn names() -> &'static [Vec<Arc<str>>; 4] {
-    static NAMES: OnceLock<[Vec<Arc<str>>; 4]> = OnceLock::new();
+fn names() -> &'static [Vec<SmolStr>; 4] {
+    static NAMES: OnceLock<[Vec<SmolStr>; 4]> = OnceLock::new();
     NAMES.get_or_init(|| {
-        let list =
-            |prefix: &str, n: u64| (0..n).map(|i| Arc::from(format!("{prefix}{i}"))).collect();
+        let list = |prefix: &str, n: u64| {
+            (0..n)
+                .map(|i| SmolStr::new(format!("{prefix}{i}")))
+                .collect()
+        };
         [
             list("item-", 10_000),
             list("cat-", 100),
@@ -54,7 +59,7 @@ fn names() -> &'static [Vec<Arc<str>>; 4] {
 struct Click(ClickEvent);
 
 impl Click {
-    fn name(&self, field: &str) -> Option<&'static Arc<str>> {
+    fn name(&self, field: &str) -> Option<&'static SmolStr> {
         let [items, cats, platforms, provinces] = names();
         let e = &self.0;
         Some(match field {
@@ -78,7 +83,7 @@ impl UvEvent for Click {
     fn dimension(&self, field: &str) -> Option<&str> {
         self.name(field).map(|n| &**n)
     }
-    fn shared_dimension(&self, field: &str) -> Option<Arc<str>> {
+    fn dimension_value(&self, field: &str) -> Option<SmolStr> {
         self.name(field).cloned()
     }
 }

@@ -2,9 +2,8 @@
 //! generator's events.
 
 use ferroflow::connectors::ClickEvent;
-use ferroflow::operators::uv::{UserId, UvEvent};
+use ferroflow::operators::uv::{SmolStr, UserId, UvEvent};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// A user id as it appears in input: a string or a number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,17 +26,17 @@ pub struct DashboardEvent {
     pub user_id: UserField,
     /// Dimensions.
     #[serde(default)]
-    pub site: Option<Arc<str>>,
+    pub site: Option<SmolStr>,
     #[serde(default)]
-    pub platform: Option<Arc<str>>,
+    pub platform: Option<SmolStr>,
     #[serde(default)]
-    pub category1: Option<Arc<str>>,
+    pub category1: Option<SmolStr>,
     #[serde(default)]
-    pub category2: Option<Arc<str>>,
+    pub category2: Option<SmolStr>,
     #[serde(default)]
-    pub province: Option<Arc<str>>,
+    pub province: Option<SmolStr>,
     #[serde(default)]
-    pub activity: Option<Arc<str>>,
+    pub activity: Option<SmolStr>,
     #[serde(default)]
     pub is_new: Option<bool>,
 }
@@ -78,7 +77,7 @@ impl UvEvent for DashboardEvent {
         }
     }
 
-    fn shared_dimension(&self, field: &str) -> Option<Arc<str>> {
+    fn dimension_value(&self, field: &str) -> Option<SmolStr> {
         match field {
             "site" => self.site.clone(),
             "platform" => self.platform.clone(),
@@ -106,47 +105,47 @@ const CATEGORY1: [&str; 10] = [
     "women", "men", "kids", "home", "beauty", "food", "digital", "sports", "books", "pets",
 ];
 
-/// Turns the generator's events into dashboard events, sharing the dimension strings.
+/// Turns the generator's events into dashboard events, with the dimension strings made once.
 #[derive(Debug, Clone)]
 pub struct Enrich {
-    platforms: Vec<Arc<str>>,
-    provinces: Vec<Arc<str>>,
-    category1: Vec<Arc<str>>,
-    category2: Vec<Arc<str>>,
-    site: Arc<str>,
-    activity: Arc<str>,
+    platforms: Vec<SmolStr>,
+    provinces: Vec<SmolStr>,
+    category1: Vec<SmolStr>,
+    category2: Vec<SmolStr>,
+    site: SmolStr,
+    activity: SmolStr,
 }
 
 impl Enrich {
     /// Tables for `categories` generator categories.
     pub fn new(categories: u64) -> Self {
-        let arcs = |names: &[&str]| names.iter().map(|n| Arc::from(*n)).collect();
+        let arcs = |names: &[&str]| names.iter().map(SmolStr::new).collect();
         Self {
             platforms: arcs(&PLATFORMS),
             provinces: arcs(&PROVINCES),
             category1: arcs(&CATEGORY1),
             category2: (0..categories.max(1))
-                .map(|c| Arc::from(format!("{}-{c}", CATEGORY1[(c % 10) as usize])))
+                .map(|c| SmolStr::new(format!("{}-{c}", CATEGORY1[(c % 10) as usize])))
                 .collect(),
-            site: Arc::from("main"),
-            activity: Arc::from("double11"),
+            site: SmolStr::new_static("main"),
+            activity: SmolStr::new_static("double11"),
         }
     }
 
     /// The dashboard event for one generated click: platform and province follow the
     /// user, categories the generator's category (skewed like its items).
     pub fn event(&self, e: &ClickEvent) -> DashboardEvent {
-        let pick = |v: &[Arc<str>], n: u64| Arc::clone(&v[(n % v.len() as u64) as usize]);
+        let pick = |v: &[SmolStr], n: u64| v[(n % v.len() as u64) as usize].clone();
         DashboardEvent {
             ts: e.ts,
             user_id: UserField::Number(e.user_id),
-            site: Some(Arc::clone(&self.site)),
+            site: Some(self.site.clone()),
             platform: Some(pick(&self.platforms, e.user_id)),
             category1: Some(pick(&self.category1, e.category)),
             category2: Some(pick(&self.category2, e.category)),
             province: Some(pick(&self.provinces, e.user_id / 7)),
-            activity: Some(Arc::clone(&self.activity)),
-            is_new: Some(e.user_id % 10 == 0),
+            activity: Some(self.activity.clone()),
+            is_new: Some(e.user_id.is_multiple_of(10)),
         }
     }
 }

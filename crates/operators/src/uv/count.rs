@@ -13,18 +13,23 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-/// The values of one dimension set.
-pub type DimValues = smallvec::SmallVec<[Arc<str>; 3]>;
 use std::time::Duration;
+
+pub use smol_str::SmolStr;
+
+/// The values of one dimension set: up to three inline, each a [`SmolStr`] (up to 23
+/// bytes inline, longer ones shared).
+pub type DimValues = smallvec::SmallVec<[SmolStr; 3]>;
 
 /// What one count is kept under: a dimension set's values, a grain and a bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct UvKey {
     /// Index of the dimension set in [`UvConfig::dimensions`].
     pub set: u16,
-    /// The event's values of the set's fields, in the set's order (shared strings,
-    /// stored inline for up to three fields: cloning a key allocates nothing).
+    /// The event's values of the set's fields, in the set's order. Values of up to 23
+    /// bytes are held in the key itself, longer ones as shared strings, and up to three
+    /// fields inline: cloning a key allocates nothing, and for inline values the worker
+    /// that made the key and the worker that counts it share no memory.
     pub values: DimValues,
     /// Index of the grain in [`UvConfig::grains`].
     pub grain: u16,

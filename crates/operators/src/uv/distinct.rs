@@ -13,6 +13,7 @@
 //! [`UserId::decode`] inverts the encoding. Nothing is hashed in exact mode, so there
 //! are no collisions.
 
+use super::small_set::SmallIds;
 use ferroflow_core::{Error, Result};
 use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
 use roaring::RoaringTreemap;
@@ -90,17 +91,18 @@ impl UserId {
     }
 }
 
-/// Integer ids a set keeps in a sorted vector before it moves them into a bitmap.
+/// Integer ids a set keeps in its small table before it moves them into a bitmap.
 const SMALL: usize = 256;
 
 /// An exact set of users. Small sets (the usual bucket of one item and hour holds tens
-/// of users) are a sorted vector of ids: one allocation, 8 bytes a user, a binary search
-/// per insert. From 256 integer ids on they move into a Roaring treemap, about 2 bytes a
-/// user once dense. Ids that are not integers are kept as strings.
+/// of users) are a small hash table of ids: one allocation, 8 to 16
+/// bytes a user, about two probes per insert. From 256 integer ids on they move into a
+/// Roaring treemap, about 2 bytes a user once dense. Ids that are not integers are kept
+/// as strings.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ExactSet {
     #[serde(default)]
-    small: Vec<u64>,
+    small: SmallIds,
     ints: RoaringTreemap,
     strs: BTreeSet<Box<str>>,
 }
@@ -113,8 +115,8 @@ impl PartialEq for ExactSet {
             && self
                 .small
                 .iter()
-                .chain(&other.small)
-                .all(|v| self.contains(&UserId::Int(*v)) && other.contains(&UserId::Int(*v)))
+                .chain(other.small.iter())
+                .all(|v| self.contains(&UserId::Int(v)) && other.contains(&UserId::Int(v)))
             && self.ints.iter().all(|v| other.contains(&UserId::Int(v)))
     }
 }
@@ -138,29 +140,28 @@ impl ExactSet {
         if !self.ints.is_empty() {
             return self.ints.insert(v);
         }
-        match self.small.binary_search(&v) {
-            Ok(_) => false,
-            Err(i) if self.small.len() < SMALL => {
-                self.small.insert(i, v);
-                true
-            }
-            Err(_) => {
-                self.ints = self.small.drain(..).collect();
-                self.small = Vec::new();
-                self.ints.insert(v)
-            }
+        // `u64::MAX` (which no encoding makes) cannot go into the small table.
+        if v != u64::MAX && (self.small.len() < SMALL || self.small.contains(v)) {
+            return self.small.insert(v);
         }
+        self.move_to_bitmap();
+        self.ints.insert(v)
+    }
+
+    /// Moves the small table's ids into the bitmap.
+    fn move_to_bitmap(&mut self) {
+        self.ints = self.small.iter().collect();
+        self.small.clear();
     }
 
     /// Adds every user of `other`.
     pub fn merge(&mut self, other: &ExactSet) {
-        for v in &other.small {
-            self.insert_int(*v);
+        for v in other.small.iter() {
+            self.insert_int(v);
         }
         if !other.ints.is_empty() {
             if self.ints.is_empty() {
-                self.ints = self.small.drain(..).collect();
-                self.small = Vec::new();
+                self.move_to_bitmap();
             }
             self.ints |= &other.ints;
         }
@@ -180,7 +181,7 @@ impl ExactSet {
     /// Whether `id` is in the set.
     pub fn contains(&self, id: &UserId) -> bool {
         match id {
-            UserId::Int(v) => self.small.binary_search(v).is_ok() || self.ints.contains(*v),
+            UserId::Int(v) => self.small.contains(*v) || self.ints.contains(*v),
             UserId::Str(s) => self.strs.contains(s),
         }
     }
@@ -286,7 +287,7 @@ impl Sketch {
     /// A sketch from [`Sketch::to_hex`] text.
     pub fn from_hex(text: &str) -> Result<Self> {
         let bad = || Error::Config("a sketch is not valid hex text".into());
-        if text.len() % 2 != 0 {
+        if !text.len().is_multiple_of(2) {
             return Err(bad());
         }
         let bytes = (0..text.len())
@@ -372,6 +373,17 @@ mod tests {
         assert_eq!(a, b);
         let bytes = postcard::to_allocvec(&a).unwrap();
         assert_eq!(postcard::from_bytes::<ExactSet>(&bytes).unwrap(), b);
+    }
+
+    #[test]
+    fn the_reserved_value_is_counted_like_any_other_id() {
+        let mut s = ExactSet::default();
+        s.insert(&UserId::number(1));
+        assert!(s.insert(&UserId::Int(u64::MAX)));
+        assert!(!s.insert(&UserId::Int(u64::MAX)));
+        assert!(s.insert(&UserId::number(2)) && !s.insert(&UserId::number(1)));
+        assert_eq!(s.len(), 3);
+        assert!(s.contains(&UserId::Int(u64::MAX)) && s.contains(&UserId::number(1)));
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! whole site, platform, platform + province, ...; hour, day, day-to-date, a promotion
 //! period). Each count is keyed by (set, values, grain, bucket) and kept in keyed state:
 //!
-//! - **Exact** mode keeps the users of a bucket as encoded ids, in a sorted vector while
-//!   there are few and in a Roaring bitmap beyond (see [`distinct`] for the reversible
+//! - **Exact** mode keeps the users of a bucket as encoded ids, in a small hash table
+//!   while there are few and in a Roaring bitmap beyond (see [`distinct`] for the reversible
 //!   encoding); **HLL** mode keeps a HyperLogLog++ sketch, mergeable so counts can be
 //!   rolled up later ([`distinct::roll_up`]).
 //! - **Emission**: a changelog row ([`UvRow`]) for each changed bucket every
@@ -27,9 +27,10 @@
 pub mod count;
 pub mod distinct;
 pub mod grain;
+mod small_set;
 
 pub use count::{
-    DimValues, LateRecord, Users, UvCount, UvCounters, UvInput, UvKey, UvOutput, UvRow,
+    DimValues, LateRecord, SmolStr, Users, UvCount, UvCounters, UvInput, UvKey, UvOutput, UvRow,
 };
 pub use distinct::{ExactSet, Sketch, UserId};
 pub use grain::Grain;
@@ -170,12 +171,12 @@ pub trait UvEvent: Send + 'static {
     /// set that names the field.
     fn dimension(&self, field: &str) -> Option<&str>;
 
-    /// The value of a dimension field as a shared string, when the event holds one: keys
-    /// then share it as it is. The default returns `None`, and the value of
-    /// [`UvEvent::dimension`] is looked up in a per-thread table of shared strings.
-    fn shared_dimension(&self, field: &str) -> Option<Arc<str>> {
-        let _ = field;
-        None
+    /// The value of a dimension field as a key holds it. The default takes
+    /// [`UvEvent::dimension`]: a value of up to 23 bytes is copied into the key, a longer
+    /// one is looked up in a per-thread table of shared strings. An event that already
+    /// holds [`SmolStr`]s can return a clone instead.
+    fn dimension_value(&self, field: &str) -> Option<SmolStr> {
+        self.dimension(field).map(dimension_value)
     }
 }
 
@@ -264,53 +265,69 @@ pub fn expand<E: UvEvent>(config: &UvConfig, e: &E) -> Vec<UvInput> {
 /// [`expand`] into `out`.
 pub fn expand_into<E: UvEvent>(config: &UvConfig, e: &E, out: &mut Vec<UvInput>) {
     let ts = e.event_time();
+    // The event's bucket in each grain that covers it, worked out once for every set.
+    let buckets: smallvec::SmallVec<[(u16, Timestamp); 4]> = config
+        .grains
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| Some((i as u16, g.bucket(ts, config.offset_ms)?.0)))
+        .collect();
+    let Some(((last_grain, last_bucket), rest)) = buckets.split_last() else {
+        return;
+    };
     let user = e.user();
-    for (set, fields) in config.dimensions.iter().enumerate() {
-        let Some(values) = fields
-            .iter()
-            .map(|f| e.shared_dimension(f).or_else(|| e.dimension(f).map(intern)))
-            .collect::<Option<DimValues>>()
-        else {
-            continue;
-        };
-        for (grain, g) in config.grains.iter().enumerate() {
-            let Some((bucket, _)) = g.bucket(ts, config.offset_ms) else {
-                continue;
-            };
-            out.push(UvInput {
-                key: UvKey {
-                    set: set as u16,
-                    values: values.clone(),
-                    grain: grain as u16,
-                    bucket,
-                },
-                users: Users::One(user.clone()),
-                pv: 1,
-                ts,
-            });
+    let input = |set: usize, values: DimValues, grain: u16, bucket: Timestamp| UvInput {
+        key: UvKey {
+            set: set as u16,
+            values,
+            grain,
+            bucket,
+        },
+        users: Users::One(user.clone()),
+        pv: 1,
+        ts,
+    };
+    'sets: for (set, fields) in config.dimensions.iter().enumerate() {
+        let mut values = DimValues::new();
+        for f in fields {
+            match e.dimension_value(f) {
+                Some(v) => values.push(v),
+                // The event lacks a field of this set.
+                None => continue 'sets,
+            }
         }
+        for &(grain, bucket) in rest {
+            out.push(input(set, values.clone(), grain, bucket));
+        }
+        out.push(input(set, values, *last_grain, *last_bucket));
     }
 }
 
-/// The shared string for a dimension value: one allocation per distinct value and
-/// thread, so that expanded keys share their strings instead of copying them.
-fn intern(value: &str) -> Arc<str> {
-    /// Distinct values kept per thread before the table starts over.
+/// A dimension value as keys hold it: up to 23 bytes inline; a longer value shared, one
+/// allocation per distinct value and thread, so that expanded keys share it instead of
+/// copying it.
+pub fn dimension_value(value: &str) -> SmolStr {
+    /// Distinct long values kept per thread before the table starts over.
     const MAX: usize = 1 << 20;
+    /// The longest value a `SmolStr` holds inline.
+    const INLINE: usize = 23;
+    if value.len() <= INLINE {
+        return SmolStr::new(value);
+    }
     thread_local! {
-        static VALUES: std::cell::RefCell<hashbrown::HashSet<Arc<str>>> =
+        static VALUES: std::cell::RefCell<hashbrown::HashSet<SmolStr>> =
             std::cell::RefCell::new(hashbrown::HashSet::new());
     }
     VALUES.with(|v| {
         let mut set = v.borrow_mut();
         if let Some(found) = set.get(value) {
-            return Arc::clone(found);
+            return found.clone();
         }
         if set.len() >= MAX {
             set.clear();
         }
-        let new: Arc<str> = Arc::from(value);
-        set.insert(Arc::clone(&new));
+        let new = SmolStr::new(value);
+        set.insert(new.clone());
         new
     })
 }

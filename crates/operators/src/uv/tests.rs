@@ -62,7 +62,12 @@ fn events(n: u64, hours: i64, disorder: i64, seed: u64) -> Vec<Ev> {
                     format!("u-{}", next() % 3_000)
                 },
                 platform: ["app", "web", "mini"][(next() % 3) as usize],
-                cat: format!("c{cat}"),
+                // Some values longer than a key holds inline: those are shared.
+                cat: if cat.is_multiple_of(3) {
+                    format!("a-category-name-longer-than-a-key-holds-{cat}")
+                } else {
+                    format!("c{cat}")
+                },
             }
         })
         .collect()
@@ -202,6 +207,19 @@ fn exact_counts_equal_brute_force_with_duplicates_disorder_and_skew() {
 }
 
 use std::sync::atomic::Ordering;
+
+#[test]
+fn dimension_values_are_inline_when_short_and_shared_when_long() {
+    let short = dimension_value("guangdong");
+    assert!(!short.is_heap_allocated());
+    assert_eq!(short, "guangdong");
+    let text = "a-category-name-longer-than-a-key-holds";
+    let (a, b) = (dimension_value(text), dimension_value(text));
+    assert!(a.is_heap_allocated());
+    assert_eq!((a.as_str(), b.as_str()), (text, text));
+    // The second lookup shares the first one's string.
+    assert!(std::ptr::eq(a.as_str(), b.as_str()));
+}
 
 #[test]
 fn hll_counts_stay_within_the_error_bound() {

@@ -16,7 +16,7 @@
 mod native;
 
 use crate::native::{NativeFile, NativeTarget};
-use crate::table::{KvOp, KvStore, Visitor};
+use crate::table::{sort_for_insert, KvOp, KvStore, Visitor};
 use crate::ttl::TtlRegistry;
 use crate::{Error, KeyedStateStore, Result, StateBackend, StoreScope};
 use rocksdb::compaction_filter::Decision;
@@ -222,7 +222,8 @@ impl KvStore for RocksKv {
         self.db()?.get(key).map_err(|e| db_err("get", e))
     }
 
-    fn write(&self, ops: Vec<KvOp>) -> Result<()> {
+    fn write(&self, mut ops: Vec<KvOp>) -> Result<()> {
+        sort_for_insert(&mut ops);
         let mut batch = WriteBatch::default();
         for op in ops {
             match op {

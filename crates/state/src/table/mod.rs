@@ -16,7 +16,7 @@ pub(crate) use kv::model::BTreeKv;
 #[cfg(feature = "rocksdb")]
 pub(crate) use kv::Visitor;
 #[cfg(feature = "rocksdb")]
-pub(crate) use kv::{prefix_end, KvOp};
+pub(crate) use kv::{prefix_end, sort_for_insert, KvOp};
 pub(crate) use kv::{Backing, KvStore};
 pub(crate) use list::ListTable;
 pub(crate) use map::MapTable;
