@@ -301,20 +301,13 @@ fn keyed_job(
     let mut source = KafkaSourceConfig::new(brokers, &[input]);
     source.stop_at_end = true;
     source.group_id = format!("{output}-group");
-    let seen = Arc::new(AtomicU64::new(0));
     let mut config = KafkaSinkConfig::new(brokers, output).exactly_once(output);
     config.transaction_timeout_ms = 60_000;
     env.from_source(
         KafkaSource::new(source, JsonValue::<u64>::new()),
         WatermarkStrategy::none(),
     )
-    .try_map(move |u: u64| {
-        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
-        if Some(n) == fail_after {
-            return Err(Error::user(format!("injected failure after {n} records")));
-        }
-        Ok(u)
-    })
+    .try_map(common::fail_after(fail_after))
     .key_by(|u: &u64| *u)
     .process(CountPerKey::default())
     .sink(KafkaSink::new(

@@ -12,9 +12,8 @@ use ferroflow::operators::uv::{self, Grain, Mode, UserId, UvConfig, UvCount, UvE
 use ferroflow::prelude::*;
 use ferroflow::state::{MemoryBackend, RocksDbBackend, RocksDbConfig, StateBackend};
 use ferroflow::testing::KeyedHarness;
-use ferroflow::{CheckpointConfig, Error, RestoreFrom};
+use ferroflow::{CheckpointConfig, RestoreFrom};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,7 +146,6 @@ fn run_job(dir: &std::path::Path, fail_after: Option<u64>, restore: RestoreFrom)
         CheckpointConfig::new(dir.join("checkpoints")).with_interval(Duration::from_millis(40)),
     );
     env.restore_from(restore);
-    let seen = Arc::new(AtomicU64::new(0));
     let events = env
         .from_source(
             GeneratorSource::new(generator()).unwrap(),
@@ -156,13 +154,8 @@ fn run_job(dir: &std::path::Path, fail_after: Option<u64>, restore: RestoreFrom)
                 |e: &ClickEvent| e.ts,
             ),
         )
-        .try_map(move |e: ClickEvent| {
-            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
-            if Some(n) == fail_after {
-                return Err(Error::user(format!("injected failure after {n} records")));
-            }
-            Ok(Click(e))
-        });
+        .try_map(common::fail_after(fail_after))
+        .map(Click);
     let config = UvConfig {
         grains: vec![Grain::tumbling("10m", 10 * MINUTE), Grain::hour()],
         mode: Mode::Exact,

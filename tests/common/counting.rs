@@ -4,11 +4,9 @@
 use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource, JsonLinesPartSink};
 use ferroflow::prelude::*;
 use ferroflow::testing::CountPerKey;
-use ferroflow::{CheckpointConfig, EnvConfig, Error, RestoreFrom};
+use ferroflow::{CheckpointConfig, EnvConfig, RestoreFrom};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub const EVENTS: u64 = 40_000;
@@ -133,18 +131,11 @@ pub fn job_with(
         #[cfg(not(feature = "rocksdb"))]
         panic!("built without the rocksdb feature");
     }
-    let seen = Arc::new(AtomicU64::new(0));
     env.from_source(
         GeneratorSource::new(generator()).unwrap(),
         WatermarkStrategy::none(),
     )
-    .try_map(move |e: ClickEvent| {
-        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
-        if Some(n) == fail_after {
-            return Err(Error::user(format!("injected failure after {n} records")));
-        }
-        Ok(e)
-    })
+    .try_map(super::fail_after(fail_after))
     .key_by(|e: &ClickEvent| e.user_id)
     .process(CountPerKey::default())
     .name("count")

@@ -7,7 +7,8 @@ pub mod counting;
 pub mod kafka;
 
 use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
-use ferroflow::{EnvConfig, StreamEnvironment};
+use ferroflow::{EnvConfig, Error, StreamEnvironment};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An environment for tests: `parallelism` workers, small batches so that exchanges and
 /// watermarks are exercised, no signal handling.
@@ -56,4 +57,21 @@ pub fn newest_checkpoint_dir(dir: &std::path::Path) -> Option<std::path::PathBuf
         })
         .max_by_key(|(n, _)| *n)
         .map(|(_, p)| p)
+}
+
+/// A `try_map` function that passes records through and, when `n` is set, fails the job
+/// at the `n`-th record it sees (counted from 1, over every worker).
+pub fn fail_after<T: Send + 'static>(
+    n: Option<u64>,
+) -> impl Fn(T) -> ferroflow::Result<T> + Send + Sync + 'static {
+    let seen = AtomicU64::new(0);
+    move |record| {
+        let count = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        if Some(count) == n {
+            return Err(Error::user(format!(
+                "injected failure after {count} records"
+            )));
+        }
+        Ok(record)
+    }
 }
