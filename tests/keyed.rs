@@ -57,16 +57,20 @@ fn generator(events: u64, users: u64) -> GeneratorConfig {
 #[test]
 fn every_record_of_a_key_reaches_its_key_groups_worker() {
     let config = generator(40_000, 3_000);
-    for p in 1..=4 {
+    // `key_by` computes the key; `key_by_pair` takes it from a (key, value) pair.
+    for (p, pairs) in (1..=4).flat_map(|p| [(p, false), (p, true)]) {
         let env = common::env(p);
         let out = CollectSink::new();
-        env.from_source(
+        let events = env.from_source(
             GeneratorSource::new(config.clone()).unwrap(),
             WatermarkStrategy::none(),
-        )
-        .key_by(|e: &ClickEvent| e.user_id)
-        .process(WhereAmI::default())
-        .sink(out.clone());
+        );
+        let keyed = if pairs {
+            events.map(|e: ClickEvent| (e.user_id, e)).key_by_pair()
+        } else {
+            events.key_by(|e: &ClickEvent| e.user_id)
+        };
+        keyed.process(WhereAmI::default()).sink(out.clone());
         env.execute().unwrap();
         let seen = out.take();
         assert_eq!(seen.len(), 40_000, "p={p}: every record processed once");

@@ -63,8 +63,8 @@ fn feed(h: &mut KeyedHarness<UvCount>, config: &UvConfig, drop_timers: bool) -> 
                 item_id: 0,
                 category: 0,
             });
-            for input in uv::expand(config, &click) {
-                h.process(input.key.clone(), input).unwrap();
+            for (key, input) in uv::expand(config, &click) {
+                h.process(key, input).unwrap();
             }
         }
         if drop_timers {

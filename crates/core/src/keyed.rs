@@ -1,7 +1,7 @@
 //! Keyed processing: a user function called per record with the record's key in scope,
 //! keyed state for that key, and per-key timers.
 
-use crate::checkpoint::coordinator::TaskSnapshot;
+use crate::checkpoint::coordinator::{DeferredState, TaskSnapshot};
 use crate::checkpoint::{StateFile, StoredFile};
 use crate::metrics::OperatorMetrics;
 use crate::runtime::{Next, Push};
@@ -162,8 +162,9 @@ impl<'a, K: StateKey> KeyedContext<'a, K> {
         }
     }
 
-    /// The key of the record (or timer) being processed.
-    pub fn key(&self) -> &K {
+    /// The key of the record (or timer) being processed. The reference outlives borrows
+    /// of the context, so state can be read and written while the key is held.
+    pub fn key(&self) -> &'a K {
         self.key
     }
 
@@ -424,7 +425,8 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
             root: snapshot.root.clone(),
             private_dir: format!("{base}.native"),
         });
-        let mut state = self.store.snapshot_into(target.as_ref())?;
+        // RocksDB finishes its part in the background; the timers are taken now.
+        let mut state = self.store.snapshot_in_background(target.as_ref())?;
         for (name, queue) in [
             (EVENT_TIMERS, &self.timers.event),
             (PROCESSING_TIMERS, &self.timers.processing),
@@ -436,27 +438,37 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
                 "timers",
                 by_key.iter(),
                 scope.max_parallelism,
-                &mut state.sections,
+                state.sections_mut(),
             )?;
         }
-        let file = format!("{base}.state");
-        let bytes = state.write_to(&snapshot.root.join(&file))?;
-        let files = state
-            .native
-            .iter()
-            .flat_map(|m| &m.files)
-            .map(|f| StoredFile {
-                path: f.path.clone(),
-                bytes: f.bytes,
+        let root = snapshot.root.clone();
+        let state_ready = state.is_ready();
+        let finish = move || -> Result<StateFile> {
+            let state = state.wait()?;
+            let file = format!("{base}.state");
+            let bytes = state.write_to(&root.join(&file))?;
+            let files = state
+                .native
+                .iter()
+                .flat_map(|m| &m.files)
+                .map(|f| StoredFile {
+                    path: f.path.clone(),
+                    bytes: f.bytes,
+                })
+                .collect();
+            Ok(StateFile {
+                operator: scope.operator,
+                worker: scope.worker,
+                file,
+                bytes,
+                files,
             })
-            .collect();
-        snapshot.states.push(StateFile {
-            operator: scope.operator,
-            worker: scope.worker,
-            file,
-            bytes,
-            files,
-        });
+        };
+        if state_ready {
+            snapshot.states.push(finish()?);
+        } else {
+            snapshot.deferred.push(DeferredState::new(Box::new(finish)));
+        }
         self.metrics.add_busy(start.elapsed());
         self.next.barrier(snapshot)
     }

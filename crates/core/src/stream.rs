@@ -203,11 +203,22 @@ impl<T: Send + 'static> DataStream<T> {
         K: StateKey,
         F: Fn(&T) -> K + Send + Sync + 'static,
     {
-        let key = Arc::new(key);
-        let inner = self.exchange::<(K, T)>("key_by", move |ctx, outbox, metrics| {
+        self.keyed("key_by", move |record: T| (key(&record), record))
+    }
+
+    /// Partitions by key through an exchange that makes a `(key, value)` pair of each
+    /// record with `split`.
+    fn keyed<K, V, F>(self, name: &str, split: F) -> KeyedStream<K, V>
+    where
+        K: StateKey,
+        V: Send + 'static,
+        F: Fn(T) -> (K, V) + Send + Sync + 'static,
+    {
+        let split = Arc::new(split);
+        let inner = self.exchange::<(K, V)>(name, move |ctx, outbox, metrics| {
             Box::new(KeyedExchange::new(
                 outbox,
-                Arc::clone(&key),
+                Arc::clone(&split),
                 ctx.config.max_parallelism,
                 metrics,
             ))
@@ -370,6 +381,45 @@ fn channel_stage<M: Send + 'static>(
         )))
     });
     DataStream::new(graph, stage, wire, name)
+}
+
+impl<K: StateKey, V: Send + 'static> DataStream<(K, V)> {
+    /// Partitions a stream of `(key, value)` pairs by their keys, as `key_by` would, but
+    /// moves each key into the exchange instead of computing and cloning it: the keyed
+    /// function receives the value and finds the key in its context. For records whose
+    /// key is large or costly to build, made once upstream (an expansion into many keyed
+    /// counts, say), this halves what crosses the exchange.
+    ///
+    /// ```
+    /// use ferroflow_core::{sinks::CollectSink, StreamEnvironment};
+    /// # use ferroflow_core::{Collector, KeyedContext, KeyedProcessFunction, Result};
+    /// # #[derive(Clone)]
+    /// # struct Tag;
+    /// # impl KeyedProcessFunction for Tag {
+    /// #     type Key = String;
+    /// #     type In = u32;
+    /// #     type Out = String;
+    /// #     fn process(&mut self, v: u32, ctx: &mut KeyedContext<'_, String>,
+    /// #                out: &mut Collector<'_, String>) -> Result<()> {
+    /// #         out.collect(format!("{}={v}", ctx.key()));
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    ///
+    /// # fn main() -> ferroflow_core::Result<()> {
+    /// let env = StreamEnvironment::local(2);
+    /// let out = CollectSink::new();
+    /// env.from_iter([("a".to_string(), 1u32), ("b".to_string(), 2)])
+    ///     .key_by_pair()
+    ///     .process(Tag)
+    ///     .sink(out.clone());
+    /// env.execute()?;
+    /// assert_eq!(out.sorted(), vec!["a=1".to_string(), "b=2".to_string()]);
+    /// # Ok(()) }
+    /// ```
+    pub fn key_by_pair(self) -> KeyedStream<K, V> {
+        self.keyed("key_by", |pair: (K, V)| pair)
+    }
 }
 
 impl<K: StateKey, T: Send + 'static> KeyedStream<K, T> {

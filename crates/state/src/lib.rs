@@ -52,6 +52,7 @@ pub use key_group::{
     key_group_for_key, stable_hash, worker_for_key_group, KeyGroup, KeyGroupRange, StableHasher,
     DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM,
 };
+pub use native::PendingSnapshot;
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksDbBackend, RocksDbConfig};
 pub use snapshot::{decode_section, encode_sections, KeyedSnapshot, Section};

@@ -7,7 +7,7 @@
 //! `MANIFEST`, `CURRENT`, `OPTIONS`) go into the checkpoint's own directory.
 
 use crate::store::StateKind;
-use crate::{Error, KeyGroupRange, Result};
+use crate::{Error, KeyGroupRange, KeyedSnapshot, Result, Section};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -38,6 +38,96 @@ impl NativeFile {
     /// Whether checkpoints share this file (it lives in `shared/`).
     pub fn is_shared(&self) -> bool {
         self.path.starts_with(SHARED_DIR)
+    }
+}
+
+type NativeFiles = Result<(String, Vec<NativeFile>)>;
+
+/// The store id and files of a native snapshot, possibly still being written by a
+/// background thread.
+#[derive(Debug)]
+pub enum PendingNative {
+    /// Finished.
+    Ready(NativeFiles),
+    /// A thread is finishing it and will send the answer.
+    Running(std::sync::mpsc::Receiver<NativeFiles>),
+}
+
+impl PendingNative {
+    /// A sender for the thread that finishes the snapshot, and the snapshot to wait on.
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
+    pub(crate) fn channel() -> (std::sync::mpsc::SyncSender<NativeFiles>, Self) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        (tx, Self::Running(rx))
+    }
+
+    /// Whether it is finished: [`PendingNative::wait`] will not block.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Self::Ready(_))
+    }
+
+    /// Waits for the snapshot's store id and files.
+    pub fn wait(self) -> NativeFiles {
+        match self {
+            Self::Ready(done) => done,
+            Self::Running(rx) => rx.recv().unwrap_or_else(|_| {
+                Err(Error::Io(
+                    "a native snapshot's thread ended without finishing it".into(),
+                ))
+            }),
+        }
+    }
+}
+
+/// A keyed snapshot whose native part may still be written in the background
+/// ([`crate::KeyedStateStore::snapshot_in_background`]).
+#[derive(Debug)]
+pub struct PendingSnapshot {
+    snapshot: KeyedSnapshot,
+    /// The files of `snapshot.native[0]`, when they are still coming.
+    native: Option<PendingNative>,
+}
+
+impl PendingSnapshot {
+    /// A snapshot that is complete.
+    pub fn ready(snapshot: KeyedSnapshot) -> Self {
+        Self {
+            snapshot,
+            native: None,
+        }
+    }
+
+    /// `snapshot` whose single native manifest gets its store id and files from
+    /// `native`.
+    pub(crate) fn new(snapshot: KeyedSnapshot, native: PendingNative) -> Self {
+        Self {
+            snapshot,
+            native: Some(native),
+        }
+    }
+
+    /// Whether it is complete: [`PendingSnapshot::wait`] will not block.
+    pub fn is_ready(&self) -> bool {
+        self.native.as_ref().is_none_or(PendingNative::is_ready)
+    }
+
+    /// The snapshot's sections in the canonical format, for adding more (a keyed
+    /// operator adds its timers).
+    pub fn sections_mut(&mut self) -> &mut Vec<Section> {
+        &mut self.snapshot.sections
+    }
+
+    /// Waits for the background part; the complete snapshot.
+    pub fn wait(self) -> Result<KeyedSnapshot> {
+        let mut snapshot = self.snapshot;
+        if let Some(native) = self.native {
+            let (store_id, files) = native.wait()?;
+            if let Some(m) = snapshot.native.first_mut() {
+                m.store_id = store_id;
+                m.files = files;
+            }
+        }
+        Ok(snapshot)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The per-worker registry of keyed state.
 
 use crate::handle::{ListState, MapState, ReducingState, ValueState};
-use crate::native::{NativeManifest, NativeState, NativeTarget};
+use crate::native::{NativeManifest, NativeState, NativeTarget, PendingSnapshot};
 use crate::snapshot::{KeyedSnapshot, Section};
 use crate::table::{
     Backing, ErasedTable, Expiring, KvStore, ListTable, MapTable, NewTable, ReduceFn,
@@ -202,13 +202,27 @@ impl KeyedStateStore {
     /// new ones copied) when the store supports it and `target` is given, otherwise as
     /// sections in the canonical format (see [`Self::snapshot`]).
     pub fn snapshot_into(&mut self, target: Option<&NativeTarget>) -> Result<KeyedSnapshot> {
+        self.snapshot_in_background(target)?.wait()
+    }
+
+    /// [`Self::snapshot_into`], with the native part finished in the background where
+    /// the store can (RocksDB): the caches' changed entries are serialised on this
+    /// thread, and their write into the store and the store's checkpoint happen on
+    /// another. Until that is done every read or write that reaches the store waits for
+    /// it; reads and writes that the caches serve do not. The snapshot is complete once
+    /// [`PendingSnapshot::wait`] returns.
+    pub fn snapshot_in_background(
+        &mut self,
+        target: Option<&NativeTarget>,
+    ) -> Result<PendingSnapshot> {
         let (Some(target), Some((store, _))) = (target, &self.storage) else {
-            return self.snapshot();
+            return self.snapshot().map(PendingSnapshot::ready);
         };
         let store = Arc::clone(store);
-        self.flush()?;
-        let Some((store_id, files)) = store.native_checkpoint(target)? else {
-            return self.snapshot();
+        let tables = &mut self.tables;
+        let mut write_back = || tables.iter_mut().try_for_each(|t| t.flush());
+        let Some(pending) = store.native_checkpoint_in_background(&mut write_back, target)? else {
+            return self.snapshot().map(PendingSnapshot::ready);
         };
         let mut states: Vec<NativeState> = self
             .descriptors
@@ -229,18 +243,20 @@ impl KeyedStateStore {
             }
         }
         let range = self.scope.key_groups;
-        Ok(KeyedSnapshot {
+        let snapshot = KeyedSnapshot {
             sections: self.pending.values().flatten().cloned().collect(),
             native: vec![NativeManifest {
                 backend: "rocksdb".into(),
-                store_id,
+                // Filled in when the background part is done.
+                store_id: String::new(),
                 max_parallelism: self.scope.max_parallelism,
                 key_group_start: range.start(),
                 key_group_end: range.end(),
                 states,
-                files,
+                files: Vec::new(),
             }],
-        })
+        };
+        Ok(PendingSnapshot::new(snapshot, pending))
     }
 
     /// An empty store whose tables are write-behind caches of `cache_capacity` entries

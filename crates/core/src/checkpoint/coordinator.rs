@@ -8,6 +8,7 @@ use super::metadata::{
 use super::{CheckpointConfig, Remote};
 use crate::runtime::control::JobControl;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,6 +25,31 @@ pub(crate) struct TaskSnapshot {
     /// The checkpoint becomes a savepoint: state goes in the canonical format, self-
     /// contained and readable by every backend.
     pub(crate) savepoint: bool,
+    /// State whose snapshot a background thread is finishing: each gives its state file
+    /// when done. The task acknowledges once all of them are.
+    pub(crate) deferred: Vec<DeferredState>,
+}
+
+type FinishState = Box<dyn FnOnce() -> crate::Result<StateFile> + Send>;
+
+/// The rest of an operator's snapshot, run off the task's thread. (In a mutex only so
+/// that a `TaskSnapshot` can be shared with upload tasks, which never touch it.)
+pub(crate) struct DeferredState(parking_lot::Mutex<FinishState>);
+
+impl DeferredState {
+    pub(crate) fn new(finish: FinishState) -> Self {
+        Self(parking_lot::Mutex::new(finish))
+    }
+
+    fn finish(self) -> crate::Result<StateFile> {
+        (self.0.into_inner())()
+    }
+}
+
+impl std::fmt::Debug for DeferredState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeferredState")
+    }
 }
 
 pub(crate) fn checkpoint_dir(root: &Path, id: u64) -> PathBuf {
@@ -70,6 +96,8 @@ pub(crate) struct CheckpointHub {
     /// Durable storage, when configured.
     remote: Option<Arc<Remote>>,
     tx: Sender<ToCoordinator>,
+    /// Per task, the thread finishing its last deferred snapshot.
+    finishing: parking_lot::Mutex<HashMap<usize, std::thread::JoinHandle<()>>>,
 }
 
 impl CheckpointHub {
@@ -92,9 +120,61 @@ impl CheckpointHub {
         }
     }
 
-    /// Acknowledges a task's part of a checkpoint. With storage, the files it wrote are
-    /// uploaded first, in the background: the task goes on at once.
-    pub(crate) fn ack(&self, task: usize, snapshot: TaskSnapshot) {
+    /// Acknowledges a task's part of a checkpoint. State snapshots still being written
+    /// are finished first, and with storage the files are uploaded, both in the
+    /// background: the task goes on at once.
+    pub(crate) fn ack(self: &Arc<Self>, task: usize, mut snapshot: TaskSnapshot) {
+        let deferred = std::mem::take(&mut snapshot.deferred);
+        if deferred.is_empty() {
+            return self.send_ack(task, snapshot);
+        }
+        // One task's acknowledgements stay in order.
+        self.wait_finishing(task);
+        let hub = Arc::clone(self);
+        let checkpoint = snapshot.checkpoint;
+        let spawned = std::thread::Builder::new()
+            .name(format!("ferroflow-snapshot-{task}"))
+            .spawn(move || {
+                for d in deferred {
+                    match d.finish() {
+                        Ok(file) => snapshot.states.push(file),
+                        Err(error) => {
+                            let _ = hub.tx.send(ToCoordinator::Failed {
+                                task,
+                                checkpoint,
+                                error,
+                            });
+                            return;
+                        }
+                    }
+                }
+                hub.send_ack(task, snapshot);
+            });
+        match spawned {
+            Ok(handle) => {
+                self.finishing.lock().insert(task, handle);
+            }
+            Err(e) => {
+                let _ = self.tx.send(ToCoordinator::Failed {
+                    task,
+                    checkpoint,
+                    error: crate::Error::io("starting a snapshot thread", e),
+                });
+            }
+        }
+    }
+
+    /// Waits until the task's last deferred snapshot is finished and acknowledged.
+    fn wait_finishing(&self, task: usize) {
+        let handle = self.finishing.lock().remove(&task);
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!(task, "A snapshot thread panicked.");
+            }
+        }
+    }
+
+    fn send_ack(&self, task: usize, snapshot: TaskSnapshot) {
         // The coordinator may be gone when the job is ending: nothing to acknowledge then.
         match &self.remote {
             Some(remote) if !snapshot.states.is_empty() => {
@@ -119,6 +199,7 @@ impl CheckpointHub {
 
     /// Reports that a task ended, after its acknowledgements (which uploads may delay).
     pub(crate) fn finished(&self, task: usize, positions: Option<Vec<SplitPositionEntry>>) {
+        self.wait_finishing(task);
         let tx = self.tx.clone();
         let send = move || {
             let _ = tx.send(ToCoordinator::Finished { task, positions });
@@ -187,6 +268,7 @@ impl Coordinator {
             savepoint: AtomicU64::new(0),
             remote,
             tx,
+            finishing: parking_lot::Mutex::new(HashMap::new()),
         });
         let done = Arc::new(AtomicBool::new(false));
         let c = Self {

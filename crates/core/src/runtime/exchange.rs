@@ -220,35 +220,40 @@ macro_rules! outbox_control {
     };
 }
 
-/// Routes each record to the worker owning its key's key group, as `(key, record)`.
-pub(crate) struct KeyedExchange<T, K, F> {
-    outbox: Outbox<(K, T)>,
-    selector: Arc<F>,
+/// Routes each record to the worker owning its key's key group, as a `(key, value)`
+/// pair that `split` makes of the record: `key_by` pairs a computed key with the whole
+/// record, `key_by_pair` takes pairs apart that already carry their key.
+pub(crate) struct KeyedExchange<T, K, V, F> {
+    outbox: Outbox<(K, V)>,
+    split: Arc<F>,
     max_parallelism: u16,
     metrics: Arc<OperatorMetrics>,
+    _t: PhantomData<fn(T)>,
 }
 
-impl<T, K, F> KeyedExchange<T, K, F> {
+impl<T, K, V, F> KeyedExchange<T, K, V, F> {
     pub(crate) fn new(
-        outbox: Outbox<(K, T)>,
-        selector: Arc<F>,
+        outbox: Outbox<(K, V)>,
+        split: Arc<F>,
         max_parallelism: u16,
         metrics: Arc<OperatorMetrics>,
     ) -> Self {
         Self {
             outbox,
-            selector,
+            split,
             max_parallelism,
             metrics,
+            _t: PhantomData,
         }
     }
 }
 
-impl<T, K, F> Push<T> for KeyedExchange<T, K, F>
+impl<T, K, V, F> Push<T> for KeyedExchange<T, K, V, F>
 where
     T: Send + 'static,
     K: StateKey,
-    F: Fn(&T) -> K + Send + Sync + 'static,
+    V: Send + 'static,
+    F: Fn(T) -> (K, V) + Send + Sync + 'static,
 {
     fn open(&mut self) -> Result<()> {
         Ok(())
@@ -259,10 +264,10 @@ where
         self.metrics.record_in(batch.len());
         let targets = self.outbox.targets();
         for record in batch {
-            let key = (self.selector)(&record);
-            let group = key_group_for_key(&key, self.max_parallelism);
+            let pair = (self.split)(record);
+            let group = key_group_for_key(&pair.0, self.max_parallelism);
             let target = worker_for_key_group(group, self.max_parallelism, targets);
-            self.outbox.push_record(target, (key, record))?;
+            self.outbox.push_record(target, pair)?;
         }
         let now = Instant::now();
         self.outbox.after_input(now)?;

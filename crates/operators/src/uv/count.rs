@@ -48,11 +48,10 @@ pub enum Users {
     Sketch(Box<Sketch>),
 }
 
-/// Input of the counting operator: users and page views of one key.
+/// Input of the counting operator: users and page views of one key, which travels
+/// beside it (`(UvKey, UvInput)` pairs, keyed with `key_by_pair`).
 #[derive(Debug, Clone)]
 pub struct UvInput {
-    /// The key.
-    pub key: UvKey,
     /// Its users.
     pub users: Users,
     /// Page views (events).
@@ -164,14 +163,14 @@ impl Bucket {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Distinct {
     Exact(ExactSet),
-    Hll(Box<Sketch>),
+    Hll(Sketch),
 }
 
 impl Distinct {
     fn new(mode: Mode) -> Result<Self> {
         Ok(match mode {
             Mode::Exact => Self::Exact(ExactSet::default()),
-            Mode::Hll { precision } => Self::Hll(Box::new(Sketch::new(precision)?)),
+            Mode::Hll { precision } => Self::Hll(Sketch::new(precision)?),
         })
     }
 
@@ -380,7 +379,7 @@ impl KeyedProcessFunction for UvCount {
         ctx: &mut KeyedContext<'_, UvKey>,
         out: &mut Collector<'_, UvOutput>,
     ) -> Result<()> {
-        let key = &input.key;
+        let key = ctx.key();
         let close = self.close_at(key);
         if close <= ctx.current_watermark() {
             self.counters.late.fetch_add(input.pv, Ordering::Relaxed);

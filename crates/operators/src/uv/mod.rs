@@ -6,8 +6,9 @@
 //!
 //! - **Exact** mode keeps the users of a bucket as encoded ids, in a small hash table
 //!   while there are few and in a Roaring bitmap beyond (see [`distinct`] for the reversible
-//!   encoding); **HLL** mode keeps a HyperLogLog++ sketch, mergeable so counts can be
-//!   rolled up later ([`distinct::roll_up`]).
+//!   encoding); **HLL** mode keeps a HyperLogLog++ sketch, exact by hashes while the
+//!   bucket is small and mergeable so counts can be rolled up later
+//!   ([`distinct::roll_up`]).
 //! - **Emission**: a changelog row ([`UvRow`]) for each changed bucket every
 //!   `update_interval` of processing time, a row at the end of every step of a
 //!   cumulative grain, and a `final` row when the watermark passes the bucket's end plus
@@ -47,7 +48,9 @@ pub enum Mode {
     /// Every user id is kept: exact counts.
     Exact,
     /// HyperLogLog++ with `2^precision` registers (4..=18): relative standard error
-    /// `1.04 / sqrt(2^precision)`, at most `0.75 × 2^precision` bytes per bucket.
+    /// `1.04 / sqrt(2^precision)`, at most `0.75 × 2^precision` bytes per bucket. A
+    /// bucket's first 256 users (fewer below precision 13) are counted exactly by their
+    /// 64-bit hashes, which is both faster and closer (see [`Sketch`]).
     Hll {
         /// Precision, 4 to 18. Default 14 (0.81% error, 12 KiB at most).
         precision: u8,
@@ -248,22 +251,22 @@ pub fn count<E: UvEvent>(
     let op = UvCount::new(Arc::clone(&config), Arc::clone(&counters))?;
     let out = inputs
         .name("uv_expand")
-        .key_by(|i: &UvInput| i.key.clone())
+        .key_by_pair()
         .process(op)
         .name("uv_count");
     Ok((out, counters))
 }
 
-/// The inputs one event makes: one per dimension set (whose fields it has) × grain
+/// The keyed inputs one event makes: one per dimension set (whose fields it has) × grain
 /// (whose bucket holds it).
-pub fn expand<E: UvEvent>(config: &UvConfig, e: &E) -> Vec<UvInput> {
+pub fn expand<E: UvEvent>(config: &UvConfig, e: &E) -> Vec<(UvKey, UvInput)> {
     let mut out = Vec::with_capacity(config.dimensions.len() * config.grains.len());
     expand_into(config, e, &mut out);
     out
 }
 
 /// [`expand`] into `out`.
-pub fn expand_into<E: UvEvent>(config: &UvConfig, e: &E, out: &mut Vec<UvInput>) {
+pub fn expand_into<E: UvEvent>(config: &UvConfig, e: &E, out: &mut Vec<(UvKey, UvInput)>) {
     let ts = e.event_time();
     // The event's bucket in each grain that covers it, worked out once for every set.
     let buckets: smallvec::SmallVec<[(u16, Timestamp); 4]> = config
@@ -276,16 +279,19 @@ pub fn expand_into<E: UvEvent>(config: &UvConfig, e: &E, out: &mut Vec<UvInput>)
         return;
     };
     let user = e.user();
-    let input = |set: usize, values: DimValues, grain: u16, bucket: Timestamp| UvInput {
-        key: UvKey {
+    let input = |set: usize, values: DimValues, grain: u16, bucket: Timestamp| {
+        let key = UvKey {
             set: set as u16,
             values,
             grain,
             bucket,
-        },
-        users: Users::One(user.clone()),
-        pv: 1,
-        ts,
+        };
+        let input = UvInput {
+            users: Users::One(user.clone()),
+            pv: 1,
+            ts,
+        };
+        (key, input)
     };
     'sets: for (set, fields) in config.dimensions.iter().enumerate() {
         let mut values = DimValues::new();
@@ -335,25 +341,28 @@ pub fn dimension_value(value: &str) -> SmolStr {
 /// Combines inputs per key (and, for cumulative grains, per step, so that step rows stay
 /// exact): distinct users (exact) or one partial sketch (HLL), page views summed, latest
 /// event time kept.
-pub fn combine(config: &UvConfig, inputs: impl Iterator<Item = UvInput>) -> Vec<UvInput> {
+pub fn combine(
+    config: &UvConfig,
+    inputs: impl Iterator<Item = (UvKey, UvInput)>,
+) -> Vec<(UvKey, UvInput)> {
     type Group = (UvKey, Timestamp);
     let mut by_key: HashMap<Group, (UvInput, hashbrown::HashSet<UserId>)> = HashMap::new();
     let mut out = Vec::new();
-    for i in inputs {
+    for (key, i) in inputs {
         let user = match i.users {
             Users::One(user) => user,
             // Already combined: passed on as it is.
             users => {
-                out.push(UvInput { users, ..i });
+                out.push((key, UvInput { users, ..i }));
                 continue;
             }
         };
         let step = config
             .grains
-            .get(usize::from(i.key.grain))
-            .and_then(|g| g.step_end(i.ts, i.key.bucket))
+            .get(usize::from(key.grain))
+            .and_then(|g| g.step_end(i.ts, key.bucket))
             .unwrap_or(0);
-        let group = (i.key, step);
+        let group = (key, step);
         match by_key.get_mut(&group) {
             Some((acc, users)) => {
                 acc.pv += i.pv;
@@ -364,7 +373,6 @@ pub fn combine(config: &UvConfig, inputs: impl Iterator<Item = UvInput>) -> Vec<
                 let mut users = hashbrown::HashSet::new();
                 users.insert(user);
                 let acc = UvInput {
-                    key: group.0.clone(),
                     users: Users::Many(Vec::new()),
                     pv: i.pv,
                     ts: i.ts,
@@ -373,7 +381,7 @@ pub fn combine(config: &UvConfig, inputs: impl Iterator<Item = UvInput>) -> Vec<
             }
         }
     }
-    out.extend(by_key.into_values().map(|(mut acc, users)| {
+    out.extend(by_key.into_iter().map(|((key, _), (mut acc, users))| {
         acc.users = match config.mode {
             Mode::Hll { precision } if users.len() > 1 => match Sketch::new(precision) {
                 Ok(mut s) => {
@@ -388,7 +396,7 @@ pub fn combine(config: &UvConfig, inputs: impl Iterator<Item = UvInput>) -> Vec<
             },
             _ => Users::Many(users.into_iter().collect()),
         };
-        acc
+        (key, acc)
     }));
     out
 }

@@ -9,13 +9,18 @@
 //! it links the SST files and copies the log written since the last flush, and the flush
 //! runs in the background after it.
 //!
+//! A snapshot does little on the task's thread: the caches' changed entries are
+//! serialised into one batch, and a thread applies it and takes the checkpoint. Every
+//! later call that reaches the database waits for that thread (a cache hit does not), so
+//! the checkpoint holds exactly the state at the barrier.
+//!
 //! States with a TTL keep each value's stamp in its first eight bytes; a compaction filter
 //! drops expired values of value, map and reducing states whenever RocksDB compacts, so
 //! state nobody reads again leaves the disk without being scanned.
 
 mod native;
 
-use crate::native::{NativeFile, NativeTarget};
+use crate::native::{NativeFile, NativeTarget, PendingNative};
 use crate::table::{sort_for_insert, KvOp, KvStore, Visitor};
 use crate::ttl::TtlRegistry;
 use crate::{Error, KeyedStateStore, Result, StateBackend, StoreScope};
@@ -146,6 +151,13 @@ impl RocksDbBackend {
 }
 
 struct RocksKv {
+    inner: Arc<RocksInner>,
+    background: Mutex<Background>,
+}
+
+/// The database and what its checkpoints need: shared with the thread that finishes a
+/// checkpoint in the background.
+struct RocksInner {
     db: Option<DB>,
     dir: PathBuf,
     write: WriteOptions,
@@ -153,6 +165,26 @@ struct RocksKv {
     store_id: String,
     /// Data files already in checkpoint storage, by local name.
     uploaded: Mutex<HashMap<String, NativeFile>>,
+}
+
+impl std::ops::Deref for RocksKv {
+    type Target = RocksInner;
+    fn deref(&self) -> &RocksInner {
+        &self.inner
+    }
+}
+
+/// A checkpoint's write-back and file copies running off the task's thread.
+#[derive(Default)]
+struct Background {
+    /// While set, writes are collected here instead of applied (the write-back of a
+    /// checkpoint in progress).
+    collecting: Option<Vec<KvOp>>,
+    /// The thread finishing the last checkpoint; it returns an error only if the
+    /// write-back failed, which leaves the database behind the caches.
+    running: Option<std::thread::JoinHandle<Result<()>>>,
+    /// Why the store can no longer be used: a write-back failed.
+    failed: Option<String>,
 }
 
 fn db_err(what: &str, e: rocksdb::Error) -> Error {
@@ -168,12 +200,44 @@ impl RocksKv {
             DB::open(&opts, &dir).map_err(|e| db_err(&format!("opening {}", dir.display()), e))?;
         let write = WriteOptions::default();
         Ok(Self {
-            db: Some(db),
-            store_id: native::new_store_id(),
-            dir,
-            write,
-            uploaded: Mutex::new(HashMap::new()),
+            inner: Arc::new(RocksInner {
+                db: Some(db),
+                store_id: native::new_store_id(),
+                dir,
+                write,
+                uploaded: Mutex::new(HashMap::new()),
+            }),
+            background: Mutex::new(Background::default()),
         })
+    }
+
+    fn background(&self) -> std::sync::MutexGuard<'_, Background> {
+        self.background
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for a checkpoint running in the background: every read and write of the
+    /// database after a barrier comes after that barrier's write-back, and nothing
+    /// written after the barrier reaches its checkpoint. Fails for good once a
+    /// write-back has failed.
+    fn settle(&self) -> Result<()> {
+        let mut bg = self.background();
+        if let Some(running) = bg.running.take() {
+            let outcome = running
+                .join()
+                .unwrap_or_else(|_| Err(Error::Io("a checkpoint thread panicked".into())));
+            if let Err(e) = outcome {
+                bg.failed = Some(e.to_string());
+            }
+        }
+        match &bg.failed {
+            Some(why) => Err(Error::Io(format!(
+                "a write-back to RocksDB failed ({why}): this store is behind its caches and \
+                 the job must restore from a checkpoint"
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn options(config: &RocksDbConfig, ttl: Arc<TtlRegistry>) -> Options {
@@ -197,32 +261,16 @@ impl RocksKv {
         });
         opts
     }
+}
 
+impl RocksInner {
     fn db(&self) -> Result<&DB> {
         self.db
             .as_ref()
             .ok_or_else(|| Error::Io("rocksdb database already closed".into()))
     }
-}
 
-impl Drop for RocksKv {
-    fn drop(&mut self) {
-        drop(self.db.take());
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                // A leftover working directory wastes disk but loses nothing.
-                tracing::warn!(dir = %self.dir.display(), error = %e, "Could not remove a RocksDB working directory.");
-            }
-        }
-    }
-}
-
-impl KvStore for RocksKv {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.db()?.get(key).map_err(|e| db_err("get", e))
-    }
-
-    fn write(&self, mut ops: Vec<KvOp>) -> Result<()> {
+    fn apply(&self, mut ops: Vec<KvOp>) -> Result<()> {
         sort_for_insert(&mut ops);
         let mut batch = WriteBatch::default();
         for op in ops {
@@ -236,8 +284,49 @@ impl KvStore for RocksKv {
             .write_opt(batch, &self.write)
             .map_err(|e| db_err("write", e))
     }
+}
+
+impl Drop for RocksKv {
+    fn drop(&mut self) {
+        // The database closes once the checkpoint thread lets go of it.
+        if let Err(e) = self.settle() {
+            tracing::warn!(error = %e, "A RocksDB store closed after a failed write-back.");
+        }
+    }
+}
+
+impl Drop for RocksInner {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                // A leftover working directory wastes disk but loses nothing.
+                tracing::warn!(dir = %self.dir.display(), error = %e, "Could not remove a RocksDB working directory.");
+            }
+        }
+    }
+}
+
+impl KvStore for RocksKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.settle()?;
+        self.db()?.get(key).map_err(|e| db_err("get", e))
+    }
+
+    fn write(&self, ops: Vec<KvOp>) -> Result<()> {
+        {
+            let mut bg = self.background();
+            if let Some(collected) = bg.collecting.as_mut() {
+                collected.extend(ops);
+                return Ok(());
+            }
+        }
+        self.settle()?;
+        self.apply(ops)
+    }
 
     fn scan_prefix(&self, prefix: &[u8], f: &mut Visitor<'_>) -> Result<()> {
+        self.settle()?;
         let mut read = ReadOptions::default();
         read.set_iterate_upper_bound(crate::table::prefix_end(prefix));
         for item in self
@@ -272,11 +361,53 @@ impl KvStore for RocksKv {
         &self,
         target: &NativeTarget,
     ) -> Result<Option<(String, Vec<NativeFile>)>> {
+        self.settle()?;
         self.checkpoint_files(target).map(Some)
     }
 
+    fn native_checkpoint_in_background(
+        &self,
+        write_back: &mut dyn FnMut() -> Result<()>,
+        target: &NativeTarget,
+    ) -> Result<Option<PendingNative>> {
+        self.settle()?;
+        self.background().collecting = Some(Vec::new());
+        let written = write_back();
+        let ops = self.background().collecting.take().unwrap_or_default();
+        if let Err(e) = written {
+            // What was collected is marked written in the caches: apply it now.
+            self.apply(ops)?;
+            return Err(e);
+        }
+        let inner = Arc::clone(&self.inner);
+        let target = target.clone();
+        let (tx, pending) = PendingNative::channel();
+        let running = std::thread::Builder::new()
+            .name("ferroflow-rocksdb-checkpoint".into())
+            .spawn(move || {
+                if let Err(e) = inner.apply(ops) {
+                    let _ = tx.send(Err(Error::Io(format!("checkpoint write-back: {e}"))));
+                    return Err(e);
+                }
+                let _ = tx.send(inner.checkpoint_files(&target));
+                Ok(())
+            })
+            .map_err(|e| {
+                // The write-back went with the closure: the store is behind its caches.
+                let why = format!("starting a checkpoint thread: {e}");
+                self.background().failed = Some(why.clone());
+                Error::Io(why)
+            })?;
+        self.background().running = Some(running);
+        Ok(Some(pending))
+    }
+
     fn compact(&self) -> Result<()> {
+        self.settle()?;
         self.db()?.compact_range(None::<&[u8]>, None::<&[u8]>);
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod background_tests;

@@ -11,7 +11,7 @@
 //! (rescaling) opens each old snapshot read-only and copies the ranges of the key groups
 //! this worker now owns, which are contiguous because keys start with their key group.
 
-use super::{db_err, RocksDbBackend, RocksKv};
+use super::{db_err, RocksDbBackend, RocksInner, RocksKv};
 use crate::native::{
     link_or_copy, NativeFile, NativeManifest, NativeState, NativeTarget, SHARED_DIR,
 };
@@ -47,7 +47,7 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::Io(format!("{what}: {e}"))
 }
 
-impl RocksKv {
+impl RocksInner {
     /// Writes the files of a native checkpoint under `target`; returns them.
     pub(super) fn checkpoint_files(
         &self,
@@ -316,11 +316,11 @@ fn copy_key_groups(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use crate::native::NativeTarget;
     use crate::{
         KeyScope, KeyedSnapshot, KeyedStateStore, RocksDbBackend, RocksDbConfig, StateBackend,
-        StoreScope,
+        StoreScope, ValueState,
     };
     use std::collections::HashSet;
     use std::path::Path;
@@ -336,30 +336,45 @@ mod tests {
         .unwrap()
     }
 
-    fn target(root: &Path, n: u64) -> NativeTarget {
+    pub(in crate::rocks) fn target(root: &Path, n: u64) -> NativeTarget {
         NativeTarget {
             root: root.to_path_buf(),
             private_dir: format!("chk-{n}/op-0.native"),
         }
     }
 
-    fn value(store: &mut KeyedStateStore, key: u64) -> Option<String> {
+    pub(in crate::rocks) fn value(store: &mut KeyedStateStore, key: u64) -> Option<String> {
         let v = store.value_state::<u64, String>("v").unwrap();
         v.get(&mut KeyScope::new(store, &key)).unwrap().cloned()
+    }
+
+    /// A store of worker 0 of 1 under `work` whose value state `v` holds `value(k)` for
+    /// every key below `keys`.
+    pub(in crate::rocks) fn filled_store(
+        work: &Path,
+        keys: u64,
+        value: impl Fn(u64) -> String,
+    ) -> (
+        RocksDbBackend,
+        StoreScope,
+        KeyedStateStore,
+        ValueState<String>,
+    ) {
+        let b = backend(work);
+        let scope = StoreScope::new("op", 0, 1, 64);
+        let mut s = b.open_keyed_store(&scope).unwrap();
+        let v = s.value_state::<u64, String>("v").unwrap();
+        for k in 0..keys {
+            v.set(&mut KeyScope::new(&mut s, &k), value(k)).unwrap();
+        }
+        (b, scope, s, v)
     }
 
     #[test]
     fn incremental_checkpoints_copy_only_new_files_and_restore_at_any_parallelism() {
         let work = tempfile::tempdir().unwrap();
         let root = tempfile::tempdir().unwrap();
-        let b = backend(work.path());
-        let scope = StoreScope::new("op", 0, 1, 64);
-        let mut s = b.open_keyed_store(&scope).unwrap();
-        let v = s.value_state::<u64, String>("v").unwrap();
-        for k in 0..KEYS {
-            v.set(&mut KeyScope::new(&mut s, &k), format!("first-{k:0>40}"))
-                .unwrap();
-        }
+        let (b, scope, mut s, v) = filled_store(work.path(), KEYS, |k| format!("first-{k:0>40}"));
         // Without a flush the data is still in the write-ahead log, which a checkpoint
         // copies: compact it into SST files first.
         s.compact().unwrap();

@@ -34,6 +34,22 @@ pub(crate) trait KvStore: Send + Sync {
         let _ = target;
         Ok(None)
     }
+    /// Writes a native snapshot after `write_back` has written the caches back, and may
+    /// finish it in the background: a store that does holds the write-back's writes
+    /// until `write_back` returns, applies them and writes the snapshot on another
+    /// thread, and makes every later call wait for that thread, so that the snapshot
+    /// holds exactly what was written before it and nothing after. `None` if the store
+    /// has no native format (the write-back is done then).
+    fn native_checkpoint_in_background(
+        &self,
+        write_back: &mut dyn FnMut() -> Result<()>,
+        target: &crate::native::NativeTarget,
+    ) -> Result<Option<crate::native::PendingNative>> {
+        write_back()?;
+        Ok(self
+            .native_checkpoint(target)?
+            .map(|done| crate::native::PendingNative::Ready(Ok(done))))
+    }
     /// Compacts the whole store, dropping deleted and filtered entries.
     fn compact(&self) -> Result<()> {
         Ok(())
