@@ -297,7 +297,13 @@ enum Form {
 impl Sketch {
     /// An empty sketch; `precision` is 4 to 18.
     pub fn new(precision: u8) -> Result<Self> {
-        Self::empty_hll(precision)?;
+        // The precisions `hyperloglogplus` accepts; checked here so that a new sketch
+        // allocates nothing until its first user.
+        if !(4..=18).contains(&precision) {
+            return Err(Error::Config(format!(
+                "HyperLogLog precision {precision}: must be 4 to 18"
+            )));
+        }
         Ok(Self {
             precision,
             form: Form::Exact(SmallIds::default()),
