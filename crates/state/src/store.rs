@@ -219,9 +219,8 @@ impl KeyedStateStore {
             return self.snapshot().map(PendingSnapshot::ready);
         };
         let store = Arc::clone(store);
-        let tables = &mut self.tables;
-        let mut write_back = || tables.iter_mut().try_for_each(|t| t.flush());
-        let Some(pending) = store.native_checkpoint_in_background(&mut write_back, target)? else {
+        let pending = store.native_checkpoint_in_background(&mut || self.flush(), target)?;
+        let Some(pending) = pending else {
             return self.snapshot().map(PendingSnapshot::ready);
         };
         let mut states: Vec<NativeState> = self

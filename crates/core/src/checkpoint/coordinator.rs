@@ -138,14 +138,7 @@ impl CheckpointHub {
                 for d in deferred {
                     match d.finish() {
                         Ok(file) => snapshot.states.push(file),
-                        Err(error) => {
-                            let _ = hub.tx.send(ToCoordinator::Failed {
-                                task,
-                                checkpoint,
-                                error,
-                            });
-                            return;
-                        }
+                        Err(error) => return hub.fail(task, checkpoint, error),
                     }
                 }
                 hub.send_ack(task, snapshot);
@@ -154,14 +147,21 @@ impl CheckpointHub {
             Ok(handle) => {
                 self.finishing.lock().insert(task, handle);
             }
-            Err(e) => {
-                let _ = self.tx.send(ToCoordinator::Failed {
-                    task,
-                    checkpoint,
-                    error: crate::Error::io("starting a snapshot thread", e),
-                });
-            }
+            Err(e) => self.fail(
+                task,
+                checkpoint,
+                crate::Error::io("starting a snapshot thread", e),
+            ),
         }
+    }
+
+    /// Tells the coordinator that the task's part of `checkpoint` could not be written.
+    fn fail(&self, task: usize, checkpoint: u64, error: crate::Error) {
+        let _ = self.tx.send(ToCoordinator::Failed {
+            task,
+            checkpoint,
+            error,
+        });
     }
 
     /// Waits until the task's last deferred snapshot is finished and acknowledged.
