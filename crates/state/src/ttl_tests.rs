@@ -108,6 +108,43 @@ fn expired_values_are_never_returned() {
 }
 
 #[test]
+fn get_or_insert_with_starts_over_on_an_expired_value() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, mut s) in stores(dir.path(), 2) {
+        let ttl = StateTtl::processing_time(ms(100)).with_sweep_interval(Duration::ZERO);
+        let v = s
+            .value_state::<u32, u64>(StateDescriptor::new("v").with_ttl(ttl))
+            .unwrap();
+        s.set_processing_time(1_000);
+        for k in 0u32..5 {
+            let mut cx = KeyScope::new(&mut s, &k);
+            *v.get_or_insert_with(&mut cx, || 10).unwrap() += u64::from(k);
+        }
+        // Key 0 is changed again before the others expire, which renews its TTL.
+        s.set_processing_time(1_060);
+        *v.get_or_insert_with(&mut KeyScope::new(&mut s, &0u32), || 10)
+            .unwrap() += 1;
+        // Nothing reads the values before they are changed again: the first access after
+        // expiry is the one that must not see the old value.
+        s.set_processing_time(1_100);
+        for k in 0u32..5 {
+            let mut cx = KeyScope::new(&mut s, &k);
+            let e = v.get_or_insert_with(&mut cx, || 100).unwrap();
+            let expected = if k == 0 { 11 } else { 100 };
+            assert_eq!(*e, expected, "{name}: key {k}");
+            *e += 1;
+        }
+        // The new values are live, and stamped at 1_100.
+        s.set_processing_time(1_199);
+        for k in 0u32..5 {
+            let mut cx = KeyScope::new(&mut s, &k);
+            let expected = if k == 0 { 12 } else { 101 };
+            assert_eq!(v.get(&mut cx).unwrap(), Some(&expected), "{name}: key {k}");
+        }
+    }
+}
+
+#[test]
 fn reads_refresh_only_when_configured() {
     let dir = tempfile::tempdir().unwrap();
     for (name, mut s) in stores(dir.path(), 2) {

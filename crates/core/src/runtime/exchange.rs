@@ -263,11 +263,18 @@ where
         let start = Instant::now();
         self.metrics.record_in(batch.len());
         let targets = self.outbox.targets();
-        for record in batch {
-            let pair = (self.split)(record);
-            let group = key_group_for_key(&pair.0, self.max_parallelism);
-            let target = worker_for_key_group(group, self.max_parallelism, targets);
-            self.outbox.push_record(target, pair)?;
+        if targets == 1 {
+            // One worker takes every key: no key group to work out, and the batch goes
+            // as a whole (collected in place when a record is already a key-value pair).
+            let pairs: Vec<(K, V)> = batch.into_iter().map(&*self.split).collect();
+            self.outbox.push_batch(0, pairs)?;
+        } else {
+            for record in batch {
+                let pair = (self.split)(record);
+                let group = key_group_for_key(&pair.0, self.max_parallelism);
+                let target = worker_for_key_group(group, self.max_parallelism, targets);
+                self.outbox.push_record(target, pair)?;
+            }
         }
         let now = Instant::now();
         self.outbox.after_input(now)?;

@@ -123,9 +123,13 @@ impl<K: StateKey, V: StateValue> ValueTable<K, Stamped<V>> {
         spec: &TtlSpec,
         clock: &TtlClock,
     ) -> Result<&mut V> {
-        self.live(key, spec, clock)?;
         let at = spec.stamp(clock);
-        let s = self.get_or_insert_with(key, || Stamped { at, value: init() })?;
+        // One lookup: an expired value is replaced as if it were absent.
+        let s = self.get_or_replace_with(
+            key,
+            |s| spec.expired(s.at, clock),
+            || Stamped { at, value: init() },
+        )?;
         // Handing out a mutable reference counts as a write.
         s.at = at;
         Ok(&mut s.value)

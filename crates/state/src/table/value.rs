@@ -132,16 +132,36 @@ impl<K: StateKey, V: StateValue> ValueTable<K, V> {
         key: &K,
         init: impl FnOnce() -> V,
     ) -> Result<&mut V> {
+        self.get_or_replace_with(key, |_| false, init)
+    }
+
+    /// The value of `key` for changing in place, with one lookup: `init()` is inserted
+    /// if there is none, and replaces the present one if `stale` says so.
+    pub(crate) fn get_or_replace_with(
+        &mut self,
+        key: &K,
+        stale: impl FnOnce(&V) -> bool,
+        init: impl FnOnce() -> V,
+    ) -> Result<&mut V> {
         self.make_room()?;
         match self {
             Self::Memory(map) => Ok(match map.raw_entry_mut().from_key(key) {
-                RawEntryMut::Occupied(e) => e.into_mut(),
+                RawEntryMut::Occupied(e) => {
+                    let v = e.into_mut();
+                    if stale(v) {
+                        *v = init();
+                    }
+                    v
+                }
                 RawEntryMut::Vacant(e) => e.insert(key.clone(), init()).1,
             }),
             Self::Backed { cache, b } => {
                 let slot = Self::slot(cache, b, key)?;
                 // The caller may change the value through the reference.
                 slot.dirty = true;
+                if slot.value.as_ref().is_some_and(stale) {
+                    slot.value = None;
+                }
                 Ok(slot.value.get_or_insert_with(init))
             }
         }
