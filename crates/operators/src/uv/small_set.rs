@@ -6,6 +6,10 @@
 //! table pays one multiply and, on average, about two probes. It grows by doubling at
 //! three quarters full, so it takes at most twice the memory of a vector of the same
 //! ids (on average about as much as a vector grown by doubling).
+//!
+//! While every id fits in 32 bits (numeric ids below 4,294,967,295), the slots are 32
+//! bits wide: half the memory, so more of the open buckets' tables stay in the CPU's
+//! caches. The first id that does not fit widens the table to 64-bit slots for good.
 
 use serde::de::{Deserialize, Deserializer};
 use serde::ser::{Serialize, SerializeSeq, Serializer};
@@ -18,67 +22,169 @@ const EMPTY: u64 = u64::MAX;
 /// Slots of the first table.
 const MIN_SLOTS: usize = 4;
 
-/// A set of `u64` ids (never `u64::MAX`).
+/// A slot width: `u32` or `u64`, whose largest value marks an empty slot.
+pub(super) trait Slot: Copy + Eq {
+    const EMPTY: Self;
+    fn get(self) -> u64;
+    /// `v` in this width, if it fits and is not the empty mark.
+    fn from_id(v: u64) -> Option<Self>;
+}
+
+impl Slot for u32 {
+    const EMPTY: Self = u32::MAX;
+    fn get(self) -> u64 {
+        u64::from(self)
+    }
+    fn from_id(v: u64) -> Option<Self> {
+        u32::try_from(v).ok().filter(|&n| n != u32::MAX)
+    }
+}
+
+impl Slot for u64 {
+    const EMPTY: Self = u64::MAX;
+    fn get(self) -> u64 {
+        self
+    }
+    fn from_id(v: u64) -> Option<Self> {
+        (v != EMPTY).then_some(v)
+    }
+}
+
+/// The table of one width.
 #[derive(Debug, Clone, Default)]
-pub(super) struct SmallIds {
+pub(super) struct Table<S> {
     /// A power of two of slots, or none before the first insert.
-    slots: Vec<u64>,
+    slots: Vec<S>,
     len: usize,
 }
 
-impl SmallIds {
-    /// Number of ids.
-    pub(super) fn len(&self) -> usize {
-        self.len
-    }
-
+impl<S: Slot> Table<S> {
     /// The slot where `v`'s probe sequence starts (Fibonacci hashing: the high bits of
-    /// a multiply, so ids that differ only in their high bits spread too).
+    /// a multiply, so ids that differ only in their high bits spread too). The same for
+    /// both widths.
     fn home(&self, v: u64) -> usize {
         let bits = self.slots.len().trailing_zeros();
         (v.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
     }
 
-    /// Adds `v`; true if it was not there. `v` must not be `u64::MAX`.
-    pub(super) fn insert(&mut self, v: u64) -> bool {
-        debug_assert_ne!(v, EMPTY);
+    /// Adds `v` (not `S::EMPTY`); true if it was not there.
+    fn insert(&mut self, v: S) -> bool {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.grow();
         }
         let mask = self.slots.len() - 1;
-        let mut i = self.home(v);
+        let mut i = self.home(v.get());
         loop {
-            match self.slots[i] {
-                EMPTY => {
-                    self.slots[i] = v;
-                    self.len += 1;
-                    return true;
-                }
-                x if x == v => return false,
-                _ => i = (i + 1) & mask,
+            let x = self.slots[i];
+            if x == S::EMPTY {
+                self.slots[i] = v;
+                self.len += 1;
+                return true;
             }
+            if x == v {
+                return false;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn contains(&self, v: S) -> bool {
+        if self.slots.is_empty() {
+            return false;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(v.get());
+        loop {
+            let x = self.slots[i];
+            if x == S::EMPTY {
+                return false;
+            }
+            if x == v {
+                return true;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots
+            .iter()
+            .filter(|&&v| v != S::EMPTY)
+            .map(|v| v.get())
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(MIN_SLOTS);
+        let old = std::mem::replace(&mut self.slots, vec![S::EMPTY; size]);
+        self.len = 0;
+        for v in old.into_iter().filter(|&v| v != S::EMPTY) {
+            self.insert(v);
+        }
+    }
+}
+
+/// A set of `u64` ids (never `u64::MAX`).
+#[derive(Debug, Clone)]
+pub(super) enum SmallIds {
+    /// Every id fits in 32 bits.
+    Narrow(Table<u32>),
+    /// Some id does not.
+    Wide(Table<u64>),
+}
+
+impl Default for SmallIds {
+    fn default() -> Self {
+        Self::Narrow(Table::default())
+    }
+}
+
+impl SmallIds {
+    /// Number of ids.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Self::Narrow(t) => t.len,
+            Self::Wide(t) => t.len,
+        }
+    }
+
+    /// Adds `v`; true if it was not there. `v` must not be `u64::MAX`.
+    pub(super) fn insert(&mut self, v: u64) -> bool {
+        debug_assert_ne!(v, EMPTY);
+        match self {
+            Self::Narrow(t) => match u32::from_id(v) {
+                Some(n) => t.insert(n),
+                None => {
+                    self.widen();
+                    self.insert(v)
+                }
+            },
+            Self::Wide(t) => t.insert(v),
         }
     }
 
     /// Whether `v` is in the set.
     pub(super) fn contains(&self, v: u64) -> bool {
-        if self.slots.is_empty() || v == EMPTY {
-            return false;
-        }
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(v);
-        loop {
-            match self.slots[i] {
-                EMPTY => return false,
-                x if x == v => return true,
-                _ => i = (i + 1) & mask,
-            }
+        match self {
+            Self::Narrow(t) => u32::from_id(v).is_some_and(|n| t.contains(n)),
+            Self::Wide(t) => v != EMPTY && t.contains(v),
         }
     }
 
     /// The ids, in no particular order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.slots.iter().copied().filter(|&v| v != EMPTY)
+    pub(super) fn iter(&self) -> Box<dyn Iterator<Item = u64> + '_> {
+        match self {
+            Self::Narrow(t) => Box::new(t.iter()),
+            Self::Wide(t) => Box::new(t.iter()),
+        }
+    }
+
+    /// Bytes of the table's slots.
+    #[cfg(test)]
+    pub(super) fn heap_bytes(&self) -> usize {
+        match self {
+            Self::Narrow(t) => 4 * t.slots.len(),
+            Self::Wide(t) => 8 * t.slots.len(),
+        }
     }
 
     /// Removes every id and gives the memory back.
@@ -86,12 +192,17 @@ impl SmallIds {
         *self = Self::default();
     }
 
-    fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(MIN_SLOTS);
-        let old = std::mem::replace(&mut self.slots, vec![EMPTY; size]);
-        self.len = 0;
-        for v in old.into_iter().filter(|&v| v != EMPTY) {
-            self.insert(v);
+    /// Moves the ids into 64-bit slots.
+    fn widen(&mut self) {
+        if let Self::Narrow(t) = self {
+            let mut wide = Table::<u64> {
+                slots: vec![EMPTY; t.slots.len().max(MIN_SLOTS)],
+                len: 0,
+            };
+            t.iter().for_each(|v| {
+                wide.insert(v);
+            });
+            *self = Self::Wide(wide);
         }
     }
 }
@@ -150,10 +261,29 @@ mod tests {
         assert!(!set.contains(3) && !set.contains((1 << 40) + 1));
         let listed: BTreeSet<u64> = set.iter().collect();
         assert_eq!(listed, model);
-        // At most three quarters full.
-        assert!(set.len() * 4 <= set.slots.len() * 3);
+        // At most three quarters full, and wide once an id needs it.
+        assert!(matches!(set, SmallIds::Wide(_)));
+        assert!(set.len() * 8 * 4 <= set.heap_bytes() * 3);
         set.clear();
         assert_eq!((set.len(), set.iter().count()), (0, 0));
+    }
+
+    #[test]
+    fn stays_narrow_while_ids_fit_in_32_bits() {
+        let mut set = SmallIds::default();
+        for v in 0..1000u64 {
+            assert!(set.insert(v * 4_000_000));
+        }
+        assert!(matches!(set, SmallIds::Narrow(_)));
+        assert_eq!(set.heap_bytes(), 4 * 2048);
+        // u32::MAX itself is an id, not the empty mark, and does not fit.
+        assert!(!set.contains(u64::from(u32::MAX)) && !set.contains(1 << 40));
+        assert!(set.insert(u64::from(u32::MAX)));
+        assert!(matches!(set, SmallIds::Wide(_)));
+        assert!(!set.insert(u64::from(u32::MAX)) && !set.insert(3_996_000_000));
+        assert_eq!(set.len(), 1001);
+        assert!((0..1000u64).all(|v| set.contains(v * 4_000_000)));
+        assert!(set.contains(u64::from(u32::MAX)));
     }
 
     #[test]
