@@ -43,11 +43,16 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// A processing-time TTL whose sweeps run on every chance.
+fn sweep_always(ttl: Duration) -> StateTtl {
+    StateTtl::processing_time(ttl).with_sweep_interval(Duration::ZERO)
+}
+
 #[test]
 fn expired_values_are_never_returned() {
     let dir = tempfile::tempdir().unwrap();
     for (name, mut s) in stores(dir.path(), 2) {
-        let ttl = StateTtl::processing_time(ms(100)).with_sweep_interval(Duration::ZERO);
+        let ttl = sweep_always(ms(100));
         let v = s
             .value_state::<u32, u64>(StateDescriptor::new("v").with_ttl(ttl))
             .unwrap();
@@ -111,7 +116,7 @@ fn expired_values_are_never_returned() {
 fn get_or_insert_with_starts_over_on_an_expired_value() {
     let dir = tempfile::tempdir().unwrap();
     for (name, mut s) in stores(dir.path(), 2) {
-        let ttl = StateTtl::processing_time(ms(100)).with_sweep_interval(Duration::ZERO);
+        let ttl = sweep_always(ms(100));
         let v = s
             .value_state::<u32, u64>(StateDescriptor::new("v").with_ttl(ttl))
             .unwrap();
