@@ -171,11 +171,15 @@ impl SmallIds {
     }
 
     /// The ids, in no particular order.
-    pub(super) fn iter(&self) -> Box<dyn Iterator<Item = u64> + '_> {
-        match self {
-            Self::Narrow(t) => Box::new(t.iter()),
-            Self::Wide(t) => Box::new(t.iter()),
-        }
+    pub(super) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let (narrow, wide) = match self {
+            Self::Narrow(t) => (Some(t.iter()), None),
+            Self::Wide(t) => (None, Some(t.iter())),
+        };
+        narrow
+            .into_iter()
+            .flatten()
+            .chain(wide.into_iter().flatten())
     }
 
     /// Bytes of the table's slots.
