@@ -33,6 +33,20 @@ impl<'a, T> Collector<'a, T> {
     }
 }
 
+/// What a [`KeyedProcessFunction::prefetch`] call is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefetch {
+    /// Start loading the record's state entries.
+    State,
+    /// The entries were asked for earlier: start loading what they point to.
+    Data,
+}
+
+/// How many records ahead of the one being processed [`Prefetch::State`] is called.
+pub const PREFETCH_STATE_AHEAD: usize = 8;
+/// How many records ahead of the one being processed [`Prefetch::Data`] is called.
+pub const PREFETCH_DATA_AHEAD: usize = 4;
+
 /// A function over a keyed stream, Flink's `KeyedProcessFunction`.
 ///
 /// One instance runs per worker (each a clone of the value passed to
@@ -66,6 +80,26 @@ pub trait KeyedProcessFunction: Send + 'static {
         ctx: &mut KeyedContext<'_, Self::Key>,
         out: &mut Collector<'_, Self::Out>,
     ) -> Result<()>;
+
+    /// Whether the runtime calls [`KeyedProcessFunction::prefetch`]. Default: false.
+    const PREFETCH: bool = false;
+
+    /// A hint, called for records a few places ahead of the one being processed, with
+    /// their key in scope: with [`Prefetch::State`] at [`PREFETCH_STATE_AHEAD`] records
+    /// ahead, the function can start loading its state entries into the CPU's caches
+    /// (`ValueState::prefetch`); with [`Prefetch::Data`] at [`PREFETCH_DATA_AHEAD`]
+    /// ahead, when those entries have arrived, what they point to (`ValueState::peek`).
+    /// The cache misses of several records then overlap instead of following one
+    /// another. Called only when [`KeyedProcessFunction::PREFETCH`] is true; it must not
+    /// change state or anything a result depends on.
+    fn prefetch(
+        &mut self,
+        record: &Self::In,
+        stage: Prefetch,
+        ctx: &mut KeyedContext<'_, Self::Key>,
+    ) {
+        let _ = (record, stage, ctx);
+    }
 
     /// A timer registered for `ctx.key()` fired.
     fn on_timer(
@@ -359,7 +393,21 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
             self.store.set_processing_time(now_millis());
         }
         let mut out = Vec::new();
-        for (key, record) in batch {
+        let mut records = batch.into_iter();
+        while let Some((key, record)) = records.next() {
+            if F::PREFETCH {
+                let ahead = records.as_slice();
+                for (stage, n) in [
+                    (Prefetch::State, PREFETCH_STATE_AHEAD),
+                    (Prefetch::Data, PREFETCH_DATA_AHEAD),
+                ] {
+                    if let Some((k, r)) = ahead.get(n - 1) {
+                        let mut ctx =
+                            KeyedContext::new(k, &mut self.store, &mut self.timers, self.watermark);
+                        self.f.prefetch(r, stage, &mut ctx);
+                    }
+                }
+            }
             let mut ctx =
                 KeyedContext::new(&key, &mut self.store, &mut self.timers, self.watermark);
             self.f

@@ -57,7 +57,10 @@ pub use checkpoint::{CheckpointConfig, RestoreFrom};
 pub use config::EnvConfig;
 pub use env::{JobHandle, JobResult, StopHandle, StreamEnvironment};
 pub use error::{BoxError, Error, Result};
-pub use keyed::{Collector, KeyedContext, KeyedProcessFunction, OpenContext};
+pub use keyed::{
+    Collector, KeyedContext, KeyedProcessFunction, OpenContext, Prefetch, PREFETCH_DATA_AHEAD,
+    PREFETCH_STATE_AHEAD,
+};
 pub use sink::{Sink, SinkContext};
 pub use source::{Source, SplitReader, SplitStatus};
 pub use stream::{DataStream, KeyedStream};

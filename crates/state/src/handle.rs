@@ -131,6 +131,45 @@ impl<V: StateValue> ValueState<V> {
         }
     }
 
+    /// Starts loading the current key's entry into the CPU's caches, if it is in memory
+    /// (the memory backend's table, or a backed store's cache), and returns without
+    /// waiting for it. A hint for records a few places ahead of the one being processed
+    /// (see `KeyedProcessFunction::prefetch`): it reads nothing from a store and changes
+    /// nothing.
+    pub fn prefetch<A: StateAccess>(&self, cx: &mut A) {
+        let (store, key) = cx.parts();
+        match &self.ttl {
+            None => {
+                if let Ok(t) = store.table::<ValueTable<A::Key, V>>(self.id) {
+                    t.prefetch(key);
+                }
+            }
+            Some(_) => {
+                if let Ok(t) = store.table::<ValueTable<A::Key, Stamped<V>>>(self.id) {
+                    t.prefetch(key);
+                }
+            }
+        }
+    }
+
+    /// The value of the current key if it is in memory now, expired or not, without
+    /// loading it from a store or counting as an access. Only for prefetching what the
+    /// value points to: a result must never depend on it.
+    pub fn peek<'a, A: StateAccess>(&self, cx: &'a mut A) -> Option<&'a V> {
+        let (store, key) = cx.parts();
+        match &self.ttl {
+            None => store
+                .table::<ValueTable<A::Key, V>>(self.id)
+                .ok()?
+                .peek(key),
+            Some(_) => store
+                .table::<ValueTable<A::Key, Stamped<V>>>(self.id)
+                .ok()?
+                .peek(key)
+                .map(|s| &s.value),
+        }
+    }
+
     /// Removes and returns the value of the current key.
     pub fn clear<A: StateAccess>(&self, cx: &mut A) -> Result<Option<V>> {
         let (store, key) = cx.parts();

@@ -32,6 +32,7 @@
 mod backend;
 mod error;
 mod handle;
+pub mod hint;
 mod key_group;
 #[cfg(test)]
 mod model_tests;

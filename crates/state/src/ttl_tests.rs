@@ -286,3 +286,51 @@ fn rocksdb_compaction_filter_drops_expired_entries() {
     let stats = s.stats().unwrap();
     assert_eq!((stats.tables[0].keys, stats.tables[1].keys), (0, 200));
 }
+
+#[test]
+fn peek_sees_only_values_in_memory_and_prefetch_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, mut s) in stores(dir.path(), 4) {
+        let plain = s.value_state::<u64, u64>("plain").unwrap();
+        let timed = s
+            .value_state::<u64, u64>(StateDescriptor::new("timed").with_ttl(sweep_always(ms(50))))
+            .unwrap();
+        s.set_processing_time(1_000);
+        for k in 0..16u64 {
+            let mut cx = KeyScope::new(&mut s, &k);
+            plain.prefetch(&mut cx);
+            timed.prefetch(&mut cx);
+            assert_eq!(plain.peek(&mut cx), None, "{name}");
+            plain.set(&mut cx, k * 10).unwrap();
+            timed.set(&mut cx, k * 100).unwrap();
+            assert_eq!(plain.peek(&mut cx), Some(&(k * 10)), "{name}");
+            assert_eq!(timed.peek(&mut cx), Some(&(k * 100)), "{name}");
+        }
+        // Backed stores keep 4 entries in memory: peek does not load the others, and
+        // neither it nor prefetch changes what reads return.
+        let in_memory = (0..16u64)
+            .filter(|k| plain.peek(&mut KeyScope::new(&mut s, k)).is_some())
+            .count();
+        assert!(
+            if name == "memory" {
+                in_memory == 16
+            } else {
+                in_memory < 16
+            },
+            "{name}: {in_memory} of 16 in memory"
+        );
+        for k in 0..16u64 {
+            let mut cx = KeyScope::new(&mut s, &k);
+            plain.prefetch(&mut cx);
+            assert_eq!(plain.get(&mut cx).unwrap(), Some(&(k * 10)), "{name}");
+            assert_eq!(timed.get(&mut cx).unwrap(), Some(&(k * 100)), "{name}");
+        }
+        // Prefetching never revives an expired value.
+        s.set_processing_time(2_000);
+        let k = 15u64;
+        let mut cx = KeyScope::new(&mut s, &k);
+        timed.prefetch(&mut cx);
+        assert_eq!(timed.get(&mut cx).unwrap(), None, "{name}");
+        assert_eq!(s.stats().unwrap().tables[0].keys, 16, "{name}");
+    }
+}

@@ -118,6 +118,24 @@ impl<K: StateKey, V: StateValue> ValueTable<K, V> {
         }
     }
 
+    /// Starts loading `key`'s entry into the CPU's caches if it is in memory (a hint:
+    /// nothing is read from the store and nothing changes).
+    pub(crate) fn prefetch(&self, key: &K) {
+        match self {
+            Self::Memory(map) => crate::hint::prefetch_entry(map, key),
+            Self::Backed { cache, .. } => crate::hint::prefetch_entry(cache, key),
+        }
+    }
+
+    /// The value of `key` if it is in memory now, without loading it from the store or
+    /// marking it used: for prefetching what a value points to, never for results.
+    pub(crate) fn peek(&self, key: &K) -> Option<&V> {
+        match self {
+            Self::Memory(map) => map.get(key),
+            Self::Backed { cache, .. } => cache.get(key)?.value.as_ref(),
+        }
+    }
+
     /// Heap bytes of the table's own structures (values' own heap data not included).
     pub(crate) fn approx_bytes(&self) -> u64 {
         let n = match self {
