@@ -83,9 +83,6 @@ impl UvEvent for Click {
     fn dimension(&self, field: &str) -> Option<&str> {
         self.name(field).map(|n| &**n)
     }
-    fn dimension_value(&self, field: &str) -> Option<SmolStr> {
-        self.name(field).cloned()
-    }
 }
 
 struct Case {

@@ -76,18 +76,6 @@ impl UvEvent for DashboardEvent {
             _ => None,
         }
     }
-
-    fn dimension_value(&self, field: &str) -> Option<SmolStr> {
-        match field {
-            "site" => self.site.clone(),
-            "platform" => self.platform.clone(),
-            "category1" => self.category1.clone(),
-            "category2" => self.category2.clone(),
-            "province" => self.province.clone(),
-            "activity" => self.activity.clone(),
-            _ => None,
-        }
-    }
 }
 
 const PLATFORMS: [&str; 4] = ["app", "web", "mini", "h5"];

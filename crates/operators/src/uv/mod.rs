@@ -29,6 +29,7 @@ pub mod count;
 pub mod distinct;
 pub mod grain;
 mod small_set;
+mod values;
 
 pub use count::{
     DimValues, LateRecord, SmolStr, Users, UvCount, UvCounters, UvInput, UvKey, UvOutput, UvRow,
@@ -173,14 +174,6 @@ pub trait UvEvent: Send + 'static {
     /// The value of a dimension field; `None` leaves the event out of every dimension
     /// set that names the field.
     fn dimension(&self, field: &str) -> Option<&str>;
-
-    /// The value of a dimension field as a key holds it. The default takes
-    /// [`UvEvent::dimension`]: a value of up to 23 bytes is copied into the key, a longer
-    /// one is looked up in a per-thread table of shared strings. An event that already
-    /// holds [`SmolStr`]s can return a clone instead.
-    fn dimension_value(&self, field: &str) -> Option<SmolStr> {
-        self.dimension(field).map(dimension_value)
-    }
 }
 
 /// Counts UV and PV of `events` as `config` says. Returns the operator's output and its
@@ -269,23 +262,18 @@ pub fn expand<E: UvEvent>(config: &UvConfig, e: &E) -> Vec<(UvKey, UvInput)> {
 pub fn expand_into<E: UvEvent>(config: &UvConfig, e: &E, out: &mut Vec<(UvKey, UvInput)>) {
     let ts = e.event_time();
     // The event's bucket in each grain that covers it, worked out once for every set.
-    let buckets: smallvec::SmallVec<[(u16, Timestamp); 4]> = config
-        .grains
-        .iter()
-        .enumerate()
-        .filter_map(|(i, g)| Some((i as u16, g.bucket(ts, config.offset_ms)?.0)))
-        .collect();
+    let mut buckets = smallvec::SmallVec::<[(u16, Timestamp); 4]>::new();
+    for (i, g) in config.grains.iter().enumerate() {
+        if let Some((start, _)) = g.bucket(ts, config.offset_ms) {
+            buckets.push((i as u16, start));
+        }
+    }
     let Some(((last_grain, last_bucket), rest)) = buckets.split_last() else {
         return;
     };
     let user = e.user();
     let input = |set: usize, values: DimValues, grain: u16, bucket: Timestamp| {
-        let key = UvKey {
-            set: set as u16,
-            values,
-            grain,
-            bucket,
-        };
+        let key = UvKey::new(set as u16, values, grain, bucket);
         let input = UvInput {
             users: Users::One(user.clone()),
             pv: 1,
@@ -293,25 +281,31 @@ pub fn expand_into<E: UvEvent>(config: &UvConfig, e: &E, out: &mut Vec<(UvKey, U
         };
         (key, input)
     };
-    'sets: for (set, fields) in config.dimensions.iter().enumerate() {
-        let mut values = DimValues::new();
-        for f in fields {
-            match e.dimension_value(f) {
-                Some(v) => values.push(v),
-                // The event lacks a field of this set.
-                None => continue 'sets,
-            }
-        }
-        for &(grain, bucket) in rest {
-            out.push(input(set, values.clone(), grain, bucket));
-        }
-        out.push(input(set, values, *last_grain, *last_bucket));
+    thread_local! {
+        static PACKED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     }
+    PACKED.with_borrow_mut(|packed| {
+        'sets: for (set, fields) in config.dimensions.iter().enumerate() {
+            packed.clear();
+            for f in fields {
+                match e.dimension(f) {
+                    Some(v) => values::pack_into(packed, v),
+                    // The event lacks a field of this set.
+                    None => continue 'sets,
+                }
+            }
+            let values = DimValues::from_packed(packed);
+            for &(grain, bucket) in rest {
+                out.push(input(set, values.clone(), grain, bucket));
+            }
+            out.push(input(set, values, *last_grain, *last_bucket));
+        }
+    });
 }
 
-/// A dimension value as keys hold it: up to 23 bytes inline; a longer value shared, one
-/// allocation per distinct value and thread, so that expanded keys share it instead of
-/// copying it.
+/// A string as keys hold it (a dimension set's packed values, see [`DimValues`]): up
+/// to 23 bytes inline; a longer string shared, one allocation per distinct string and
+/// thread, so that expanded keys share it instead of copying it.
 pub fn dimension_value(value: &str) -> SmolStr {
     /// Distinct long values kept per thread before the table starts over.
     const MAX: usize = 1 << 20;

@@ -54,7 +54,7 @@ impl Slot for u64 {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Table<S> {
     /// A power of two of slots, or none before the first insert.
-    slots: Vec<S>,
+    slots: Box<[S]>,
     len: usize,
 }
 
@@ -106,6 +106,13 @@ impl<S: Slot> Table<S> {
         }
     }
 
+    /// Starts loading the slot where `v`'s probe starts (a cache hint).
+    fn prefetch(&self, v: u64) {
+        if let Some(slot) = self.slots.get(self.home(v)) {
+            ferroflow_state::hint::prefetch(slot);
+        }
+    }
+
     fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.slots
             .iter()
@@ -115,9 +122,9 @@ impl<S: Slot> Table<S> {
 
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
-        let old = std::mem::replace(&mut self.slots, vec![S::EMPTY; size]);
+        let old = std::mem::replace(&mut self.slots, vec![S::EMPTY; size].into_boxed_slice());
         self.len = 0;
-        for v in old.into_iter().filter(|&v| v != S::EMPTY) {
+        for v in old.iter().copied().filter(|&v| v != S::EMPTY) {
             self.insert(v);
         }
     }
@@ -170,6 +177,14 @@ impl SmallIds {
         }
     }
 
+    /// Starts loading the slot where `v` would be (a cache hint; changes nothing).
+    pub(super) fn prefetch(&self, v: u64) {
+        match self {
+            Self::Narrow(t) => t.prefetch(v),
+            Self::Wide(t) => t.prefetch(v),
+        }
+    }
+
     /// The ids, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         let (narrow, wide) = match self {
@@ -200,7 +215,7 @@ impl SmallIds {
     fn widen(&mut self) {
         if let Self::Narrow(t) = self {
             let mut wide = Table::<u64> {
-                slots: vec![EMPTY; t.slots.len().max(MIN_SLOTS)],
+                slots: vec![EMPTY; t.slots.len().max(MIN_SLOTS)].into_boxed_slice(),
                 len: 0,
             };
             t.iter().for_each(|v| {

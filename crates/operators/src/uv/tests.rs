@@ -388,3 +388,71 @@ fn differences<K: std::fmt::Debug + Ord, V: std::fmt::Debug + PartialEq>(
         .map(|k| format!("{k:?}: got {:?}, want {:?}", got.get(k), want.get(k)))
         .collect()
 }
+
+#[test]
+fn keys_hash_once_compare_by_fields_and_read_back_whole() {
+    let values = DimValues::from_values(["app", "guangdong"]);
+    let a = UvKey::new(2, values.clone(), 1, 1_763_712_000_000);
+    let same = UvKey::new(
+        2,
+        DimValues::from_values(["app", "guangdong"]),
+        1,
+        a.bucket(),
+    );
+    assert_eq!(a, same);
+    assert_eq!(
+        ferroflow_state::stable_hash(&a),
+        ferroflow_state::stable_hash(&same)
+    );
+    // Every field takes part.
+    for other in [
+        UvKey::new(3, values.clone(), 1, a.bucket()),
+        UvKey::new(
+            2,
+            DimValues::from_values(["app", "zhejiang"]),
+            1,
+            a.bucket(),
+        ),
+        UvKey::new(2, values.clone(), 0, a.bucket()),
+        UvKey::new(2, values.clone(), 1, a.bucket() + HOUR),
+    ] {
+        assert_ne!(a, other);
+        assert_ne!(
+            ferroflow_state::stable_hash(&a),
+            ferroflow_state::stable_hash(&other)
+        );
+    }
+    // The hash picks the key group, so it must never change between versions.
+    assert_eq!(ferroflow_state::key_group_for_key(&a, 128).0, 42);
+    // Serialized without the hash, read back with it.
+    let bytes = postcard::to_allocvec(&a).unwrap();
+    let back: UvKey = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back, a);
+    assert_eq!(
+        ferroflow_state::stable_hash(&back),
+        ferroflow_state::stable_hash(&a)
+    );
+    assert_eq!((back.set(), back.grain(), back.values().len()), (2, 1, 2));
+    // Ordered by fields, not by hash.
+    let mut keys = [
+        UvKey::new(1, DimValues::from_values(["b"]), 0, 0),
+        UvKey::new(1, DimValues::from_values(["a"]), 0, 5),
+        UvKey::new(0, DimValues::new(), 1, 0),
+    ];
+    keys.sort();
+    let order: Vec<_> = keys.iter().map(|k| (k.set(), k.bucket())).collect();
+    assert_eq!(order, [(0, 0), (1, 5), (1, 0)]);
+}
+
+#[test]
+fn a_buckets_state_entry_stays_small() {
+    // Sizes of what every open bucket holds in its state entry: a larger one puts more
+    // cache lines between the counting worker and its state.
+    assert!(size_of::<UvKey>() <= 48, "{}", size_of::<UvKey>());
+    assert!(size_of::<ExactSet>() <= 40, "{}", size_of::<ExactSet>());
+    assert!(
+        size_of::<count::Bucket>() <= 96,
+        "{}",
+        size_of::<count::Bucket>()
+    );
+}
