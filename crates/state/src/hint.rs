@@ -24,7 +24,9 @@ pub(crate) fn prefetch_ptr(p: *const u8) {
     let _ = p;
 }
 
-/// Asks the CPU to start loading the first cache line of `value` (see [`prefetch_ptr`]).
+/// Asks the CPU to start loading the first cache line of `value` into every level of its
+/// caches, and returns without waiting. A hint only: it reads nothing a program can
+/// observe and changes no result. A no-op on targets other than x86_64.
 #[inline(always)]
 pub fn prefetch<T: ?Sized>(value: &T) {
     prefetch_ptr((value as *const T).cast::<u8>());

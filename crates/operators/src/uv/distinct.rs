@@ -306,7 +306,7 @@ pub(super) fn fmix64(mut k: u64) -> u64 {
 }
 
 /// A hasher whose output never changes between processes, platforms or versions: FNV-1a
-/// over the bytes (integers little-endian), finished by [`fmix64`].
+/// over the bytes (integers little-endian), finished by MurmurHash3's 64-bit finalizer.
 #[derive(Debug, Clone, Copy)]
 pub struct StableHasher(u64);
 
@@ -354,8 +354,8 @@ fn exact_limit(precision: u8) -> usize {
 /// A HyperLogLog++ sketch of users, with an exact front.
 ///
 /// The usual bucket (one item in one hour) holds tens of users, far fewer than a sketch
-/// needs before it estimates anything. Up to [`exact_limit`] users (256 at precision 13
-/// and above), a sketch therefore keeps their 64-bit stable hashes in a small hash table
+/// needs before it estimates anything. Up to 256 users (`2^(precision - 5)` below
+/// precision 13), a sketch therefore keeps their 64-bit stable hashes in a small hash table
 /// and counts them exactly: about two probes an insert, no allocation beyond the table,
 /// and a count that is right unless two of those users' hashes collide (probability
 /// below `n² / 2^65`, under 2 × 10⁻¹⁵ for 256 users). The next user moves the hashes
