@@ -28,6 +28,7 @@
 pub mod count;
 pub mod distinct;
 pub mod grain;
+mod key;
 mod small_set;
 mod values;
 

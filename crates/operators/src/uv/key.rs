@@ -1,0 +1,135 @@
+//! The key a UV count is kept under.
+
+use super::distinct::fmix64;
+use super::values::DimValues;
+use ferroflow_core::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// What one count is kept under: a dimension set's values, a grain and a bucket.
+///
+/// A key carries a stable 64-bit hash of its fields, computed once when it is made:
+/// hashing a key (for its key group, and in every state lookup) writes that one number,
+/// and comparing two keys compares it first. The hash is not serialized; a key read back
+/// computes it again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "UvKeyFields")]
+pub struct UvKey {
+    #[serde(skip)]
+    hash: u64,
+    /// Index of the dimension set in [`UvConfig::dimensions`](super::UvConfig::dimensions).
+    pub(super) set: u16,
+    /// The event's values of the set's fields, in the set's order, packed into one
+    /// string: held in the key itself up to 23 bytes, shared beyond. Cloning a key
+    /// allocates nothing, and for inline values the worker that made the key and the
+    /// worker that counts it share no memory.
+    pub(super) values: DimValues,
+    /// Index of the grain in [`UvConfig::grains`](super::UvConfig::grains).
+    pub(super) grain: u16,
+    /// Start of the bucket (epoch milliseconds).
+    pub(super) bucket: Timestamp,
+}
+
+/// A [`UvKey`] as read, before its hash is computed.
+#[derive(Deserialize)]
+struct UvKeyFields {
+    set: u16,
+    values: DimValues,
+    grain: u16,
+    bucket: Timestamp,
+}
+
+impl From<UvKeyFields> for UvKey {
+    fn from(f: UvKeyFields) -> Self {
+        Self::new(f.set, f.values, f.grain, f.bucket)
+    }
+}
+
+impl UvKey {
+    /// The key of dimension set `set` (an index into [`UvConfig::dimensions`](super::UvConfig::dimensions)) with
+    /// `values`, grain `grain` (an index into [`UvConfig::grains`](super::UvConfig::grains)) and the bucket
+    /// starting at `bucket` (epoch milliseconds).
+    pub fn new(set: u16, values: DimValues, grain: u16, bucket: Timestamp) -> Self {
+        let hash = key_hash(set, values.packed().as_bytes(), grain, bucket);
+        Self {
+            hash,
+            set,
+            values,
+            grain,
+            bucket,
+        }
+    }
+
+    /// Index of the dimension set in [`UvConfig::dimensions`](super::UvConfig::dimensions).
+    pub fn set(&self) -> u16 {
+        self.set
+    }
+
+    /// The values of the set's fields.
+    pub fn values(&self) -> &DimValues {
+        &self.values
+    }
+
+    /// Index of the grain in [`UvConfig::grains`](super::UvConfig::grains).
+    pub fn grain(&self) -> u16 {
+        self.grain
+    }
+
+    /// Start of the bucket (epoch milliseconds).
+    pub fn bucket(&self) -> Timestamp {
+        self.bucket
+    }
+
+    fn fields(&self) -> (u16, &DimValues, u16, Timestamp) {
+        (self.set, &self.values, self.grain, self.bucket)
+    }
+}
+
+/// A key's hash: the same in every process and version (it picks the key's key group).
+/// The fields, then the packed values eight bytes at a time, each folded in by a
+/// multiply and MurmurHash3's finalizer.
+fn key_hash(set: u16, values: &[u8], grain: u16, bucket: Timestamp) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let fold = |h: u64, word: u64| fmix64((h ^ word).wrapping_mul(K));
+    let head = u64::from(set) << 48 | u64::from(grain) << 32 | values.len() as u64;
+    let mut h = fold(head, bucket as u64);
+    let mut chunks = values.chunks_exact(8);
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        h = fold(h, u64::from_le_bytes(word));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        h = fold(h, u64::from_le_bytes(word));
+    }
+    h
+}
+
+impl PartialEq for UvKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.fields() == other.fields()
+    }
+}
+
+impl Eq for UvKey {}
+
+impl std::hash::Hash for UvKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Ordered by set, values, grain and bucket.
+impl Ord for UvKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.fields().cmp(&other.fields())
+    }
+}
+
+impl PartialOrd for UvKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
