@@ -29,6 +29,7 @@ pub mod count;
 pub mod distinct;
 pub mod grain;
 mod key;
+mod sketch;
 mod small_set;
 mod values;
 
