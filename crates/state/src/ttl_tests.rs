@@ -3,8 +3,8 @@
 
 use crate::table::BTreeKv;
 use crate::{
-    KeyScope, KeyedStateStore, MemoryBackend, StateBackend, StateDescriptor, StateTtl, StoreScope,
-    TtlUpdate,
+    KeyScope, KeyedStateStore, MemoryBackend, StateBackend, StateDescriptor, StateKey, StateTtl,
+    StateValue, StoreScope, TtlUpdate, ValueState,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +43,16 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// Declares value state `name` with `ttl`.
+fn ttl_value<K: StateKey, V: StateValue>(
+    s: &mut KeyedStateStore,
+    name: &str,
+    ttl: StateTtl,
+) -> ValueState<V> {
+    s.value_state::<K, V>(StateDescriptor::new(name).with_ttl(ttl))
+        .unwrap()
+}
+
 /// A processing-time TTL whose sweeps run on every chance.
 fn sweep_always(ttl: Duration) -> StateTtl {
     StateTtl::processing_time(ttl).with_sweep_interval(Duration::ZERO)
@@ -53,9 +63,7 @@ fn expired_values_are_never_returned() {
     let dir = tempfile::tempdir().unwrap();
     for (name, mut s) in stores(dir.path(), 2) {
         let ttl = sweep_always(ms(100));
-        let v = s
-            .value_state::<u32, u64>(StateDescriptor::new("v").with_ttl(ttl))
-            .unwrap();
+        let v = ttl_value::<u32, u64>(&mut s, "v", ttl);
         let m = s
             .map_state::<u32, u32, u64>(StateDescriptor::new("m").with_ttl(ttl))
             .unwrap();
@@ -117,9 +125,7 @@ fn get_or_insert_with_starts_over_on_an_expired_value() {
     let dir = tempfile::tempdir().unwrap();
     for (name, mut s) in stores(dir.path(), 2) {
         let ttl = sweep_always(ms(100));
-        let v = s
-            .value_state::<u32, u64>(StateDescriptor::new("v").with_ttl(ttl))
-            .unwrap();
+        let v = ttl_value::<u32, u64>(&mut s, "v", ttl);
         s.set_processing_time(1_000);
         for k in 0u32..5 {
             let mut cx = KeyScope::new(&mut s, &k);
@@ -154,9 +160,7 @@ fn reads_refresh_only_when_configured() {
     let dir = tempfile::tempdir().unwrap();
     for (name, mut s) in stores(dir.path(), 2) {
         let base = StateTtl::processing_time(ms(100));
-        let write_only = s
-            .value_state::<u8, u8>(StateDescriptor::new("w").with_ttl(base))
-            .unwrap();
+        let write_only = ttl_value::<u8, u8>(&mut s, "w", base);
         let on_read = s
             .value_state::<u8, u8>(
                 StateDescriptor::new("r").with_ttl(base.with_update(TtlUpdate::OnReadAndWrite)),
@@ -208,9 +212,7 @@ fn state_returns_to_near_zero_after_the_ttl() {
     let dir = tempfile::tempdir().unwrap();
     for (name, mut s) in stores(dir.path(), 10_000) {
         let ttl = StateTtl::event_time(ms(HOUR)).with_sweep_interval(ms(10 * 60 * 1000));
-        let seen = s
-            .value_state::<u64, u64>(StateDescriptor::new("seen").with_ttl(ttl))
-            .unwrap();
+        let seen = ttl_value::<u64, u64>(&mut s, "seen", ttl);
         let hits = s
             .map_state::<u64, u32, u64>(StateDescriptor::new("hits").with_ttl(ttl))
             .unwrap();
@@ -266,9 +268,7 @@ fn rocksdb_compaction_filter_drops_expired_entries() {
     .open_keyed_store(&scope())
     .unwrap();
     let ttl = StateTtl::event_time(ms(1_000)).with_sweep_interval(Duration::ZERO);
-    let v = s
-        .value_state::<u32, String>(StateDescriptor::new("v").with_ttl(ttl))
-        .unwrap();
+    let v = ttl_value::<u32, String>(&mut s, "v", ttl);
     let plain = s.value_state::<u32, String>("plain").unwrap();
     s.advance_watermark(0);
     for k in 0u32..20_000 {
@@ -292,9 +292,7 @@ fn peek_sees_only_values_in_memory_and_prefetch_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     for (name, mut s) in stores(dir.path(), 4) {
         let plain = s.value_state::<u64, u64>("plain").unwrap();
-        let timed = s
-            .value_state::<u64, u64>(StateDescriptor::new("timed").with_ttl(sweep_always(ms(50))))
-            .unwrap();
+        let timed = ttl_value::<u64, u64>(&mut s, "timed", sweep_always(ms(50)));
         s.set_processing_time(1_000);
         for k in 0..16u64 {
             let mut cx = KeyScope::new(&mut s, &k);
