@@ -45,9 +45,10 @@ impl From<UvKeyFields> for UvKey {
 }
 
 impl UvKey {
-    /// The key of dimension set `set` (an index into [`UvConfig::dimensions`](super::UvConfig::dimensions)) with
-    /// `values`, grain `grain` (an index into [`UvConfig::grains`](super::UvConfig::grains)) and the bucket
-    /// starting at `bucket` (epoch milliseconds).
+    /// The key of dimension set `set` with `values`, grain `grain` and the bucket
+    /// starting at `bucket` (epoch milliseconds). `set` and `grain` are indexes into
+    /// [`UvConfig::dimensions`](super::UvConfig::dimensions) and
+    /// [`UvConfig::grains`](super::UvConfig::grains).
     pub fn new(set: u16, values: DimValues, grain: u16, bucket: Timestamp) -> Self {
         let hash = key_hash(set, values.packed().as_bytes(), grain, bucket);
         Self {
