@@ -6,8 +6,8 @@
 //!
 //! - **Exact** mode keeps the users of a bucket as encoded ids, in a small hash table
 //!   while there are few and in a Roaring bitmap beyond (see [`distinct`] for the reversible
-//!   encoding); **HLL** mode keeps a HyperLogLog++ sketch, exact by hashes while the
-//!   bucket is small and mergeable so counts can be rolled up later
+//!   encoding); **HLL** mode keeps a HyperLogLog++ sketch, exact while the bucket is
+//!   small and mergeable so counts can be rolled up later
 //!   ([`distinct::roll_up`]).
 //! - **Emission**: a changelog row ([`UvRow`]) for each changed bucket every
 //!   `update_interval` of processing time, a row at the end of every step of a
@@ -52,8 +52,8 @@ pub enum Mode {
     Exact,
     /// HyperLogLog++ with `2^precision` registers (4..=18): relative standard error
     /// `1.04 / sqrt(2^precision)`, at most `0.75 × 2^precision` bytes per bucket. A
-    /// bucket's first 256 users (fewer below precision 13) are counted exactly by their
-    /// 64-bit hashes, which is both faster and closer (see [`Sketch`]).
+    /// bucket's first 256 users (fewer below precision 13) are counted exactly (integer
+    /// ids as they are), which is both faster and closer (see [`Sketch`]).
     Hll {
         /// Precision, 4 to 18. Default 14 (0.81% error, 12 KiB at most).
         precision: u8,

@@ -1,16 +1,17 @@
 //! HyperLogLog++ sketches of users with an exact front, serializable and mergeable, and
 //! the roll-up of stored sketches to a coarser dimension.
 
-use super::distinct::{StableState, UserId};
+use super::distinct::{fmix64, StableState, UserId};
 use super::small_set::SmallIds;
 use ferroflow_core::{Error, Result};
 use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
 use serde::{Deserialize, Serialize};
 
-/// Hashes a sketch keeps exactly, at most, before it becomes a HyperLogLog++ sketch:
-/// 256 from precision 13 on, `2^(precision - 5)` below, so that from precision 6 on the
-/// exact table (8 bytes a slot, at most three quarters full) never takes more memory
-/// than the `0.75 × 2^precision` bytes of registers it stands in for.
+/// Users a sketch keeps exactly, at most, before it becomes a HyperLogLog++ sketch:
+/// 256 from precision 13 on, `2^(precision - 5)` below, so that from precision 7 on the
+/// exact table (at most 8 bytes a slot, at most three quarters full, 64 bytes at least)
+/// never takes more memory than the `0.75 × 2^precision` bytes of registers it stands
+/// in for.
 fn exact_limit(precision: u8) -> usize {
     (1usize << precision.saturating_sub(5)).min(256)
 }
@@ -19,13 +20,17 @@ fn exact_limit(precision: u8) -> usize {
 ///
 /// The usual bucket (one item in one hour) holds tens of users, far fewer than a sketch
 /// needs before it estimates anything. Up to 256 users (`2^(precision - 5)` below
-/// precision 13), a sketch therefore keeps their 64-bit stable hashes in a small hash table
-/// and counts them exactly: about two probes an insert, no allocation beyond the table,
-/// and a count that is right unless two of those users' hashes collide (probability
-/// below `n² / 2^65`, under 2 × 10⁻¹⁵ for 256 users). The next user moves the hashes
-/// into a HyperLogLog++ sketch (`hyperloglogplus`), whose relative standard error is
-/// about `1.04 / sqrt(2^precision)` (0.81% at precision 14). Both forms merge with each
-/// other when their precisions agree, so counts can be rolled up after the fact.
+/// precision 13), a sketch therefore keeps them in a small hash table and counts them
+/// exactly: about two probes an insert and no allocation beyond the table. Each user is
+/// kept as the pre-image of its stable hash ([`UserId::stable_hash`]) under MurmurHash3's
+/// finalizer, which is a bijection: an integer id is itself (so the table keeps 32-bit
+/// slots while every id fits), another id is the finalizer's inverse of its hash. Two
+/// users are therefore counted as one only when their stable hashes collide, which
+/// integer ids never do and other ids do with probability below `n² / 2^65`. The next
+/// user moves the table into a HyperLogLog++ sketch (`hyperloglogplus`) of the stable
+/// hashes, whose relative standard error is about `1.04 / sqrt(2^precision)` (0.81% at
+/// precision 14). Both forms merge with each other when their precisions agree, so
+/// counts can be rolled up after the fact.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "RawSketch")]
 pub struct Sketch {
@@ -37,26 +42,78 @@ pub struct Sketch {
 #[derive(Deserialize)]
 struct RawSketch {
     precision: u8,
-    form: Form,
+    form: StoredForm,
 }
 
 impl TryFrom<RawSketch> for Sketch {
     type Error = Error;
     fn try_from(raw: RawSketch) -> Result<Self> {
-        Self::new(raw.precision)?;
-        Ok(Self {
-            precision: raw.precision,
-            form: raw.form,
-        })
+        let mut sketch = Self::new(raw.precision)?;
+        match raw.form {
+            StoredForm::Hashes(hashes) => hashes.iter().for_each(|h| sketch.add(fmix64_inverse(h))),
+            StoredForm::Hll(h) => sketch.form = Form::Hll(h),
+            StoredForm::Ids(ids) => sketch.form = Form::Ids(ids),
+        }
+        Ok(sketch)
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A sketch in memory.
+#[derive(Debug, Clone)]
 enum Form {
-    /// Stable hashes of the users, counted exactly.
-    Exact(SmallIds),
+    /// The users, exactly, as pre-images of their stable hashes.
+    Ids(SmallIds),
     /// The HyperLogLog++ sketch.
     Hll(Box<HyperLogLogPlus<u64, StableState>>),
+}
+
+/// The forms as stored, by variant index (postcard writes the index).
+#[derive(Deserialize)]
+enum StoredForm {
+    /// The stable hashes of the users: how sketches kept their exact front before
+    /// pre-images. Read, never written.
+    #[serde(rename = "Exact")]
+    Hashes(SmallIds),
+    /// The HyperLogLog++ sketch.
+    Hll(Box<HyperLogLogPlus<u64, StableState>>),
+    /// Pre-images of the users' stable hashes.
+    Ids(SmallIds),
+}
+
+impl Serialize for Form {
+    /// As the [`StoredForm`] of the same name and index.
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Self::Hll(h) => serializer.serialize_newtype_variant("StoredForm", 1, "Hll", h),
+            Self::Ids(ids) => serializer.serialize_newtype_variant("StoredForm", 2, "Ids", ids),
+        }
+    }
+}
+
+/// The tables' empty mark, which no table holds: the one user whose pre-image it is goes
+/// straight to HyperLogLog++.
+const EMPTY: u64 = u64::MAX;
+
+/// The inverse of [`fmix64`].
+fn fmix64_inverse(mut k: u64) -> u64 {
+    // A shift by 33 of a 64-bit xorshift is its own inverse; the multipliers are the
+    // inverses, mod 2^64, of fmix64's.
+    k ^= k >> 33;
+    k = k.wrapping_mul(0x9cb4_b2f8_1293_37db);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0x4f74_430c_22a5_4005);
+    k ^ (k >> 33)
+}
+
+/// What the front keeps for `id`: the pre-image of its stable hash under [`fmix64`].
+fn preimage(id: &UserId) -> u64 {
+    match id {
+        UserId::Int(v) => *v,
+        other => fmix64_inverse(other.stable_hash()),
+    }
 }
 
 impl Sketch {
@@ -71,7 +128,7 @@ impl Sketch {
         }
         Ok(Self {
             precision,
-            form: Form::Exact(SmallIds::default()),
+            form: Form::Ids(SmallIds::default()),
         })
     }
 
@@ -92,53 +149,53 @@ impl Sketch {
 
     /// True while the sketch still counts exactly.
     pub fn is_exact(&self) -> bool {
-        matches!(self.form, Form::Exact(_))
+        matches!(self.form, Form::Ids(_))
     }
 
     /// Adds a user.
     pub fn insert(&mut self, id: &UserId) {
-        self.insert_hash(id.stable_hash());
+        self.add(preimage(id));
     }
 
     /// Starts loading the memory an insert of `id` will read first (a cache hint;
     /// changes nothing).
     pub fn prefetch(&self, id: &UserId) {
-        if let Form::Exact(set) = &self.form {
-            set.prefetch(id.stable_hash());
+        if let Form::Ids(set) = &self.form {
+            set.prefetch(preimage(id));
         }
     }
 
-    fn insert_hash(&mut self, hash: u64) {
+    /// Adds the user whose stable hash is `fmix64(pre)`.
+    fn add(&mut self, pre: u64) {
         match &mut self.form {
-            // `u64::MAX` is the small table's empty slot: such a hash goes to the sketch.
-            Form::Exact(set) if hash != u64::MAX => {
-                if set.len() < exact_limit(self.precision) || set.contains(hash) {
-                    set.insert(hash);
+            Form::Ids(set) => {
+                let limit = exact_limit(self.precision);
+                if pre != EMPTY && (set.len() < limit || set.contains(pre)) {
+                    set.insert(pre);
                     return;
                 }
             }
-            Form::Exact(_) => {}
             Form::Hll(h) => {
-                h.insert(&hash);
+                h.insert(&fmix64(pre));
                 return;
             }
         }
         if let Some(h) = self.make_hll() {
-            h.insert(&hash);
+            h.insert(&fmix64(pre));
         }
     }
 
-    /// Moves exact hashes into a HyperLogLog++ sketch; the sketch, or `None` if its
+    /// Moves the exact front into a HyperLogLog++ sketch; the sketch, or `None` if its
     /// precision is invalid (which [`Sketch::new`] and deserialisation rule out).
     fn make_hll(&mut self) -> Option<&mut HyperLogLogPlus<u64, StableState>> {
-        if let Form::Exact(set) = &self.form {
+        if let Form::Ids(set) = &self.form {
             let mut h = Self::empty_hll(self.precision).ok()?;
-            set.iter().for_each(|v| h.insert(&v));
+            set.iter().for_each(|pre| h.insert(&fmix64(pre)));
             self.form = Form::Hll(h);
         }
         match &mut self.form {
             Form::Hll(h) => Some(h),
-            Form::Exact(_) => None,
+            Form::Ids(_) => None,
         }
     }
 
@@ -151,7 +208,7 @@ impl Sketch {
             )));
         }
         match &other.form {
-            Form::Exact(set) => set.iter().for_each(|v| self.insert_hash(v)),
+            Form::Ids(set) => set.iter().for_each(|pre| self.add(pre)),
             Form::Hll(theirs) => {
                 let precision = self.precision;
                 let mine = self.make_hll().ok_or_else(|| {
@@ -167,7 +224,7 @@ impl Sketch {
     /// The estimated number of distinct users (exact while [`Sketch::is_exact`]).
     pub fn estimate(&mut self) -> u64 {
         match &mut self.form {
-            Form::Exact(set) => set.len() as u64,
+            Form::Ids(set) => set.len() as u64,
             Form::Hll(h) => h.count().round() as u64,
         }
     }
@@ -278,6 +335,78 @@ mod tests {
         assert!(sketch_of(12, 0..3).merge(&sketch_of(14, 0..5_000)).is_err());
     }
 
+    /// A sketch as stored before pre-images: the users' stable hashes, as postcard
+    /// writes variant 0 of the form.
+    fn stored_hashes(p: u8, ids: impl Iterator<Item = UserId>) -> Vec<u8> {
+        #[derive(Serialize)]
+        enum Old {
+            Exact(SmallIds),
+        }
+        #[derive(Serialize)]
+        struct OldSketch {
+            precision: u8,
+            form: Old,
+        }
+        let mut set = SmallIds::default();
+        ids.for_each(|id| {
+            set.insert(id.stable_hash());
+        });
+        postcard::to_allocvec(&OldSketch {
+            precision: p,
+            form: Old::Exact(set),
+        })
+        .unwrap()
+    }
+
+    fn sketch_of_ints(p: u8, range: std::ops::Range<u64>) -> Sketch {
+        let mut s = Sketch::new(p).unwrap();
+        range.for_each(|u| s.insert(&UserId::number(u)));
+        s
+    }
+
+    #[test]
+    fn the_front_keeps_integer_ids_as_they_are_and_reads_sketches_of_hashes() {
+        for k in [0u64, 1, 42, u64::MAX, 1 << 63, 0x0123_4567_89ab_cdef] {
+            assert_eq!(fmix64_inverse(fmix64(k)), k);
+            assert_eq!(fmix64(fmix64_inverse(k)), k);
+        }
+        let ints = |r: std::ops::Range<u64>| r.map(UserId::number);
+        let mut s = sketch_of_ints(14, 0..100);
+        let long = UserId::encode("a-user-id-too-long-to-pack");
+        s.insert(&long);
+        s.insert(&long);
+        s.insert(&UserId::number(7));
+        assert_eq!(s.estimate(), 101);
+        // Integer ids keep 32-bit slots until another kind of id arrives.
+        let narrow = sketch_of_ints(14, 0..100);
+        let (Form::Ids(n), Form::Ids(w)) = (&narrow.form, &s.form) else {
+            panic!("not exact")
+        };
+        assert_eq!((n.heap_bytes(), w.heap_bytes()), (4 * 256, 8 * 256));
+        // A stored sketch of hashes reads back as the same users and merges both ways.
+        let mut old: Sketch = postcard::from_bytes(&stored_hashes(14, ints(50..150))).unwrap();
+        assert!(old.is_exact());
+        assert_eq!(old.estimate(), 100);
+        let mut a = s.clone();
+        a.merge(&old).unwrap();
+        old.merge(&s).unwrap();
+        assert_eq!((a.estimate(), old.estimate()), (151, 151));
+        // Past the limit, both become the same HyperLogLog++ sketch of stable hashes.
+        let mut new = sketch_of_ints(12, 0..3_000);
+        let mut read: Sketch = postcard::from_bytes(&stored_hashes(12, ints(0..128))).unwrap();
+        ints(128..3_000).for_each(|id| read.insert(&id));
+        assert!(!new.is_exact() && !read.is_exact());
+        assert_eq!(new.estimate(), read.estimate());
+        let mut direct = HyperLogLogPlus::<u64, _>::new(12, StableState).unwrap();
+        ints(0..3_000).for_each(|id| direct.insert(&id.stable_hash()));
+        assert_eq!(new.estimate(), direct.count().round() as u64);
+        // The one user whose pre-image is the empty mark goes to HyperLogLog++.
+        let mut edge = Sketch::new(14).unwrap();
+        edge.insert(&UserId::Int(u64::MAX));
+        assert!(!edge.is_exact());
+        assert_eq!(edge.estimate(), 1);
+    }
+
     #[test]
     fn sketches_round_trip_in_both_forms_and_bad_precisions_are_refused() {
         for n in [0u64, 10, 5_000] {
@@ -290,7 +419,7 @@ mod tests {
         }
         let bad = Sketch {
             precision: 30,
-            form: Form::Exact(SmallIds::default()),
+            form: Form::Ids(SmallIds::default()),
         };
         assert!(Sketch::from_hex(&bad.to_hex().unwrap()).is_err());
     }
