@@ -61,14 +61,14 @@ pub(super) struct Table<S> {
 }
 
 impl<S: Slot> Table<S> {
-    /// The slot where `v`'s probe sequence starts (Fibonacci hashing: the high bits of
-    /// a multiply, so ids that differ only in their high bits spread too). The same for
-    /// both widths.
     /// Slots of a table's first allocation.
     fn first_slots() -> usize {
         FIRST_TABLE_BYTES / size_of::<S>()
     }
 
+    /// The slot where `v`'s probe sequence starts (Fibonacci hashing: the high bits of
+    /// a multiply, so ids that differ only in their high bits spread too). The same for
+    /// both widths.
     fn home(&self, v: u64) -> usize {
         let bits = self.slots.len().trailing_zeros();
         (v.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
@@ -297,6 +297,12 @@ mod tests {
 
     #[test]
     fn stays_narrow_while_ids_fit_in_32_bits() {
+        // The first table is one cache line of narrow slots; widening keeps its slots.
+        let mut first = SmallIds::default();
+        first.insert(1);
+        assert_eq!(first.heap_bytes(), 64);
+        first.insert(1 << 40);
+        assert_eq!((first.heap_bytes(), first.len()), (128, 2));
         let mut set = SmallIds::default();
         for v in 0..1000u64 {
             assert!(set.insert(v * 4_000_000));
