@@ -20,8 +20,8 @@ use serde::ser::{Serialize, SerializeSeq, Serializer};
 const EMPTY: u64 = u64::MAX;
 
 /// Bytes of the first table: one cache line, so that a bucket's first dozen users take
-/// one allocation and one cache miss (a table of four slots grew six times on the way to
-/// the usual bucket's 83 users).
+/// one allocation and one cache miss (from four slots, the usual bucket's 83 users took
+/// six allocations; from one cache line, four).
 const FIRST_TABLE_BYTES: usize = 64;
 
 /// A slot width: `u32` or `u64`, whose largest value marks an empty slot.
