@@ -517,10 +517,15 @@ impl KeyedStateStore {
 
     /// The typed table behind handle `id`.
     pub(crate) fn table<T: ErasedTable + 'static>(&mut self, id: u32) -> Result<&mut T> {
-        self.tables
+        // A match, not `ok_or`: that would build (and drop) an error on every access.
+        match self
+            .tables
             .get_mut(id as usize)
             .and_then(|t| t.as_any_mut().downcast_mut::<T>())
-            .ok_or(Error::HandleMismatch { id })
+        {
+            Some(table) => Ok(table),
+            None => Err(Error::HandleMismatch { id }),
+        }
     }
 
     /// The typed table behind handle `id`, with the clock its TTL is measured on.
@@ -528,12 +533,14 @@ impl KeyedStateStore {
         &mut self,
         id: u32,
     ) -> Result<(&mut T, &TtlClock)> {
-        let table = self
+        match self
             .tables
             .get_mut(id as usize)
             .and_then(|t| t.as_any_mut().downcast_mut::<T>())
-            .ok_or(Error::HandleMismatch { id })?;
-        Ok((table, &self.ttl.clock))
+        {
+            Some(table) => Ok((table, &self.ttl.clock)),
+            None => Err(Error::HandleMismatch { id }),
+        }
     }
 
     fn register<T: ErasedTable + NewTable + 'static>(

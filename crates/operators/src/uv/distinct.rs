@@ -54,12 +54,20 @@ impl UserId {
     }
 
     /// Encodes a numeric id (below 2^63; larger ones are kept as their decimal text).
+    #[inline]
     pub fn number(n: u64) -> Self {
         if n < PACKED {
             Self::Int(n)
         } else {
-            Self::Str(n.to_string().into())
+            Self::large_number(n)
         }
+    }
+
+    /// A numeric id too large for an integer slot, as its decimal text.
+    #[cold]
+    #[inline(never)]
+    fn large_number(n: u64) -> Self {
+        Self::Str(n.to_string().into())
     }
 
     /// The id as text: the inverse of [`UserId::encode`].

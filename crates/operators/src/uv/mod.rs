@@ -283,26 +283,21 @@ pub fn expand_into<E: UvEvent>(config: &UvConfig, e: &E, out: &mut Vec<(UvKey, U
         };
         (key, input)
     };
-    thread_local! {
-        static PACKED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-    }
-    PACKED.with_borrow_mut(|packed| {
-        'sets: for (set, fields) in config.dimensions.iter().enumerate() {
-            packed.clear();
-            for f in fields {
-                match e.dimension(f) {
-                    Some(v) => values::pack_into(packed, v),
-                    // The event lacks a field of this set.
-                    None => continue 'sets,
-                }
+    'sets: for (set, fields) in config.dimensions.iter().enumerate() {
+        let mut packer = values::Packer::default();
+        for f in fields {
+            match e.dimension(f) {
+                Some(v) => packer.push(v),
+                // The event lacks a field of this set.
+                None => continue 'sets,
             }
-            let values = DimValues::from_packed(packed);
-            for &(grain, bucket) in rest {
-                out.push(input(set, values.clone(), grain, bucket));
-            }
-            out.push(input(set, values, *last_grain, *last_bucket));
         }
-    });
+        let values = packer.finish();
+        for &(grain, bucket) in rest {
+            out.push(input(set, values.clone(), grain, bucket));
+        }
+        out.push(input(set, values, *last_grain, *last_bucket));
+    }
 }
 
 /// A string as keys hold it (a dimension set's packed values, see [`DimValues`]): up
@@ -311,9 +306,7 @@ pub fn expand_into<E: UvEvent>(config: &UvConfig, e: &E, out: &mut Vec<(UvKey, U
 pub fn dimension_value(value: &str) -> SmolStr {
     /// Distinct long values kept per thread before the table starts over.
     const MAX: usize = 1 << 20;
-    /// The longest value a `SmolStr` holds inline.
-    const INLINE: usize = 23;
-    if value.len() <= INLINE {
+    if value.len() <= SmolStr::INLINE_CAP {
         return SmolStr::new(value);
     }
     thread_local! {

@@ -12,7 +12,7 @@
 
 use serde::de::{Deserialize, Deserializer};
 use serde::ser::{Serialize, SerializeSeq, Serializer};
-use smol_str::SmolStr;
+use smol_str::{SmolStr, SmolStrBuilder};
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 
@@ -36,14 +36,9 @@ impl DimValues {
 
     /// Packs `values`.
     pub fn from_values<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut packed = String::new();
-        values.into_iter().for_each(|v| pack_into(&mut packed, v));
-        Self::from_packed(&packed)
-    }
-
-    /// Values already packed by [`pack_into`]; short ones inline, long ones shared.
-    pub(super) fn from_packed(packed: &str) -> Self {
-        Self(super::dimension_value(packed))
+        let mut packer = Packer::default();
+        values.into_iter().for_each(|v| packer.push(v));
+        packer.finish()
     }
 
     /// The packed text.
@@ -72,19 +67,40 @@ impl DimValues {
     }
 }
 
-/// Appends `value`, escaped and ended, to `packed`.
-pub(super) fn pack_into(packed: &mut String, value: &str) {
-    if value.bytes().any(|b| b == END || b == ESC) {
-        for c in value.chars() {
-            if c == char::from(END) || c == char::from(ESC) {
-                packed.push(char::from(ESC));
+/// Packs the values of one set, one after the other, in place while they fit the 23
+/// bytes a key holds inline: no allocation and no second copy for the usual short sets.
+#[derive(Debug, Default)]
+pub(super) struct Packer(SmolStrBuilder);
+
+impl Packer {
+    /// Appends `value`, escaped and ended.
+    #[inline]
+    pub(super) fn push(&mut self, value: &str) {
+        // Both marks are control characters: one test per byte finds any value that
+        // may need escaping (the loop escapes only the two marks).
+        if value.bytes().any(|b| b <= END) {
+            for c in value.chars() {
+                if c == char::from(END) || c == char::from(ESC) {
+                    self.0.push(char::from(ESC));
+                }
+                self.0.push(c);
             }
-            packed.push(c);
+        } else {
+            self.0.push_str(value);
         }
-    } else {
-        packed.push_str(value);
+        self.0.push(char::from(END));
     }
-    packed.push(char::from(END));
+
+    /// The packed values: inline when they fit, else shared (see
+    /// [`super::dimension_value`]).
+    #[inline]
+    pub(super) fn finish(self) -> DimValues {
+        if self.0.len() <= SmolStr::INLINE_CAP {
+            DimValues(self.0.finish())
+        } else {
+            DimValues(super::dimension_value(self.0.as_str()))
+        }
+    }
 }
 
 /// The first value of `packed` and what follows it.
@@ -166,8 +182,13 @@ mod tests {
 
     #[test]
     fn packs_any_values_reversibly() {
-        let lists: [&[&str]; 7] = [
+        let lists: [&[&str]; 10] = [
             &[],
+            // Control characters other than the two marks are kept as they are.
+            &["\t\u{1}x", "\u{1e}"],
+            // Packed, 23 bytes (inline) and 24 (shared).
+            &["a-value-of-22-bytes..."],
+            &["a-value-of-23-bytes...."],
             &[""],
             &["", ""],
             &["app", "guangdong"],
@@ -188,6 +209,8 @@ mod tests {
             assert_eq!(bytes, postcard::to_allocvec(&owned).unwrap());
             assert_eq!(postcard::from_bytes::<DimValues>(&bytes).unwrap(), v);
         }
+        let controls = DimValues::from_values(["\t\u{1}x", "\u{1e}"]);
+        assert_eq!(controls.packed(), "\t\u{1}x\u{1f}\u{1e}\u{1f}");
         // Different lists never pack alike.
         let a = DimValues::from_values(["a\u{1f}", "b"]);
         let b = DimValues::from_values(["a", "\u{1f}b"]);
