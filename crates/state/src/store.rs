@@ -517,15 +517,7 @@ impl KeyedStateStore {
 
     /// The typed table behind handle `id`.
     pub(crate) fn table<T: ErasedTable + 'static>(&mut self, id: u32) -> Result<&mut T> {
-        // A match, not `ok_or`: that would build (and drop) an error on every access.
-        match self
-            .tables
-            .get_mut(id as usize)
-            .and_then(|t| t.as_any_mut().downcast_mut::<T>())
-        {
-            Some(table) => Ok(table),
-            None => Err(Error::HandleMismatch { id }),
-        }
+        typed_table(&mut self.tables, id)
     }
 
     /// The typed table behind handle `id`, with the clock its TTL is measured on.
@@ -533,14 +525,7 @@ impl KeyedStateStore {
         &mut self,
         id: u32,
     ) -> Result<(&mut T, &TtlClock)> {
-        match self
-            .tables
-            .get_mut(id as usize)
-            .and_then(|t| t.as_any_mut().downcast_mut::<T>())
-        {
-            Some(table) => Ok((table, &self.ttl.clock)),
-            None => Err(Error::HandleMismatch { id }),
-        }
+        Ok((typed_table(&mut self.tables, id)?, &self.ttl.clock))
     }
 
     fn register<T: ErasedTable + NewTable + 'static>(
@@ -660,5 +645,20 @@ impl KeyedStateStore {
         }
         self.descriptors.push(desc);
         Ok(id)
+    }
+}
+
+/// The table behind handle `id` in `tables`, as a `T`.
+fn typed_table<T: ErasedTable + 'static>(
+    tables: &mut [Box<dyn ErasedTable>],
+    id: u32,
+) -> Result<&mut T> {
+    // A match, not `ok_or`: that would build (and drop) an error on every access.
+    match tables
+        .get_mut(id as usize)
+        .and_then(|t| t.as_any_mut().downcast_mut::<T>())
+    {
+        Some(table) => Ok(table),
+        None => Err(Error::HandleMismatch { id }),
     }
 }

@@ -116,11 +116,12 @@ fn tail_word(rest: &[u8]) -> u64 {
             // The first four bytes, and the last four shifted so that only the bytes
             // after the first four remain (none for n = 4).
             let lo = u64::from(u32::from_le_bytes([*a, *b, *c, *d]));
-            let last = rest.get(n - 4..).map_or(0, |l| {
-                let mut w = [0u8; 4];
-                w.copy_from_slice(l);
-                u64::from(u32::from_le_bytes(w))
-            });
+            let last = u64::from(u32::from_le_bytes([
+                rest[n - 4],
+                rest[n - 3],
+                rest[n - 2],
+                rest[n - 1],
+            ]));
             lo | (last >> (8 * (8 - n))) << 32
         }
         // One to three bytes: the first, the middle and the last (which overlap).
