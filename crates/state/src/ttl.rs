@@ -177,6 +177,7 @@ impl TtlClock {
     }
 
     /// The current time on `time`'s clock; `UNSET` before the first watermark.
+    #[inline]
     pub(crate) fn now(&self, time: TtlTime) -> i64 {
         match time {
             TtlTime::ProcessingTime => match self.processing.load(Ordering::Relaxed) {
@@ -198,11 +199,13 @@ pub(crate) struct TtlSpec {
 
 impl TtlSpec {
     /// The stamp to give a value written now.
+    #[inline]
     pub(crate) fn stamp(&self, clock: &TtlClock) -> i64 {
         clock.now(self.time)
     }
 
     /// Whether a value stamped `stamp` has expired.
+    #[inline]
     pub(crate) fn expired(&self, stamp: i64, clock: &TtlClock) -> bool {
         let now = clock.now(self.time);
         if now == UNSET {

@@ -209,12 +209,43 @@ pub fn parse_offset_ms(text: &str) -> Result<i64> {
 }
 
 /// `2026-11-21T08:00:00Z` for epoch milliseconds (UTC), or `2026-11-21T16:00:00+08:00`
-/// with an offset.
+/// with an offset. Written digit by digit: every row carries one.
 pub fn format_time(ms: Timestamp, offset_ms: i64) -> String {
-    let local = ms + offset_ms;
+    let local = ms.saturating_add(offset_ms);
     let secs = local.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let (year, month, day) = civil(days);
+    let zone_minutes = offset_ms.abs() / 60_000;
+    // Years 0 to 9999 and zones within ±99:59, as four and two digits; anything else
+    // through the general formatter.
+    if !(0..=9999).contains(&year) || zone_minutes >= 100 * 60 {
+        return format_time_general(year, month, day, rem, offset_ms);
+    }
+    let mut out = String::with_capacity(25);
+    push_digits(&mut out, year, 4);
+    out.push('-');
+    push_digits(&mut out, month, 2);
+    out.push('-');
+    push_digits(&mut out, day, 2);
+    out.push('T');
+    push_digits(&mut out, rem / 3600, 2);
+    out.push(':');
+    push_digits(&mut out, rem % 3600 / 60, 2);
+    out.push(':');
+    push_digits(&mut out, rem % 60, 2);
+    if offset_ms == 0 {
+        out.push('Z');
+    } else {
+        out.push(if offset_ms < 0 { '-' } else { '+' });
+        push_digits(&mut out, zone_minutes / 60, 2);
+        out.push(':');
+        push_digits(&mut out, zone_minutes % 60, 2);
+    }
+    out
+}
+
+/// Civil (year, month, day) from days since 1970-01-01 (H. Hinnant's algorithm).
+fn civil(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -223,7 +254,20 @@ pub fn format_time(ms: Timestamp, offset_ms: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// The last `width` decimal digits of `n` (0 <= n), zero-padded.
+fn push_digits(out: &mut String, n: i64, width: u32) {
+    for p in (0..width).rev() {
+        let digit = n / 10_i64.pow(p) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
+}
+
+/// [`format_time`] through `format!`, for years outside 0..=9999 and unusual zones.
+#[cold]
+fn format_time_general(year: i64, month: i64, day: i64, rem: i64, offset_ms: i64) -> String {
     let zone = if offset_ms == 0 {
         "Z".to_string()
     } else {
@@ -242,6 +286,37 @@ pub fn format_time(ms: Timestamp, offset_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_formatted_as_the_general_formatter_does() {
+        let general = |ms: i64, offset_ms: i64| {
+            let local = ms.saturating_add(offset_ms);
+            let secs = local.div_euclid(1000);
+            let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+            let (y, m, d) = civil(days);
+            format_time_general(y, m, d, rem, offset_ms)
+        };
+        // From a week before 0000-01-01 to a week after 9999-12-31, every 97 days and
+        // at a different time of day each time, in four zones.
+        let mut ms: i64 = -62_167_219_200_000 - 7 * DAY;
+        while ms < 253_402_300_800_000 + 7 * DAY {
+            for offset_ms in [0, 8 * HOUR, -(5 * HOUR + 30 * 60_000), 14 * HOUR] {
+                assert_eq!(
+                    format_time(ms, offset_ms),
+                    general(ms, offset_ms),
+                    "{ms} {offset_ms}"
+                );
+            }
+            ms += 97 * DAY + 3_723_456;
+        }
+        assert_eq!(format_time(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(-1, 0), "1969-12-31T23:59:59Z");
+        assert_eq!(
+            format_time(1_763_712_000_000, -3 * HOUR),
+            "2025-11-21T05:00:00-03:00"
+        );
+        assert_eq!(format_time(0, 101 * HOUR), "1970-01-05T05:00:00+101:00");
+    }
 
     #[test]
     fn buckets_align_to_the_zone_and_ranges_exclude_outside_events() {

@@ -134,9 +134,16 @@ fn tail_word(rest: &[u8]) -> u64 {
     }
 }
 
+/// The hash first, then the fixed-size fields, then the values. Inlined: every state
+/// lookup of a key compares it.
 impl PartialEq for UvKey {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.fields() == other.fields()
+        self.hash == other.hash
+            && self.bucket == other.bucket
+            && self.set == other.set
+            && self.grain == other.grain
+            && self.values == other.values
     }
 }
 

@@ -27,6 +27,7 @@
 
 pub mod count;
 pub mod distinct;
+mod expand;
 pub mod grain;
 mod key;
 mod sketch;
@@ -37,6 +38,7 @@ pub use count::{
     DimValues, LateRecord, SmolStr, Users, UvCount, UvCounters, UvInput, UvKey, UvOutput, UvRow,
 };
 pub use distinct::{ExactSet, Sketch, UserId};
+pub use expand::{expand, expand_into};
 pub use grain::Grain;
 
 use ferroflow_core::{DataStream, Error, Result, Timestamp};
@@ -228,18 +230,24 @@ pub fn count<E: UvEvent>(
     let config = Arc::new(config);
     let counters = Arc::new(UvCounters::default());
     let expand_config = Arc::clone(&config);
+    // Inputs per event, at most: one per dimension set and grain.
+    let per_event = config.dimensions.len() * config.grains.len();
     let inputs = match config.hot_keys {
         HotKeys::Off => events.map_batch(move |batch: Vec<E>| {
-            let mut out = Vec::with_capacity(batch.len() * expand_config.dimensions.len());
-            batch
-                .iter()
-                .for_each(|e| expand_into(&expand_config, e, &mut out));
+            let mut out = Vec::with_capacity(batch.len() * per_event);
+            let mut expander = expand::Expander::new(&expand_config);
+            batch.iter().for_each(|e| expander.expand_into(e, &mut out));
             out
         }),
         HotKeys::PreAggregate => events.map_batch(move |batch: Vec<E>| {
+            let mut expander = expand::Expander::new(&expand_config);
             combine(
                 &expand_config,
-                batch.iter().flat_map(|e| expand(&expand_config, e)),
+                batch.iter().flat_map(|e| {
+                    let mut out = Vec::with_capacity(per_event);
+                    expander.expand_into(e, &mut out);
+                    out
+                }),
             )
         }),
     };
@@ -250,54 +258,6 @@ pub fn count<E: UvEvent>(
         .process(op)
         .name("uv_count");
     Ok((out, counters))
-}
-
-/// The keyed inputs one event makes: one per dimension set (whose fields it has) × grain
-/// (whose bucket holds it).
-pub fn expand<E: UvEvent>(config: &UvConfig, e: &E) -> Vec<(UvKey, UvInput)> {
-    let mut out = Vec::with_capacity(config.dimensions.len() * config.grains.len());
-    expand_into(config, e, &mut out);
-    out
-}
-
-/// [`expand`] into `out`.
-pub fn expand_into<E: UvEvent>(config: &UvConfig, e: &E, out: &mut Vec<(UvKey, UvInput)>) {
-    let ts = e.event_time();
-    // The event's bucket in each grain that covers it, worked out once for every set.
-    let mut buckets = smallvec::SmallVec::<[(u16, Timestamp); 4]>::new();
-    for (i, g) in config.grains.iter().enumerate() {
-        if let Some((start, _)) = g.bucket(ts, config.offset_ms) {
-            buckets.push((i as u16, start));
-        }
-    }
-    let Some(((last_grain, last_bucket), rest)) = buckets.split_last() else {
-        return;
-    };
-    let user = e.user();
-    let input = |set: usize, values: DimValues, grain: u16, bucket: Timestamp| {
-        let key = UvKey::new(set as u16, values, grain, bucket);
-        let input = UvInput {
-            users: Users::One(user.clone()),
-            pv: 1,
-            ts,
-        };
-        (key, input)
-    };
-    'sets: for (set, fields) in config.dimensions.iter().enumerate() {
-        let mut packer = values::Packer::default();
-        for f in fields {
-            match e.dimension(f) {
-                Some(v) => packer.push(v),
-                // The event lacks a field of this set.
-                None => continue 'sets,
-            }
-        }
-        let values = packer.finish();
-        for &(grain, bucket) in rest {
-            out.push(input(set, values.clone(), grain, bucket));
-        }
-        out.push(input(set, values, *last_grain, *last_bucket));
-    }
 }
 
 /// A string as keys hold it (a dimension set's packed values, see [`DimValues`]): up

@@ -75,14 +75,22 @@ impl<K: StateKey, V: StateValue> ValueTable<K, V> {
     }
 
     /// When the cache is full: evicts a quarter of it, writing back the victims that
-    /// changed (and only those).
+    /// changed (and only those). Called on every access: the test is inlined, the
+    /// eviction is not.
+    #[inline]
     fn make_room(&mut self) -> Result<()> {
+        match self {
+            Self::Backed { cache, b } if cache.len() >= b.cache_capacity => self.evict(),
+            _ => Ok(()),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn evict(&mut self) -> Result<()> {
         let Self::Backed { cache, b } = self else {
             return Ok(());
         };
-        if cache.len() < b.cache_capacity {
-            return Ok(());
-        }
         let mut ops = Vec::new();
         for k in victims(cache, (b.cache_capacity / 4).max(1), |s| &mut s.used, |_| 1) {
             if let Some(slot) = cache.remove(&k) {
