@@ -211,10 +211,7 @@ pub fn parse_offset_ms(text: &str) -> Result<i64> {
 /// `2026-11-21T08:00:00Z` for epoch milliseconds (UTC), or `2026-11-21T16:00:00+08:00`
 /// with an offset. Written digit by digit: every row carries one.
 pub fn format_time(ms: Timestamp, offset_ms: i64) -> String {
-    let local = ms.saturating_add(offset_ms);
-    let secs = local.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = civil(days);
+    let (year, month, day, rem) = local_fields(ms, offset_ms);
     let zone_minutes = offset_ms.abs() / 60_000;
     // Years 0 to 9999 and zones within ±99:59, as four and two digits; anything else
     // through the general formatter.
@@ -242,6 +239,15 @@ pub fn format_time(ms: Timestamp, offset_ms: i64) -> String {
         push_digits(&mut out, zone_minutes % 60, 2);
     }
     out
+}
+
+/// The local (year, month, day, second of the day) of epoch milliseconds `ms` in a zone
+/// `offset_ms` east of UTC.
+fn local_fields(ms: Timestamp, offset_ms: i64) -> (i64, i64, i64, i64) {
+    let secs = ms.saturating_add(offset_ms).div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil(days);
+    (year, month, day, rem)
 }
 
 /// Civil (year, month, day) from days since 1970-01-01 (H. Hinnant's algorithm).
@@ -290,10 +296,7 @@ mod tests {
     #[test]
     fn times_are_formatted_as_the_general_formatter_does() {
         let general = |ms: i64, offset_ms: i64| {
-            let local = ms.saturating_add(offset_ms);
-            let secs = local.div_euclid(1000);
-            let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-            let (y, m, d) = civil(days);
+            let (y, m, d, rem) = local_fields(ms, offset_ms);
             format_time_general(y, m, d, rem, offset_ms)
         };
         // From a week before 0000-01-01 to a week after 9999-12-31, every 97 days and
