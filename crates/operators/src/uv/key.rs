@@ -49,8 +49,9 @@ impl UvKey {
     /// starting at `bucket` (epoch milliseconds). `set` and `grain` are indexes into
     /// [`UvConfig::dimensions`](super::UvConfig::dimensions) and
     /// [`UvConfig::grains`](super::UvConfig::grains).
+    #[inline]
     pub fn new(set: u16, values: DimValues, grain: u16, bucket: Timestamp) -> Self {
-        let hash = key_hash(set, values.packed().as_bytes(), grain, bucket);
+        let hash = key_hash(set, &values, grain, bucket);
         Self {
             hash,
             set,
@@ -86,13 +87,23 @@ impl UvKey {
 }
 
 /// A key's hash: the same in every process and version (it picks the key's key group).
-/// The fields, then the packed values eight bytes at a time, each folded in by a
-/// multiply and MurmurHash3's finalizer.
-fn key_hash(set: u16, values: &[u8], grain: u16, bucket: Timestamp) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let fold = |h: u64, word: u64| fmix64((h ^ word).wrapping_mul(K));
-    let head = u64::from(set) << 48 | u64::from(grain) << 32 | values.len() as u64;
-    let mut h = fold(head, bucket as u64);
+/// The fields, then the packed values eight bytes at a time (the last word padded with
+/// zeros), each folded in by a multiply and MurmurHash3's finalizer.
+#[inline]
+fn key_hash(set: u16, values: &DimValues, grain: u16, bucket: Timestamp) -> u64 {
+    let Some((words, len)) = values.inline_words() else {
+        return bytes_hash(set, values.bytes(), grain, bucket);
+    };
+    // Inline values are zero after their bytes: whole words are the padded tail.
+    words
+        .iter()
+        .take(len.div_ceil(8))
+        .fold(hash_start(set, grain, len, bucket), |h, &w| fold(h, w))
+}
+
+/// [`key_hash`] of packed values held as bytes.
+fn bytes_hash(set: u16, values: &[u8], grain: u16, bucket: Timestamp) -> u64 {
+    let mut h = hash_start(set, grain, values.len(), bucket);
     let mut chunks = values.chunks_exact(8);
     for c in &mut chunks {
         let mut word = [0u8; 8];
@@ -106,10 +117,24 @@ fn key_hash(set: u16, values: &[u8], grain: u16, bucket: Timestamp) -> u64 {
     h
 }
 
+/// The hash of a key's fixed fields and the length of its packed values.
+#[inline]
+fn hash_start(set: u16, grain: u16, len: usize, bucket: Timestamp) -> u64 {
+    let head = u64::from(set) << 48 | u64::from(grain) << 32 | len as u64;
+    fold(head, bucket as u64)
+}
+
+/// Folds one word into a key hash.
+#[inline]
+fn fold(h: u64, word: u64) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    fmix64((h ^ word).wrapping_mul(K))
+}
+
 /// The bytes of `rest` (1 to 7 of them) as a little-endian word padded with zeros, read
 /// with fixed-size, overlapping loads instead of a copy of variable length.
 #[inline]
-fn tail_word(rest: &[u8]) -> u64 {
+pub(super) fn tail_word(rest: &[u8]) -> u64 {
     let n = rest.len();
     match rest {
         [a, b, c, d, ..] => {
@@ -186,6 +211,28 @@ mod tests {
             assert_eq!(tail_word(&bytes[..n]), padded(&bytes[..n]), "{n} bytes");
             let ones = vec![0xffu8; n];
             assert_eq!(tail_word(&ones), padded(&ones), "{n} bytes of 0xff");
+        }
+    }
+
+    /// Inline values are hashed as whole words, shared ones byte by byte: both give the
+    /// same hash for the same packed bytes, at every length.
+    #[test]
+    fn word_and_byte_hashes_agree() {
+        for n in 0..=30usize {
+            let text: String = (0..n)
+                .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+                .collect();
+            for values in [vec![text.as_str()], vec!["x", text.as_str()], vec![]] {
+                let v = DimValues::from_values(values.iter().copied());
+                for (set, grain, bucket) in [(0, 0, 0), (3, 1, -77), (u16::MAX, 9, i64::MAX)] {
+                    assert_eq!(
+                        key_hash(set, &v, grain, bucket),
+                        bytes_hash(set, v.packed().as_bytes(), grain, bucket),
+                        "{values:?}"
+                    );
+                }
+                assert_eq!(v.inline_words().is_some(), v.packed().len() <= 23);
+            }
         }
     }
 
