@@ -74,7 +74,9 @@ impl<S: Slot> Table<S> {
         (v.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
     }
 
-    /// Adds `v` (not `S::EMPTY`); true if it was not there.
+    /// Adds `v` (not `S::EMPTY`); true if it was not there. Inlined: the growth, once
+    /// per doubling, is kept out of line.
+    #[inline]
     fn insert(&mut self, v: S) -> bool {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.grow();
@@ -127,12 +129,20 @@ impl<S: Slot> Table<S> {
             .map(|v| v.get())
     }
 
+    /// Doubles the table. The ids in it are distinct, so each goes to the first empty
+    /// slot of its probe sequence without comparing it to the others.
+    #[cold]
+    #[inline(never)]
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(Self::first_slots());
         let old = std::mem::replace(&mut self.slots, vec![S::EMPTY; size].into_boxed_slice());
-        self.len = 0;
+        let mask = size - 1;
         for v in old.iter().copied().filter(|&v| v != S::EMPTY) {
-            self.insert(v);
+            let mut i = self.home(v.get());
+            while self.slots[i] != S::EMPTY {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = v;
         }
     }
 }
@@ -162,15 +172,13 @@ impl SmallIds {
     }
 
     /// Adds `v`; true if it was not there. `v` must not be `u64::MAX`.
+    #[inline]
     pub(super) fn insert(&mut self, v: u64) -> bool {
         debug_assert_ne!(v, EMPTY);
         match self {
             Self::Narrow(t) => match u32::from_id(v) {
                 Some(n) => t.insert(n),
-                None => {
-                    self.widen();
-                    self.insert(v)
-                }
+                None => self.widen().insert(v),
             },
             Self::Wide(t) => t.insert(v),
         }
@@ -218,8 +226,10 @@ impl SmallIds {
         *self = Self::default();
     }
 
-    /// Moves the ids into 64-bit slots.
-    fn widen(&mut self) {
+    /// Moves the ids into 64-bit slots; returns the wide table.
+    #[cold]
+    #[inline(never)]
+    fn widen(&mut self) -> &mut Table<u64> {
         if let Self::Narrow(t) = self {
             let mut wide = Table::<u64> {
                 slots: vec![EMPTY; t.slots.len().max(Table::<u64>::first_slots())]
@@ -230,6 +240,11 @@ impl SmallIds {
                 wide.insert(v);
             });
             *self = Self::Wide(wide);
+        }
+        match self {
+            Self::Wide(t) => t,
+            // Made wide above.
+            Self::Narrow(_) => self.widen(),
         }
     }
 }
