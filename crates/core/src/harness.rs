@@ -2,7 +2,9 @@
 //! worker's keyed state, so tests can look at the state in between (Flink's keyed
 //! operator test harness).
 
-use crate::keyed::{fire_timers, Collector, KeyedContext, KeyedProcessFunction, OpenContext};
+use crate::keyed::{
+    fire_timers, BatchContext, Collector, KeyedContext, KeyedProcessFunction, OpenContext,
+};
 use crate::timer::{TimeDomain, Timers};
 use crate::{now_millis, Result, Timestamp, MIN_WATERMARK};
 use ferroflow_state::{KeyedStateStore, StateBackend, StoreScope};
@@ -54,6 +56,17 @@ impl<F: KeyedProcessFunction> KeyedHarness<F> {
         let mut ctx = KeyedContext::new(&key, &mut self.store, &mut self.timers, self.watermark);
         self.f
             .process(record, &mut ctx, &mut Collector::new(&mut out))?;
+        Ok(out)
+    }
+
+    /// Processes one micro-batch as the keyed exchange hands it over
+    /// ([`KeyedProcessFunction::process_batch`]); returns what the function emitted.
+    pub fn process_batch(&mut self, batch: Vec<(F::Key, F::In)>) -> Result<Vec<F::Out>> {
+        self.store.set_processing_time(now_millis());
+        let mut out = Vec::new();
+        let mut ctx = BatchContext::new(&mut self.store, &mut self.timers, self.watermark);
+        self.f
+            .process_batch(batch, &mut ctx, &mut Collector::new(&mut out))?;
         Ok(out)
     }
 

@@ -13,6 +13,9 @@ use ferroflow_state::{
     StateAccess, StateDescriptor, StateKey, StateKind, StateValue, ValueState,
 };
 use std::marker::PhantomData;
+
+mod batch;
+pub use batch::{process_each, BatchContext, TimerService, ViewsAndTimers};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -80,6 +83,24 @@ pub trait KeyedProcessFunction: Send + 'static {
         ctx: &mut KeyedContext<'_, Self::Key>,
         out: &mut Collector<'_, Self::Out>,
     ) -> Result<()>;
+
+    /// Processes one micro-batch of records from the keyed exchange, in order. The
+    /// default calls [`KeyedProcessFunction::process`] on each record, with
+    /// [`KeyedProcessFunction::prefetch`] for the records ahead ([`process_each`]). A
+    /// function can override it to handle the batch as a whole, for example to look its
+    /// state tables up once per batch ([`BatchContext::value_views`]); it must give the
+    /// same results as `process` on each record in turn.
+    ///
+    /// # Errors
+    /// An error stops the job.
+    fn process_batch(
+        &mut self,
+        batch: Vec<(Self::Key, Self::In)>,
+        ctx: &mut BatchContext<'_, Self::Key>,
+        out: &mut Collector<'_, Self::Out>,
+    ) -> Result<()> {
+        process_each(self, batch, ctx, out)
+    }
 
     /// Whether the runtime calls [`KeyedProcessFunction::prefetch`]. Default: false.
     const PREFETCH: bool = false;
@@ -221,6 +242,12 @@ impl<'a, K: StateKey> KeyedContext<'a, K> {
     /// Fires `on_timer` for the current key once the wall clock reaches `at`.
     pub fn register_processing_time_timer(&mut self, at: Timestamp) {
         self.timers.processing.register(at, self.key.clone());
+    }
+
+    /// The whole store and every timer, as a batch's context: for a `process` that
+    /// shares its code with a `process_batch` override.
+    pub fn batch(&mut self) -> BatchContext<'_, K> {
+        BatchContext::new(self.store, self.timers, self.watermark)
     }
 
     /// Removes an event-time timer of the current key.
@@ -393,26 +420,9 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
             self.store.set_processing_time(now_millis());
         }
         let mut out = Vec::new();
-        let mut records = batch.into_iter();
-        while let Some((key, record)) = records.next() {
-            if F::PREFETCH {
-                let ahead = records.as_slice();
-                for (stage, n) in [
-                    (Prefetch::State, PREFETCH_STATE_AHEAD),
-                    (Prefetch::Data, PREFETCH_DATA_AHEAD),
-                ] {
-                    if let Some((k, r)) = ahead.get(n - 1) {
-                        let mut ctx =
-                            KeyedContext::new(k, &mut self.store, &mut self.timers, self.watermark);
-                        self.f.prefetch(r, stage, &mut ctx);
-                    }
-                }
-            }
-            let mut ctx =
-                KeyedContext::new(&key, &mut self.store, &mut self.timers, self.watermark);
-            self.f
-                .process(record, &mut ctx, &mut Collector::new(&mut out))?;
-        }
+        let mut ctx = BatchContext::new(&mut self.store, &mut self.timers, self.watermark);
+        self.f
+            .process_batch(batch, &mut ctx, &mut Collector::new(&mut out))?;
         self.metrics.add_busy(start.elapsed());
         self.emit(out)
     }

@@ -58,8 +58,8 @@ pub use config::EnvConfig;
 pub use env::{JobHandle, JobResult, StopHandle, StreamEnvironment};
 pub use error::{BoxError, Error, Result};
 pub use keyed::{
-    Collector, KeyedContext, KeyedProcessFunction, OpenContext, Prefetch, PREFETCH_DATA_AHEAD,
-    PREFETCH_STATE_AHEAD,
+    process_each, BatchContext, Collector, KeyedContext, KeyedProcessFunction, OpenContext,
+    Prefetch, TimerService, ViewsAndTimers, PREFETCH_DATA_AHEAD, PREFETCH_STATE_AHEAD,
 };
 pub use sink::{Sink, SinkContext};
 pub use source::{Source, SplitReader, SplitStatus};

@@ -82,6 +82,18 @@ handle!(
     ReducingState<V>
 );
 
+impl<V> ValueState<V> {
+    /// The index of the handle's table in its store.
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The handle's TTL, if it has one.
+    pub(crate) fn ttl(&self) -> Option<TtlSpec> {
+        self.ttl
+    }
+}
+
 impl<V: StateValue> ValueState<V> {
     /// The value of the current key (`None` if absent or expired).
     pub fn get<'a, A: StateAccess>(&self, cx: &'a mut A) -> Result<Option<&'a V>> {

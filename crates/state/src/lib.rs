@@ -45,6 +45,7 @@ mod table;
 mod ttl;
 #[cfg(test)]
 mod ttl_tests;
+mod view;
 
 pub use backend::{MemoryBackend, StateBackend, StoreScope};
 pub use error::{Error, Result};
@@ -60,6 +61,7 @@ pub use snapshot::{decode_section, encode_sections, KeyedSnapshot, Section};
 pub use store::{KeyedStateStore, StateDescriptor, StateKind, StateStats, TableStats};
 pub use table::ListIter;
 pub use ttl::{StateTtl, TtlTime, TtlUpdate};
+pub use view::ValueView;
 
 use serde::{de::DeserializeOwned, Serialize};
 use std::hash::Hash;

@@ -520,6 +520,11 @@ impl KeyedStateStore {
         typed_table(&mut self.tables, id)
     }
 
+    /// Every table, with the clock TTLs are measured on.
+    pub(crate) fn tables_and_clock(&mut self) -> (&mut [Box<dyn ErasedTable>], &TtlClock) {
+        (&mut self.tables, &self.ttl.clock)
+    }
+
     /// The typed table behind handle `id`, with the clock its TTL is measured on.
     pub(crate) fn table_and_clock<T: ErasedTable + 'static>(
         &mut self,

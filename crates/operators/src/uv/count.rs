@@ -5,10 +5,10 @@ use super::distinct::{ExactSet, Sketch, UserId};
 use super::grain::format_time;
 use super::{Mode, UvConfig};
 use ferroflow_core::{
-    Collector, Error, KeyedContext, KeyedProcessFunction, OpenContext, Prefetch, Result,
-    TimeDomain, Timer, Timestamp,
+    now_millis, BatchContext, Collector, Error, KeyedContext, KeyedProcessFunction, OpenContext,
+    Result, TimeDomain, Timer, TimerService, Timestamp, PREFETCH_DATA_AHEAD, PREFETCH_STATE_AHEAD,
 };
-use ferroflow_state::{StateDescriptor, StateTtl, ValueState};
+use ferroflow_state::{StateDescriptor, StateTtl, ValueState, ValueView};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -260,7 +260,17 @@ impl UvCount {
         self.states
             .get(usize::from(key.grain))
             .copied()
-            .ok_or_else(|| Error::Config(format!("no grain with index {}", key.grain)))
+            .ok_or_else(|| self.no_grain(key))
+    }
+
+    /// The error for a key whose grain is not configured.
+    #[cold]
+    fn no_grain(&self, key: &UvKey) -> Error {
+        Error::Config(format!(
+            "no grain with index {} ({} configured)",
+            key.grain,
+            self.config.grains.len()
+        ))
     }
 
     /// When the bucket of `key` closes: the watermark time at which its final row goes
@@ -308,6 +318,67 @@ impl UvCount {
             is_final,
             sketch,
         })
+    }
+
+    /// Counts `input` into the bucket of `key` (in the table of its grain, `views`), or
+    /// emits it as late when the bucket has closed.
+    #[inline]
+    fn count_one(
+        &self,
+        key: &UvKey,
+        input: UvInput,
+        views: &mut [ValueView<'_, UvKey, Bucket>],
+        timers: &mut TimerService<'_, UvKey>,
+        watermark: Timestamp,
+        out: &mut Collector<'_, UvOutput>,
+    ) -> Result<()> {
+        let close = self.close_at(key);
+        if close <= watermark {
+            self.late(key, &input, out);
+            return Ok(());
+        }
+        let Some(view) = views.get_mut(usize::from(key.grain)) else {
+            return Err(self.no_grain(key));
+        };
+        let interval = self.config.update_interval_ms;
+        // Cumulative grains: a step the watermark has not passed yet is kept apart.
+        let step_end = self.config.grains[usize::from(key.grain)]
+            .step_end(input.ts, key.bucket)
+            .filter(|end| end.saturating_sub(1) > watermark && end.saturating_sub(1) < close);
+        let b = view.get_or_insert_with(key, || self.empty.clone())?;
+        // Every input carries at least one page view: only a new bucket has none.
+        let fresh = b.pv == 0 && b.steps.is_empty();
+        b.add(step_end, &input.users, input.pv, &self.empty.users)?;
+        let schedule = interval > 0 && !b.scheduled;
+        b.scheduled |= schedule;
+        if fresh {
+            self.counters.opened.fetch_add(1, Ordering::Relaxed);
+            timers.register_event_time_timer(key, close);
+        }
+        if schedule {
+            let now = now_millis();
+            timers.register_processing_time_timer(key, now - now.rem_euclid(interval) + interval);
+        }
+        if let Some(end) = step_end {
+            timers.register_event_time_timer(key, end - 1);
+        }
+        Ok(())
+    }
+
+    /// Counts and emits an input whose bucket has closed.
+    #[cold]
+    fn late(&self, key: &UvKey, input: &UvInput, out: &mut Collector<'_, UvOutput>) {
+        self.counters.late.fetch_add(input.pv, Ordering::Relaxed);
+        metrics::counter!("ferroflow_uv_late_events_total").increment(input.pv);
+        out.collect(UvOutput::Late(LateRecord {
+            dims: self.dims(key),
+            grain: self.config.grains[usize::from(key.grain)]
+                .name()
+                .to_string(),
+            bucket: format_time(key.bucket, self.config.offset_ms),
+            ts: input.ts,
+            events: input.pv,
+        }));
     }
 
     /// The current (uv, pv) of the key in scope, if it has state; `unschedule` clears the
@@ -372,64 +443,40 @@ impl KeyedProcessFunction for UvCount {
         out: &mut Collector<'_, UvOutput>,
     ) -> Result<()> {
         let key = ctx.key();
-        let close = self.close_at(key);
-        if close <= ctx.current_watermark() {
-            self.counters.late.fetch_add(input.pv, Ordering::Relaxed);
-            metrics::counter!("ferroflow_uv_late_events_total").increment(input.pv);
-            out.collect(UvOutput::Late(LateRecord {
-                dims: self.dims(key),
-                grain: self.config.grains[usize::from(key.grain)]
-                    .name()
-                    .to_string(),
-                bucket: format_time(key.bucket, self.config.offset_ms),
-                ts: input.ts,
-                events: input.pv,
-            }));
-            return Ok(());
-        }
-        let state = self.state(key)?;
-        let interval = self.config.update_interval_ms;
-        let watermark = ctx.current_watermark();
-        // Cumulative grains: a step the watermark has not passed yet is kept apart.
-        let step_end = self.config.grains[usize::from(key.grain)]
-            .step_end(input.ts, key.bucket)
-            .filter(|end| end.saturating_sub(1) > watermark && end.saturating_sub(1) < close);
-        let b = state.get_or_insert_with(ctx, || self.empty.clone())?;
-        // Every input carries at least one page view: only a new bucket has none.
-        let fresh = b.pv == 0 && b.steps.is_empty();
-        b.add(step_end, &input.users, input.pv, &self.empty.users)?;
-        let schedule = interval > 0 && !b.scheduled;
-        b.scheduled |= schedule;
-        if fresh {
-            self.counters.opened.fetch_add(1, Ordering::Relaxed);
-            ctx.register_event_time_timer(close);
-        }
-        if schedule {
-            let now = ctx.current_processing_time();
-            ctx.register_processing_time_timer(now - now.rem_euclid(interval) + interval);
-        }
-        if let Some(end) = step_end {
-            ctx.register_event_time_timer(end - 1);
-        }
-        Ok(())
+        let mut batch = ctx.batch();
+        let watermark = batch.current_watermark();
+        let (mut views, mut timers) = batch.value_views(&self.states)?;
+        self.count_one(key, input, &mut views, &mut timers, watermark, out)
     }
 
-    const PREFETCH: bool = true;
-
-    /// The bucket's state entry, then the slot of its user table the user goes to: the
-    /// two cache misses of every input, overlapped with other inputs' misses.
-    fn prefetch(&mut self, input: &UvInput, stage: Prefetch, ctx: &mut KeyedContext<'_, UvKey>) {
-        let Ok(state) = self.state(ctx.key()) else {
-            return;
-        };
-        match stage {
-            Prefetch::State => state.prefetch(ctx),
-            Prefetch::Data => {
-                if let Some(b) = state.peek(ctx) {
-                    b.users.prefetch(&input.users);
+    /// Each grain's table is looked up once for the batch. Ahead of each input, the
+    /// bucket's state entry is prefetched ([`PREFETCH_STATE_AHEAD`] inputs ahead), then
+    /// the slot of its user table the user goes to ([`PREFETCH_DATA_AHEAD`] ahead): the
+    /// two cache misses of every input overlap with other inputs' misses.
+    fn process_batch(
+        &mut self,
+        batch: Vec<(UvKey, UvInput)>,
+        ctx: &mut BatchContext<'_, UvKey>,
+        out: &mut Collector<'_, UvOutput>,
+    ) -> Result<()> {
+        let watermark = ctx.current_watermark();
+        let (mut views, mut timers) = ctx.value_views(&self.states)?;
+        let mut inputs = batch.into_iter();
+        while let Some((key, input)) = inputs.next() {
+            let ahead = inputs.as_slice();
+            if let Some((k, _)) = ahead.get(PREFETCH_STATE_AHEAD - 1) {
+                if let Some(view) = views.get(usize::from(k.grain)) {
+                    view.prefetch(k);
                 }
             }
+            if let Some((k, i)) = ahead.get(PREFETCH_DATA_AHEAD - 1) {
+                if let Some(b) = views.get(usize::from(k.grain)).and_then(|v| v.peek(k)) {
+                    b.users.prefetch(&i.users);
+                }
+            }
+            self.count_one(&key, input, &mut views, &mut timers, watermark, out)?;
         }
+        Ok(())
     }
 
     fn on_timer(

@@ -1,0 +1,124 @@
+//! A keyed micro-batch processed as a whole: [`KeyedProcessFunction::process_batch`].
+
+use super::{
+    Collector, KeyedContext, KeyedProcessFunction, Prefetch, PREFETCH_DATA_AHEAD,
+    PREFETCH_STATE_AHEAD,
+};
+use crate::timer::Timers;
+use crate::{now_millis, Result, Timestamp};
+use ferroflow_state::{KeyedStateStore, StateKey, StateValue, ValueState, ValueView};
+
+/// The context of one [`KeyedProcessFunction::process_batch`] call: the keyed state of
+/// every key, the timers and the current watermark.
+///
+/// A record's own context ([`BatchContext::keyed`]) is what `process` receives. A
+/// function that handles the batch itself can instead take views of its value states'
+/// tables once for the whole batch ([`BatchContext::value_views`]): the same state, with
+/// no table lookup per record.
+pub struct BatchContext<'a, K> {
+    store: &'a mut KeyedStateStore,
+    timers: &'a mut Timers<K>,
+    watermark: Timestamp,
+}
+
+impl<'a, K: StateKey> BatchContext<'a, K> {
+    pub(crate) fn new(
+        store: &'a mut KeyedStateStore,
+        timers: &'a mut Timers<K>,
+        watermark: Timestamp,
+    ) -> Self {
+        Self {
+            store,
+            timers,
+            watermark,
+        }
+    }
+
+    /// The current event-time watermark of this operator instance.
+    pub fn current_watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    /// The wall clock, in epoch milliseconds.
+    pub fn current_processing_time(&self) -> Timestamp {
+        now_millis()
+    }
+
+    /// The context of one record with key `key`, as [`KeyedProcessFunction::process`]
+    /// receives it.
+    pub fn keyed<'b>(&'b mut self, key: &'b K) -> KeyedContext<'b, K> {
+        KeyedContext::new(key, self.store, self.timers, self.watermark)
+    }
+
+    /// Views of the tables of `states` (declared in `open`, each once), in their order,
+    /// and the timers, for the rest of the batch.
+    ///
+    /// # Errors
+    /// When a handle was not declared by this function with these types, or is given
+    /// twice.
+    pub fn value_views<V: StateValue>(
+        &mut self,
+        states: &[ValueState<V>],
+    ) -> Result<ViewsAndTimers<'_, K, V>> {
+        let views = self.store.value_views(states)?;
+        Ok((
+            views,
+            TimerService {
+                timers: self.timers,
+            },
+        ))
+    }
+}
+
+/// Views of value states' tables, in the order they were asked for, and the timers:
+/// what [`BatchContext::value_views`] gives.
+pub type ViewsAndTimers<'a, K, V> = (Vec<ValueView<'a, K, V>>, TimerService<'a, K>);
+
+/// Registers timers for any key, beside [`ValueView`]s (see
+/// [`BatchContext::value_views`]).
+pub struct TimerService<'a, K> {
+    timers: &'a mut Timers<K>,
+}
+
+impl<K: StateKey> TimerService<'_, K> {
+    /// Fires `on_timer` for `key` once the watermark reaches `at`; as
+    /// [`KeyedContext::register_event_time_timer`].
+    pub fn register_event_time_timer(&mut self, key: &K, at: Timestamp) {
+        self.timers.event.register(at, key.clone());
+    }
+
+    /// Fires `on_timer` for `key` once the wall clock reaches `at`.
+    pub fn register_processing_time_timer(&mut self, key: &K, at: Timestamp) {
+        self.timers.processing.register(at, key.clone());
+    }
+}
+
+/// Processes `batch` one record after another: [`KeyedProcessFunction::prefetch`] for
+/// the records ahead (when the function asks for it), then `process`. The default of
+/// [`KeyedProcessFunction::process_batch`].
+///
+/// # Errors
+/// The first error of `process`; the records after it are not processed.
+pub fn process_each<F: KeyedProcessFunction + ?Sized>(
+    f: &mut F,
+    batch: Vec<(F::Key, F::In)>,
+    ctx: &mut BatchContext<'_, F::Key>,
+    out: &mut Collector<'_, F::Out>,
+) -> Result<()> {
+    let mut records = batch.into_iter();
+    while let Some((key, record)) = records.next() {
+        if F::PREFETCH {
+            let ahead = records.as_slice();
+            for (stage, n) in [
+                (Prefetch::State, PREFETCH_STATE_AHEAD),
+                (Prefetch::Data, PREFETCH_DATA_AHEAD),
+            ] {
+                if let Some((k, r)) = ahead.get(n - 1) {
+                    f.prefetch(r, stage, &mut ctx.keyed(k));
+                }
+            }
+        }
+        f.process(record, &mut ctx.keyed(&key), out)?;
+    }
+    Ok(())
+}
