@@ -1,7 +1,7 @@
 //! Expanding an event into its keyed inputs: one per dimension set × grain.
 
 use super::values::Packer;
-use super::{DimValues, Grain, Users, UvConfig, UvEvent, UvInput, UvKey};
+use super::{Grain, Users, UvConfig, UvEvent, UvInput, UvKey};
 use ferroflow_core::Timestamp;
 
 /// The keyed inputs one event makes: one per dimension set (whose fields it has) × grain
@@ -55,7 +55,8 @@ impl<'a> Expander<'a> {
         Some(start)
     }
 
-    /// [`expand_into`] for the next event.
+    /// [`expand_into`] for the next event. Inlined into the loop over a batch.
+    #[inline]
     pub(super) fn expand_into<E: UvEvent>(&mut self, e: &E, out: &mut Vec<(UvKey, UvInput)>) {
         let config = self.config;
         let ts = e.event_time();
@@ -71,6 +72,7 @@ impl<'a> Expander<'a> {
 }
 
 /// The inputs of `e` for the buckets `(grain, start)` it falls in.
+#[inline]
 fn expand_buckets<E: UvEvent>(
     config: &UvConfig,
     e: &E,
@@ -82,15 +84,10 @@ fn expand_buckets<E: UvEvent>(
         return;
     };
     let user = e.user();
-    let input = |set: usize, values: DimValues, grain: u16, bucket: Timestamp| {
-        let key = UvKey::new(set as u16, values, grain, bucket);
-        let input = UvInput {
-            users: Users::One(user.clone()),
-            pv: 1,
-            ts,
-        };
-        (key, input)
-    };
+    #[inline(always)]
+    fn input(key: UvKey, users: Users, ts: Timestamp) -> (UvKey, UvInput) {
+        (key, UvInput { users, pv: 1, ts })
+    }
     'sets: for (set, fields) in config.dimensions.iter().enumerate() {
         let mut packer = Packer::default();
         for f in fields {
@@ -102,9 +99,11 @@ fn expand_buckets<E: UvEvent>(
         }
         let values = packer.finish();
         for &(grain, bucket) in rest {
-            out.push(input(set, values.clone(), grain, bucket));
+            let key = UvKey::new(set as u16, values.clone(), grain, bucket);
+            out.push(input(key, Users::One(user.clone()), ts));
         }
-        out.push(input(set, values, *last_grain, *last_bucket));
+        let key = UvKey::new(set as u16, values, *last_grain, *last_bucket);
+        out.push(input(key, Users::One(user.clone()), ts));
     }
 }
 
