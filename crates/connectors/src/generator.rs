@@ -18,6 +18,7 @@
 //! (item 0 most frequent); `max_disorder_ms > 0` moves each timestamp back by up to that
 //! much (`mix(seed + (3i+3)·GOLDEN) % (max_disorder_ms + 1)`); `rate_per_sec` throttles.
 
+use crate::fastmod::Modulus;
 use ferroflow_core::{
     now_millis, Error, Result, Source, SplitPosition, SplitReader, SplitStatus, Timestamp,
 };
@@ -211,6 +212,12 @@ struct EventFn {
     config: GeneratorConfig,
     /// Cumulative Zipf weights over items, when skewed.
     zipf_cdf: Option<Arc<[f64]>>,
+    /// The remainders of the formula: by users, items, categories and the disorder's
+    /// range.
+    users: Modulus,
+    items: Modulus,
+    categories: Modulus,
+    disorder: Modulus,
 }
 
 impl EventFn {
@@ -228,7 +235,14 @@ impl EventFn {
             }
             Arc::from(cdf)
         });
-        Self { config, zipf_cdf }
+        Self {
+            users: Modulus::new(config.users),
+            items: Modulus::new(config.items),
+            categories: Modulus::new(config.categories),
+            disorder: Modulus::new((config.max_disorder_ms as u64).wrapping_add(1)),
+            config,
+            zipf_cdf,
+        }
     }
 
     #[inline]
@@ -237,7 +251,7 @@ impl EventFn {
         let u = mix(c.seed.wrapping_add((3 * i + 1).wrapping_mul(GOLDEN)));
         let v = mix(c.seed.wrapping_add((3 * i + 2).wrapping_mul(GOLDEN)));
         let item_id = match &self.zipf_cdf {
-            None => v % c.items,
+            None => self.items.rem(v),
             Some(cdf) => {
                 let x = (v >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
                 cdf.partition_point(|&p| p <= x).min(cdf.len() - 1) as u64
@@ -251,14 +265,14 @@ impl EventFn {
         };
         if c.max_disorder_ms > 0 {
             let d = mix(c.seed.wrapping_add((3 * i + 3).wrapping_mul(GOLDEN)));
-            ts -= (d % (c.max_disorder_ms as u64 + 1)) as i64;
+            ts -= self.disorder.rem(d) as i64;
         }
         ClickEvent {
             seq: i,
             ts,
-            user_id: u % c.users,
+            user_id: self.users.rem(u),
             item_id,
-            category: item_id % c.categories,
+            category: self.categories.rem(item_id),
         }
     }
 }
@@ -443,6 +457,43 @@ mod tests {
                 (e.seq, e.ts, e.user_id, e.item_id, e.category),
                 (i, ts, user, item, cat)
             );
+        }
+    }
+
+    /// The generator's remainders (without a division instruction) are the formula's
+    /// `%`, for sizes other than the defaults too.
+    #[test]
+    fn events_follow_the_formula_with_division() {
+        for (users, items, categories, disorder) in [
+            (1_000_000, 10_000, 100, 0),
+            (7, 3, 1, 999),
+            (u64::MAX, 1 << 40, (1 << 40) + 1, 1),
+            (1, 1, 1, 86_400_000),
+        ] {
+            let c = GeneratorConfig {
+                users,
+                items,
+                categories,
+                max_disorder_ms: disorder,
+                ..GeneratorConfig::default().with_events(100_000)
+            };
+            let src = GeneratorSource::new(c.clone()).unwrap();
+            for i in (0..100_000u64).step_by(97) {
+                let u = mix(c.seed.wrapping_add((3 * i + 1).wrapping_mul(GOLDEN)));
+                let v = mix(c.seed.wrapping_add((3 * i + 2).wrapping_mul(GOLDEN)));
+                let d = mix(c.seed.wrapping_add((3 * i + 3).wrapping_mul(GOLDEN)));
+                let e = src.event(i);
+                assert_eq!(e.user_id, u % users);
+                assert_eq!(e.item_id, v % items);
+                assert_eq!(e.category, e.item_id % categories);
+                let spread = c.start_ts + (i as f64 * c.span_ms as f64 / c.events as f64) as i64;
+                let back = if disorder > 0 {
+                    d % (disorder as u64 + 1)
+                } else {
+                    0
+                };
+                assert_eq!(e.ts, spread - back as i64);
+            }
         }
     }
 
