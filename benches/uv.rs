@@ -10,7 +10,8 @@
 //! - memory: peak resident memory per distinct (item, user) pair when every pair of the
 //!   stream is held at once (one bucket spanning the stream per item).
 //!
-//! `cargo bench --bench uv`
+//! `cargo bench --bench uv` (every case), or `cargo bench --no-default-features --bench uv`
+//! (every case but RocksDB's, without building RocksDB)
 
 #![allow(
     clippy::unwrap_used,
@@ -27,7 +28,9 @@ use ferroflow::operators::uv::{
     self, Grain, HotKeys, Mode, SmolStr, UserId, UvConfig, UvEvent, UvOutput,
 };
 use ferroflow::prelude::*;
+#[cfg(feature = "rocksdb")]
 use ferroflow::state::{RocksDbBackend, RocksDbConfig};
+#[cfg(feature = "rocksdb")]
 use ferroflow::CheckpointConfig;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -98,6 +101,12 @@ fn run_case(parallelism: usize, case: &Case, events: u64) -> (Duration, Duration
             .with_parallelism(parallelism)
             .with_signal_handling(false),
     );
+    #[cfg(not(feature = "rocksdb"))]
+    assert!(
+        !case.rocksdb,
+        "the RocksDB case needs the `rocksdb` feature"
+    );
+    #[cfg(feature = "rocksdb")]
     if case.rocksdb {
         env.set_state_backend(
             RocksDbBackend::new(RocksDbConfig::default().with_local_dir(dir.path().join("db")))
@@ -261,6 +270,8 @@ fn uv(c: &mut Criterion) {
     }
     bench_parallelism(c, "uv_exact_memory", EVENTS, |p| exact(p, false));
     bench_parallelism(c, "uv_hll_memory", EVENTS, hll);
+    // Without the `rocksdb` feature (`--no-default-features`), the other cases only.
+    #[cfg(feature = "rocksdb")]
     bench_parallelism(c, "uv_exact_rocksdb", EVENTS, |p| exact(p, true));
     bench_parallelism(c, "uv_dashboard", DASHBOARD_EVENTS, dashboard);
 }
