@@ -95,6 +95,8 @@ struct Case {
 
 /// Runs one UV job over the stream; returns (wall, cpu, sum of final uv, rows).
 fn run_case(parallelism: usize, case: &Case, events: u64) -> (Duration, Duration, u64, u64) {
+    // RocksDB's files and the checkpoints, with the `rocksdb` feature.
+    #[cfg(feature = "rocksdb")]
     let dir = tempfile::tempdir().unwrap();
     let env = StreamEnvironment::new(
         EnvConfig::default()

@@ -15,6 +15,67 @@ use ferroflow_state::{KeyedStateStore, StateKey, StateValue, ValueState, ValueVi
 /// function that handles the batch itself can instead take views of its value states'
 /// tables once for the whole batch ([`BatchContext::value_views`]): the same state, with
 /// no table lookup per record.
+///
+/// ```
+/// use ferroflow_core::testing::KeyedHarness;
+/// use ferroflow_core::{
+///     BatchContext, Collector, KeyedContext, KeyedProcessFunction, OpenContext, Result,
+/// };
+/// use ferroflow_state::{MemoryBackend, ValueState};
+///
+/// /// Emits each record's key with the number of records of that key so far.
+/// #[derive(Default)]
+/// struct Count {
+///     seen: Vec<ValueState<u64>>,
+/// }
+///
+/// impl KeyedProcessFunction for Count {
+///     type Key = String;
+///     type In = ();
+///     type Out = (String, u64);
+///     fn open(&mut self, ctx: &mut OpenContext<'_, String>) -> Result<()> {
+///         self.seen = vec![ctx.value_state("seen")?];
+///         Ok(())
+///     }
+///     /// One record: the batch path on a batch of one.
+///     fn process(
+///         &mut self,
+///         record: (),
+///         ctx: &mut KeyedContext<'_, String>,
+///         out: &mut Collector<'_, (String, u64)>,
+///     ) -> Result<()> {
+///         let key = ctx.key().clone();
+///         self.process_batch(vec![(key, record)], &mut ctx.batch(), out)
+///     }
+///     /// The table is looked up once for the whole batch.
+///     fn process_batch(
+///         &mut self,
+///         batch: Vec<(String, ())>,
+///         ctx: &mut BatchContext<'_, String>,
+///         out: &mut Collector<'_, (String, u64)>,
+///     ) -> Result<()> {
+///         let (mut views, _timers) = ctx.value_views(&self.seen)?;
+///         for (key, ()) in batch {
+///             if let Some(view) = views.first_mut() {
+///                 let seen = view.get_or_insert_with(&key, || 0)?;
+///                 *seen += 1;
+///                 let seen = *seen;
+///                 out.collect((key, seen));
+///             }
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # fn main() -> Result<()> {
+/// let mut h = KeyedHarness::new(Count::default(), &MemoryBackend)?;
+/// let batch = vec![("a".to_string(), ()), ("b".to_string(), ()), ("a".to_string(), ())];
+/// let out = h.process_batch(batch)?;
+/// let expected = [("a", 1), ("b", 1), ("a", 2)].map(|(k, n)| (k.to_string(), n));
+/// assert_eq!(out, expected);
+/// assert_eq!(h.process("a".to_string(), ())?, vec![("a".to_string(), 3)]);
+/// # Ok(()) }
+/// ```
 pub struct BatchContext<'a, K> {
     store: &'a mut KeyedStateStore,
     timers: &'a mut Timers<K>,
