@@ -13,11 +13,11 @@ use ferroflow_state::{
     StateAccess, StateDescriptor, StateKey, StateKind, StateValue, ValueState,
 };
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
 
 mod batch;
 pub use batch::{process_each, BatchContext, TimerService, ViewsAndTimers};
-use std::sync::Arc;
-use std::time::Instant;
 
 /// Collects the output of a function.
 pub struct Collector<'a, T> {
