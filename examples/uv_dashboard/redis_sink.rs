@@ -77,8 +77,11 @@ impl RedisSink {
         let mut p = redis::pipe();
         for o in rows {
             let UvOutput::Row(r) = o else { continue };
-            let dims: Vec<(String, String)> =
-                r.dims.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let dims: Vec<(String, String)> = r
+                .dims
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             let key = Self::key(&self.prefix, &r.grain, &r.bucket, &dims);
             let index = format!("{}:{}:{}:index", self.prefix, r.grain, r.bucket);
             p.hset_multiple(
@@ -91,7 +94,7 @@ impl RedisSink {
             )
             .ignore();
             if let Some(until) = &r.until {
-                p.hset(&key, "until", until).ignore();
+                p.hset(&key, "until", until.as_str()).ignore();
             }
             p.zadd(&index, &key, r.uv).ignore();
             if self.ttl_secs > 0 {

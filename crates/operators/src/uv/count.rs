@@ -2,7 +2,7 @@
 //! bucket), emits a changelog and closes buckets.
 
 use super::distinct::{ExactSet, Sketch, UserId};
-use super::grain::format_time;
+use super::grain::time_text;
 use super::{Mode, UvConfig};
 use ferroflow_core::{
     now_millis, BatchContext, Collector, Error, KeyedContext, KeyedProcessFunction, OpenContext,
@@ -43,18 +43,25 @@ pub struct UvInput {
     pub ts: Timestamp,
 }
 
+/// Dimension field -> value, as rows and late records carry them.
+pub type Dims = BTreeMap<SmolStr, SmolStr>;
+
 /// One changelog row: the current (or, with `final`, the last) values of a bucket.
+///
+/// Its text fields are [`SmolStr`]s, which hold up to 23 bytes without allocating (field
+/// names, most values, grain names and UTC times): a row is built with one allocation,
+/// the map's node, where `String`s took five.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct UvRow {
     /// Dimension field -> value; empty for the whole site.
-    pub dims: BTreeMap<String, String>,
+    pub dims: Dims,
     /// The grain's name.
-    pub grain: String,
+    pub grain: SmolStr,
     /// Bucket start, RFC 3339 in the configured zone.
-    pub bucket: String,
+    pub bucket: SmolStr,
     /// For cumulative grains: the end of the step these values cover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
+    pub until: Option<SmolStr>,
     /// Distinct users.
     pub uv: u64,
     /// Page views.
@@ -72,11 +79,11 @@ pub struct UvRow {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LateRecord {
     /// Dimension field -> value.
-    pub dims: BTreeMap<String, String>,
+    pub dims: Dims,
     /// The grain's name.
-    pub grain: String,
+    pub grain: SmolStr,
     /// The closed bucket.
-    pub bucket: String,
+    pub bucket: SmolStr,
     /// Event time of the (latest) late event.
     pub ts: Timestamp,
     /// Late events it stands for.
@@ -254,6 +261,9 @@ pub struct UvCount {
     states: Vec<ValueState<Bucket>>,
     /// A new key's state.
     empty: Bucket,
+    /// The fields of each dimension set and the name of each grain, as rows carry them.
+    fields: Arc<[Vec<SmolStr>]>,
+    grain_names: Arc<[SmolStr]>,
 }
 
 impl UvCount {
@@ -265,11 +275,23 @@ impl UvCount {
             scheduled: false,
             steps: Vec::new(),
         };
+        let fields = config
+            .dimensions
+            .iter()
+            .map(|set| set.iter().map(SmolStr::new).collect())
+            .collect();
+        let grain_names = config
+            .grains
+            .iter()
+            .map(|g| SmolStr::new(g.name()))
+            .collect();
         Ok(Self {
             config,
             counters,
             states: Vec::new(),
             empty,
+            fields,
+            grain_names,
         })
     }
 
@@ -303,14 +325,22 @@ impl UvCount {
     /// The key's dimensions by field. Built by inserting: collecting into a
     /// `BTreeMap` sorts through a vector first, which costs more than the map itself
     /// for the few fields of a set.
-    fn dims(&self, key: &UvKey) -> BTreeMap<String, String> {
-        let mut dims = BTreeMap::new();
-        if let Some(fields) = self.config.dimensions.get(usize::from(key.set)) {
+    fn dims(&self, key: &UvKey) -> Dims {
+        let mut dims = Dims::new();
+        if let Some(fields) = self.fields.get(usize::from(key.set)) {
             for (field, value) in fields.iter().zip(key.values.iter()) {
-                dims.insert(field.clone(), value.into_owned());
+                dims.insert(field.clone(), SmolStr::new(value));
             }
         }
         dims
+    }
+
+    /// The name of the key's grain.
+    fn grain_name(&self, key: &UvKey) -> SmolStr {
+        self.grain_names
+            .get(usize::from(key.grain))
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn row(
@@ -324,11 +354,9 @@ impl UvCount {
         let offset = self.config.offset_ms;
         UvOutput::Row(UvRow {
             dims: self.dims(key),
-            grain: self.config.grains[usize::from(key.grain)]
-                .name()
-                .to_string(),
-            bucket: format_time(key.bucket, offset),
-            until: until.map(|t| format_time(t, offset)),
+            grain: self.grain_name(key),
+            bucket: time_text(key.bucket, offset),
+            until: until.map(|t| time_text(t, offset)),
             uv,
             pv,
             is_final,
@@ -390,10 +418,8 @@ impl UvCount {
         metrics::counter!("ferroflow_uv_late_events_total").increment(pv);
         out.collect(UvOutput::Late(LateRecord {
             dims: self.dims(key),
-            grain: self.config.grains[usize::from(key.grain)]
-                .name()
-                .to_string(),
-            bucket: format_time(key.bucket, self.config.offset_ms),
+            grain: self.grain_name(key),
+            bucket: time_text(key.bucket, self.config.offset_ms),
             ts,
             events: pv,
         }));

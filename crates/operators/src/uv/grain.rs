@@ -3,6 +3,7 @@
 
 use ferroflow_core::{Error, Result, Timestamp};
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 const SECOND: i64 = 1_000;
 const HOUR: i64 = 3_600 * SECOND;
@@ -209,36 +210,73 @@ pub fn parse_offset_ms(text: &str) -> Result<i64> {
 }
 
 /// `2026-11-21T08:00:00Z` for epoch milliseconds (UTC), or `2026-11-21T16:00:00+08:00`
-/// with an offset. Written digit by digit: every row carries one.
+/// with an offset.
 pub fn format_time(ms: Timestamp, offset_ms: i64) -> String {
+    time_text(ms, offset_ms).into()
+}
+
+/// [`format_time`] as a [`SmolStr`]: written digit by digit into a buffer on the stack,
+/// and held inline (no allocation) in UTC, where it is 20 bytes long. Every row carries
+/// one.
+pub(super) fn time_text(ms: Timestamp, offset_ms: i64) -> SmolStr {
     let (year, month, day, rem) = local_fields(ms, offset_ms);
     let zone_minutes = offset_ms.abs() / 60_000;
     // Years 0 to 9999 and zones within ±99:59, as four and two digits; anything else
     // through the general formatter.
     if !(0..=9999).contains(&year) || zone_minutes >= 100 * 60 {
-        return format_time_general(year, month, day, rem, offset_ms);
+        return format_time_general(year, month, day, rem, offset_ms).into();
     }
-    let mut out = String::with_capacity(25);
-    push_digits(&mut out, year, 4);
-    out.push('-');
-    push_digits(&mut out, month, 2);
-    out.push('-');
-    push_digits(&mut out, day, 2);
-    out.push('T');
-    push_digits(&mut out, rem / 3600, 2);
-    out.push(':');
-    push_digits(&mut out, rem % 3600 / 60, 2);
-    out.push(':');
-    push_digits(&mut out, rem % 60, 2);
+    let mut out = Digits::default();
+    out.push_digits(year, 4);
+    out.push(b'-');
+    out.push_digits(month, 2);
+    out.push(b'-');
+    out.push_digits(day, 2);
+    out.push(b'T');
+    out.push_digits(rem / 3600, 2);
+    out.push(b':');
+    out.push_digits(rem % 3600 / 60, 2);
+    out.push(b':');
+    out.push_digits(rem % 60, 2);
     if offset_ms == 0 {
-        out.push('Z');
+        out.push(b'Z');
     } else {
-        out.push(if offset_ms < 0 { '-' } else { '+' });
-        push_digits(&mut out, zone_minutes / 60, 2);
-        out.push(':');
-        push_digits(&mut out, zone_minutes % 60, 2);
+        out.push(if offset_ms < 0 { b'-' } else { b'+' });
+        out.push_digits(zone_minutes / 60, 2);
+        out.push(b':');
+        out.push_digits(zone_minutes % 60, 2);
     }
-    out
+    out.text()
+}
+
+/// ASCII text of at most 25 bytes (the longest time [`time_text`] writes itself).
+#[derive(Default)]
+struct Digits {
+    bytes: [u8; 25],
+    len: usize,
+}
+
+impl Digits {
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.bytes.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    /// The last `width` decimal digits of `n` (0 <= n), zero-padded.
+    fn push_digits(&mut self, n: i64, width: u32) {
+        for p in (0..width).rev() {
+            let digit = n / 10_i64.pow(p) % 10;
+            self.push(b'0' + digit as u8);
+        }
+    }
+
+    fn text(&self) -> SmolStr {
+        let bytes = &self.bytes[..self.len];
+        // Only ASCII digits and marks were pushed.
+        std::str::from_utf8(bytes).map_or_else(|_| SmolStr::default(), SmolStr::new)
+    }
 }
 
 /// The local (year, month, day, second of the day) of epoch milliseconds `ms` in a zone
@@ -261,14 +299,6 @@ fn civil(days: i64) -> (i64, i64, i64) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
-/// The last `width` decimal digits of `n` (0 <= n), zero-padded.
-fn push_digits(out: &mut String, n: i64, width: u32) {
-    for p in (0..width).rev() {
-        let digit = n / 10_i64.pow(p) % 10;
-        out.push(char::from(b'0' + digit as u8));
-    }
 }
 
 /// [`format_time`] through `format!`, for years outside 0..=9999 and unusual zones.

@@ -35,7 +35,8 @@ mod small_set;
 mod values;
 
 pub use count::{
-    DimValues, LateRecord, SmolStr, Users, UvCount, UvCounters, UvInput, UvKey, UvOutput, UvRow,
+    DimValues, Dims, LateRecord, SmolStr, Users, UvCount, UvCounters, UvInput, UvKey, UvOutput,
+    UvRow,
 };
 pub use distinct::{ExactSet, Sketch, UserId};
 pub use expand::{expand, expand_into};

@@ -138,7 +138,8 @@ fn finals(out: &[UvOutput]) -> BTreeMap<Key, (u64, u64)> {
     for o in out {
         if let UvOutput::Row(r) = o {
             if r.is_final {
-                let k = (r.dims.clone(), r.grain.clone(), r.bucket.clone());
+                let dims = r.dims.iter().map(|(f, v)| (f.to_string(), v.to_string()));
+                let k = (dims.collect(), r.grain.to_string(), r.bucket.to_string());
                 assert!(
                     m.insert(k, (r.uv, r.pv)).is_none(),
                     "two final rows for {r:?}"
@@ -294,7 +295,7 @@ fn late_events_are_counted_and_emitted_not_applied_and_cumulative_steps_emit() {
         .iter()
         .filter_map(|o| match o {
             UvOutput::Row(r) if r.grain == "day_cumulative" && !r.is_final => {
-                Some((r.until.clone().unwrap_or_default(), r.uv, r.pv))
+                Some((r.until.clone().unwrap_or_default().to_string(), r.uv, r.pv))
             }
             _ => None,
         })
