@@ -1,12 +1,14 @@
 //! Exchanges: the only place records leave a worker thread. Records are buffered per
 //! target worker into batches and sent over bounded channels; a full channel blocks the
-//! sender (backpressure), and the time blocked is measured.
+//! sender until it is half empty (backpressure, see [`super::channel`]), and the time
+//! blocked is measured.
 
+use super::channel::{channel, Rx, SendError, Tx};
 use super::control::JobControl;
 use super::Push;
 use crate::metrics::OperatorMetrics;
 use crate::{Error, Result, Timestamp};
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::TrySendError;
 use ferroflow_state::{key_group_for_key, worker_for_key_group, StateKey};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -27,9 +29,9 @@ pub(crate) enum Message<T> {
 const BLOCKED_POLL: Duration = Duration::from_millis(20);
 
 /// The sending ends one upstream worker holds, one per downstream worker.
-pub(crate) type Senders<T> = Vec<Sender<Message<T>>>;
+pub(crate) type Senders<T> = Vec<Tx<T>>;
 /// The receiving ends one downstream worker holds, one per upstream worker.
-pub(crate) type Receivers<T> = Vec<Receiver<Message<T>>>;
+pub(crate) type Receivers<T> = Vec<Rx<T>>;
 
 /// The channel matrix of one exchange: `senders[from][to]`, `receivers[to][from]`.
 pub(crate) fn channel_matrix<T>(
@@ -45,7 +47,7 @@ pub(crate) fn channel_matrix<T>(
         .collect();
     for from in senders.iter_mut() {
         for to in receivers.iter_mut() {
-            let (tx, rx) = crossbeam_channel::bounded(capacity);
+            let (tx, rx) = channel(capacity);
             from.push(tx);
             to.push(rx);
         }
@@ -55,7 +57,7 @@ pub(crate) fn channel_matrix<T>(
 
 /// Per-target batch buffers in front of the channels.
 pub(crate) struct Outbox<T> {
-    senders: Vec<Sender<Message<T>>>,
+    senders: Senders<T>,
     buffers: Vec<Vec<T>>,
     batch_size: usize,
     linger: Duration,
@@ -67,7 +69,7 @@ pub(crate) struct Outbox<T> {
 
 impl<T: Send> Outbox<T> {
     pub(crate) fn new(
-        senders: Vec<Sender<Message<T>>>,
+        senders: Senders<T>,
         batch_size: usize,
         linger: Duration,
         control: Arc<JobControl>,
@@ -167,19 +169,18 @@ impl<T: Send> Outbox<T> {
 
     fn send(&mut self, target: usize, msg: Message<T>) -> Result<()> {
         let tx = &self.senders[target];
-        let mut msg = match tx.try_send(msg) {
+        let msg = match tx.try_send(msg) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(m)) => m,
             Err(TrySendError::Disconnected(_)) => return Err(Error::Cancelled),
         };
         let start = Instant::now();
-        let result = loop {
-            match tx.send_timeout(msg, BLOCKED_POLL) {
-                Ok(()) => break Ok(()),
-                Err(SendTimeoutError::Timeout(m)) if !self.control.is_cancelled() => msg = m,
-                Err(_) => break Err(Error::Cancelled),
-            }
-        };
+        let control = &self.control;
+        let result = tx
+            .send_waiting(msg, BLOCKED_POLL, || control.is_cancelled())
+            .map_err(|e| match e {
+                SendError::Disconnected | SendError::Stopped => Error::Cancelled,
+            });
         let waited = start.elapsed();
         self.blocked += waited;
         self.metrics.add_backpressure(waited);

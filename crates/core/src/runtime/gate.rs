@@ -2,9 +2,10 @@
 //! turns their watermarks into one (the minimum over inputs that are neither idle nor
 //! finished; it never goes back).
 
+use super::channel::Rx;
 use super::exchange::Message;
 use crate::{Error, Result, Timestamp, MIN_WATERMARK};
-use crossbeam_channel::{Receiver, Select, TryRecvError};
+use crossbeam_channel::{Select, TryRecvError};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ struct Input {
 }
 
 pub(crate) struct InputGate<T> {
-    inputs: Vec<Receiver<Message<T>>>,
+    inputs: Vec<Rx<T>>,
     state: Vec<Input>,
     live: usize,
     combined: Timestamp,
@@ -41,7 +42,7 @@ pub(crate) struct InputGate<T> {
 }
 
 impl<T> InputGate<T> {
-    pub(crate) fn new(inputs: Vec<Receiver<Message<T>>>) -> Self {
+    pub(crate) fn new(inputs: Vec<Rx<T>>) -> Self {
         let state = vec![
             Input {
                 watermark: MIN_WATERMARK,
@@ -108,14 +109,14 @@ impl<T> InputGate<T> {
         let mut index = Vec::with_capacity(self.live);
         for (i, rx) in self.inputs.iter().enumerate() {
             if !self.state[i].ended && !self.state[i].blocked {
-                select.recv(rx);
+                rx.select(&mut select);
                 index.push(i);
             }
         }
         match select.select_timeout(timeout) {
             Ok(op) => {
                 let i = index[op.index()];
-                match op.recv(&self.inputs[i]) {
+                match self.inputs[i].recv_selected(op) {
                     Ok(msg) => Ok(Some((i, msg))),
                     Err(_) => Err(Error::Cancelled),
                 }
@@ -203,11 +204,20 @@ impl<T> InputGate<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossbeam_channel::bounded;
+    use crate::runtime::channel::{channel, Tx};
 
-    fn gate(n: usize) -> (Vec<crossbeam_channel::Sender<Message<u32>>>, InputGate<u32>) {
-        let (tx, rx): (Vec<_>, Vec<_>) = (0..n).map(|_| bounded(16)).unzip();
-        (tx, InputGate::new(rx))
+    /// A sending end that never finds its channel full in these tests.
+    struct Sender(Tx<u32>);
+
+    impl Sender {
+        fn send(&self, msg: Message<u32>) -> std::result::Result<(), ()> {
+            self.0.try_send(msg).map_err(|_| ())
+        }
+    }
+
+    fn gate(n: usize) -> (Vec<Sender>, InputGate<u32>) {
+        let (tx, rx): (Vec<_>, Vec<_>) = (0..n).map(|_| channel(16)).unzip();
+        (tx.into_iter().map(Sender).collect(), InputGate::new(rx))
     }
 
     fn next(g: &mut InputGate<u32>) -> GateEvent<u32> {

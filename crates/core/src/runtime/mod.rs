@@ -2,6 +2,7 @@
 //! task loops that drive both. Nothing here is public API; `stream` and `env` build on it.
 
 pub(crate) mod chain;
+pub(crate) mod channel;
 pub(crate) mod control;
 pub(crate) mod exchange;
 pub(crate) mod gate;
