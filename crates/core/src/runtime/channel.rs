@@ -13,7 +13,7 @@
 use super::exchange::Message;
 use crossbeam_channel::{Receiver, Select, SelectedOperation, Sender, TryRecvError, TrySendError};
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 use std::time::Duration;
@@ -87,15 +87,20 @@ impl<T> Tx<T> {
         stop: impl Fn() -> bool,
     ) -> Result<(), SendError> {
         {
+            // The thread to wake: this one (a sending end may move between threads).
+            let me = std::thread::current();
             let mut sender = self.room.sender.lock();
-            if sender.is_none() {
-                *sender = Some(std::thread::current());
+            if sender.as_ref().map(Thread::id) != Some(me.id()) {
+                *sender = Some(me);
             }
         }
         loop {
             // Announced before the attempt: a receiver that takes the channel down to
-            // half after a failed attempt sees it and wakes this thread.
-            self.room.waiting.store(true, Ordering::SeqCst);
+            // half after a failed attempt sees it and wakes this thread. The fences
+            // here and in `received` order each side's write before its read of the
+            // other's, so one of the two always sees the other's.
+            self.room.waiting.store(true, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
             match self.chan.try_send(msg) {
                 Ok(()) => {
                     self.room.waiting.store(false, Ordering::Relaxed);
@@ -137,10 +142,11 @@ impl<T> Rx<T> {
     }
 
     /// After a message was taken: wakes a waiting sender once the channel is down to
-    /// half. A load of one flag while no sender waits.
+    /// half. A fence and the load of one flag while no sender waits.
     #[inline]
     fn received(&self) {
-        if self.room.waiting.load(Ordering::SeqCst)
+        fence(Ordering::SeqCst);
+        if self.room.waiting.load(Ordering::Relaxed)
             && self.chan.len() <= self.low
             && self.room.waiting.swap(false, Ordering::SeqCst)
         {
