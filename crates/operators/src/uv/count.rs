@@ -3,6 +3,7 @@
 
 use super::distinct::{ExactSet, Sketch, UserId};
 use super::grain::time_text;
+use super::sizes::SizeHints;
 use super::{Mode, UvConfig};
 use ferroflow_core::{
     now_millis, BatchContext, Collector, Error, KeyedContext, KeyedProcessFunction, OpenContext,
@@ -228,6 +229,14 @@ impl Distinct {
             Self::Hll(s) => s.estimate(),
         }
     }
+
+    /// An empty set of the same mode (and precision) with room for `n` users.
+    fn empty_with_capacity(&self, n: usize) -> Self {
+        match self {
+            Self::Exact(_) => Self::Exact(ExactSet::with_capacity(n)),
+            Self::Hll(s) => Self::Hll(s.empty_with_capacity(n)),
+        }
+    }
 }
 
 /// Counters shared by every worker of one counting operator.
@@ -264,6 +273,8 @@ pub struct UvCount {
     /// The fields of each dimension set and the name of each grain, as rows carry them.
     fields: Arc<[Vec<SmolStr>]>,
     grain_names: Arc<[SmolStr]>,
+    /// Room for users that new buckets get, learnt from closed ones (per worker).
+    sizes: SizeHints,
 }
 
 impl UvCount {
@@ -285,6 +296,7 @@ impl UvCount {
             .iter()
             .map(|g| SmolStr::new(g.name()))
             .collect();
+        let sizes = SizeHints::new(config.dimensions.len(), config.grains.len());
         Ok(Self {
             config,
             counters,
@@ -292,6 +304,7 @@ impl UvCount {
             empty,
             fields,
             grain_names,
+            sizes,
         })
     }
 
@@ -333,6 +346,20 @@ impl UvCount {
             }
         }
         dims
+    }
+
+    /// The state of a new bucket for `key`: its users' table sized by the closed buckets
+    /// of its set and grain.
+    fn new_bucket(&self, key: &UvKey) -> Bucket {
+        match self.sizes.room(key.set, key.grain) {
+            0 => self.empty.clone(),
+            room => Bucket {
+                users: self.empty.users.empty_with_capacity(room),
+                pv: 0,
+                scheduled: false,
+                steps: Vec::new(),
+            },
+        }
     }
 
     /// The name of the key's grain.
@@ -390,7 +417,7 @@ impl UvCount {
         let step_end = self.config.grains[usize::from(key.grain)]
             .step_end(ts, key.bucket)
             .filter(|end| end.saturating_sub(1) > watermark && end.saturating_sub(1) < close);
-        let b = view.get_or_insert_with(key, || self.empty.clone())?;
+        let b = view.get_or_insert_with(key, || self.new_bucket(key))?;
         // Every input carries at least one page view: only a new bucket has none.
         let fresh = b.pv == 0 && b.steps.is_empty();
         b.add(step_end, &users, pv, &self.empty.users)?;
@@ -537,6 +564,7 @@ impl KeyedProcessFunction for UvCount {
                 if let Some(now) = self.current(state, ctx, false, Some(Timestamp::MAX))? {
                     state.clear(ctx)?;
                     self.counters.closed.fetch_add(1, Ordering::Relaxed);
+                    self.sizes.closed(key.set, key.grain, now.0);
                     out.collect(self.row(&key, now, None, true));
                 }
             }

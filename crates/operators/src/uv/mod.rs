@@ -30,6 +30,7 @@ pub mod distinct;
 mod expand;
 pub mod grain;
 mod key;
+mod sizes;
 mod sketch;
 mod small_set;
 mod values;

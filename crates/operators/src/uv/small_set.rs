@@ -66,6 +66,26 @@ impl<S: Slot> Table<S> {
         FIRST_TABLE_BYTES / size_of::<S>()
     }
 
+    /// An empty table that takes `n` ids (at most 2^20 are reserved) without growing;
+    /// no allocation for none.
+    fn with_capacity(n: usize) -> Self {
+        if n == 0 {
+            return Self {
+                slots: Box::default(),
+                len: 0,
+            };
+        }
+        // At most three quarters full with `n` ids, as `insert` keeps it.
+        let size = (n.min(1 << 20) * 4)
+            .div_ceil(3)
+            .next_power_of_two()
+            .max(Self::first_slots());
+        Self {
+            slots: vec![S::EMPTY; size].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
     /// The slot where `v`'s probe sequence starts (Fibonacci hashing: the high bits of
     /// a multiply, so ids that differ only in their high bits spread too). The same for
     /// both widths.
@@ -163,6 +183,11 @@ impl Default for SmallIds {
 }
 
 impl SmallIds {
+    /// An empty set that takes `n` ids (below 2^32) before its table grows.
+    pub(super) fn with_capacity(n: usize) -> Self {
+        Self::Narrow(Table::with_capacity(n))
+    }
+
     /// Number of ids.
     pub(super) fn len(&self) -> usize {
         match self {
@@ -332,6 +357,36 @@ mod tests {
         assert_eq!(set.len(), 1001);
         assert!((0..1000u64).all(|v| set.contains(v * 4_000_000)));
         assert!(set.contains(u64::from(u32::MAX)));
+    }
+
+    /// A set made with room for `n` ids takes them without growing, holds what a set
+    /// grown one id at a time holds, and grows past them as usual.
+    #[test]
+    fn room_made_up_front_takes_that_many_ids_without_growing() {
+        assert_eq!(SmallIds::with_capacity(0).heap_bytes(), 0);
+        for n in [1usize, 11, 12, 13, 83, 96, 97, 256] {
+            let mut set = SmallIds::with_capacity(n);
+            let bytes = set.heap_bytes();
+            assert!(bytes >= 64 && bytes.is_power_of_two(), "{n}: {bytes}");
+            let mut grown = SmallIds::default();
+            for i in 0..n as u64 {
+                let id = i.wrapping_mul(0x9e37_79b9) % 1_000_003;
+                assert_eq!(set.insert(id), grown.insert(id));
+            }
+            assert_eq!(set.heap_bytes(), bytes, "{n} ids grew the table");
+            // No more memory than growing one id at a time took.
+            assert!(bytes <= grown.heap_bytes(), "{n}");
+            let (mut a, mut b): (Vec<u64>, Vec<u64>) =
+                (set.iter().collect(), grown.iter().collect());
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b);
+            set.insert(u64::from(u32::MAX) - 1);
+            for i in 0..n as u64 {
+                set.insert(2_000_000 + i);
+            }
+            assert_eq!(set.len(), 2 * n + 1);
+        }
     }
 
     #[test]
