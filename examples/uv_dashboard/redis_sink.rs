@@ -18,7 +18,7 @@
 //! exactly the output's values (while the replay runs, a key may briefly show an older
 //! value).
 
-use ferroflow::operators::uv::UvOutput;
+use ferroflow::operators::uv::{Dims, UvOutput};
 use ferroflow::prelude::*;
 use ferroflow::{Error, SinkContext};
 use std::time::Duration;
@@ -50,7 +50,7 @@ impl RedisSink {
     }
 
     /// The hash key of a row's (grain, bucket, dims).
-    pub fn key(prefix: &str, grain: &str, bucket: &str, dims: &[(String, String)]) -> String {
+    pub fn key(prefix: &str, grain: &str, bucket: &str, dims: &Dims) -> String {
         let dims = if dims.is_empty() {
             "all".to_string()
         } else {
@@ -77,12 +77,7 @@ impl RedisSink {
         let mut p = redis::pipe();
         for o in rows {
             let UvOutput::Row(r) = o else { continue };
-            let dims: Vec<(String, String)> = r
-                .dims
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let key = Self::key(&self.prefix, &r.grain, &r.bucket, &dims);
+            let key = Self::key(&self.prefix, &r.grain, &r.bucket, &r.dims);
             let index = format!("{}:{}:{}:index", self.prefix, r.grain, r.bucket);
             p.hset_multiple(
                 &key,
