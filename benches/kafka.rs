@@ -1,5 +1,5 @@
 //! Kafka connectors against a Kafka-protocol broker on loopback (`FERROFLOW_KAFKA_BROKERS`,
-//! or a tansu broker with SQLite storage started here, as the tests do):
+//! or a noida-db broker started here, as the tests do):
 //!
 //! - `kafka_source`: JSON records of exactly 100 bytes in 8 partitions (200,000 by
 //!   default, `FERROFLOW_BENCH_RECORDS` to change), read to the end by the source and
@@ -14,10 +14,9 @@
 //!
 //! The broker is chosen by `FERROFLOW_BENCH_BROKER`: `mock` (the default) is librdkafka's
 //! in-process mock cluster, which serves from memory, so its work counts in this
-//! process's CPU time (the per-core figures are conservative); `tansu` starts tansu
-//! (SQLite storage), which serves fetches far slower than Apache Kafka (one core at 100%
-//! for about 30K records/s here), so against it the wall rates measure the broker;
-//! `FERROFLOW_KAFKA_BROKERS` with `tansu` uses that broker instead.
+//! process's CPU time (the per-core figures are conservative); `noida` starts a noida-db
+//! broker (a separate process on the same two cores, so the wall rates share the machine
+//! with it); `FERROFLOW_KAFKA_BROKERS` with `noida` uses that broker instead.
 //!
 //! `cargo bench --no-default-features --features kafka --bench kafka`
 
@@ -137,7 +136,8 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let mock = std::env::var("FERROFLOW_BENCH_BROKER").map_or(true, |b| b == "mock");
         let (b, brokers, create): (_, _, CreateTopic) = if mock {
-            let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+            let cluster =
+                ferroflow::connectors::kafka::rdkafka::mocking::MockCluster::new(1).unwrap();
             let brokers = cluster.bootstrap_servers();
             let cluster: &'static _ = Box::leak(Box::new(cluster));
             (
@@ -146,8 +146,7 @@ fn fixture() -> &'static Fixture {
                 Box::new(move |t: &str| cluster.create_topic(t, PARTITIONS, 1).unwrap()),
             )
         } else {
-            let b =
-                broker::broker("ferroflow-bench").expect("a Kafka broker (see the bench's docs)");
+            let b = broker::broker();
             let brokers = b.brokers.clone();
             let create = {
                 let brokers = brokers.clone();
@@ -160,7 +159,7 @@ fn fixture() -> &'static Fixture {
             if mock {
                 "librdkafka mock cluster"
             } else {
-                "tansu / FERROFLOW_KAFKA_BROKERS"
+                "noida-db / FERROFLOW_KAFKA_BROKERS"
             }
         );
         let records_topic = broker::unique("bench-records");
@@ -253,8 +252,8 @@ fn end_to_end(p: usize, exactly_once: bool) -> (Duration, Duration) {
         dimensions: vec![vec!["item".into()]],
         grains: vec![Grain::hour()],
         mode: Mode::Exact,
-        lateness_ms: 0,
-        update_interval_ms: 1_000,
+        lateness: Duration::ZERO,
+        update_interval: Duration::from_millis(1_000),
         hot_keys: HotKeys::Off,
         ..UvConfig::default()
     };

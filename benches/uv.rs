@@ -153,9 +153,9 @@ fn per_item_hour(mode: Mode) -> UvConfig {
         dimensions: vec![vec!["item".into()]],
         grains: vec![Grain::hour()],
         mode,
-        lateness_ms: 0,
-        update_interval_ms: 0,
-        offset_ms: 0,
+        lateness: Duration::ZERO,
+        update_interval: Duration::ZERO,
+        timezone: ferroflow::Zone::utc(),
         // 10K items: no hot key to spread.
         hot_keys: HotKeys::Off,
         ..UvConfig::default()
@@ -190,9 +190,9 @@ fn dashboard_config() -> UvConfig {
         ),
         grains: vec![Grain::hour(), Grain::day()],
         mode: Mode::Exact,
-        lateness_ms: 0,
-        update_interval_ms: 1_000,
-        offset_ms: 0,
+        lateness: Duration::ZERO,
+        update_interval: Duration::from_millis(1_000),
+        timezone: ferroflow::Zone::utc(),
         hot_keys: HotKeys::PreAggregate,
         ..UvConfig::default()
     }

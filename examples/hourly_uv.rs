@@ -126,7 +126,7 @@ impl KeyedProcessFunction for CountHour {
         let (category, hour) = *ctx.key();
         out.collect(HourlyUv {
             category,
-            hour: format_time(hour, 0),
+            hour: format_time(hour, &ferroflow::Zone::utc()),
             uv,
             pv,
         });

@@ -39,6 +39,7 @@ mod settings;
 use anyhow::Context as _;
 use clap::Parser;
 use event::{DashboardEvent, Enrich};
+#[cfg(feature = "kafka")]
 use ferroflow::connectors::kafka::{
     DeadLetter, JsonValue, KafkaSource, KafkaSourceConfig, StartMode, Topics,
 };
@@ -47,6 +48,7 @@ use ferroflow::connectors::{
 };
 use ferroflow::operators::uv::{self, UvOutput};
 use ferroflow::prelude::*;
+#[cfg(feature = "rocksdb")]
 use ferroflow::state::{RocksDbBackend, RocksDbConfig};
 use ferroflow::{CheckpointConfig, RestoreFrom, SinkContext};
 use settings::{Args, Settings, StateKind};
@@ -68,6 +70,13 @@ fn main() -> anyhow::Result<()> {
     let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(s.parallelism));
     match s.state {
         StateKind::Memory => {}
+        #[cfg(not(feature = "rocksdb"))]
+        StateKind::Rocksdb => anyhow::bail!(
+            "--state rocksdb: this build has no RocksDB backend; build with the `rocksdb` \
+             feature (`cargo run --release --features rocksdb --example uv_dashboard -- ...`, \
+             which needs a C++ compiler and libclang: `apt-get install build-essential libclang-dev`)"
+        ),
+        #[cfg(feature = "rocksdb")]
         StateKind::Rocksdb => {
             let dir = s.checkpoint_dir.as_ref().map_or_else(
                 || std::env::temp_dir().join("uv-dashboard-rocksdb"),
@@ -80,8 +89,7 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(dir) = &s.checkpoint_dir {
         env.enable_checkpointing(
-            CheckpointConfig::new(dir.join("checkpoints"))
-                .with_interval(Duration::from_millis(s.checkpoint_interval_ms())),
+            CheckpointConfig::new(dir.join("checkpoints")).with_interval(s.checkpoint_interval()),
         );
         // Resume from the newest checkpoint if there is one, else start empty.
         env.restore_from(RestoreFrom::Latest { fallback: false });
@@ -90,8 +98,14 @@ fn main() -> anyhow::Result<()> {
         remove_dir_if_exists(&parts)?;
     }
 
-    let disorder = Duration::from_millis(s.disorder_ms());
+    let disorder = s.disorder();
     let (events, dead_letters) = match (&s.input, &s.kafka) {
+        #[cfg(not(feature = "kafka"))]
+        (_, Some(_)) => anyhow::bail!(
+            "--kafka-brokers: this build has no Kafka connector; build with the `kafka` feature \
+             (`cargo run --release --features kafka --example uv_dashboard -- ...`)"
+        ),
+        #[cfg(feature = "kafka")]
         (_, Some(kafka)) => {
             let config = KafkaSourceConfig {
                 brokers: kafka.brokers.clone(),

@@ -1,5 +1,5 @@
-//! Kafka source and sink against a real Kafka-protocol broker on loopback (tansu, started
-//! by the tests, or `FERROFLOW_KAFKA_BROKERS`): every partition read once, malformed
+//! Kafka source and sink against a real Kafka-protocol broker on loopback (noida-db,
+//! started by the tests, or `FERROFLOW_KAFKA_BROKERS`): every partition read once, malformed
 //! records to the dead-letter file, positions checkpointed and committed to the group,
 //! restore after a savepoint without loss or duplicates, a cluster switch refused unless
 //! asked for, partition discovery, and the sink's keyed partitioning.
@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::kafka::{broker, committed, create_topic, produce, read_all, unique};
+use common::kafka::{
+    broker, broker_of_cluster, committed, create_topic, produce, read_all, unique,
+};
 use ferroflow::connectors::kafka::{
     DeadLetter, JsonRecord, JsonValue, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig,
     RestorePositions, Topics,
@@ -58,9 +60,7 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn every_partition_is_read_once_and_malformed_records_go_to_the_dead_letter_file() {
-    let Some(b) = broker("ferroflow-a") else {
-        return;
-    };
+    let b = broker();
     let topic = unique("read");
     create_topic(&b.brokers, &topic, 3);
     let mut records = events(0..600);
@@ -124,9 +124,7 @@ fn run_until_committed(
 
 #[test]
 fn positions_are_checkpointed_committed_to_the_group_and_restored_without_loss_or_duplicates() {
-    let Some(b) = broker("ferroflow-a") else {
-        return;
-    };
+    let b = broker();
     let topic = unique("restore");
     create_topic(&b.brokers, &topic, 2);
     produce(&b.brokers, &topic, &events(0..400));
@@ -180,16 +178,13 @@ fn read_to_end(env: &StreamEnvironment, mut config: KafkaSourceConfig) -> Result
 
 #[test]
 fn a_checkpoint_from_another_cluster_is_refused_unless_the_switch_is_asked_for() {
-    let Some(a) = broker("ferroflow-a") else {
-        return;
-    };
-    let Some(other) = broker("ferroflow-b") else {
-        return;
-    };
-    if a.brokers == other.brokers {
-        eprintln!("SKIPPED: one external broker cannot show a cluster switch");
-        return;
-    }
+    let a = broker_of_cluster(Some("ferroflow-a"));
+    let other = broker_of_cluster(Some("ferroflow-b"));
+    assert!(
+        a.owned && other.owned,
+        "a cluster switch needs two clusters: unset FERROFLOW_KAFKA_BROKERS so that the test \
+         starts brokers of its own"
+    );
     let topic = unique("switch");
     create_topic(&a.brokers, &topic, 1);
     create_topic(&other.brokers, &topic, 1);
@@ -214,15 +209,13 @@ fn a_checkpoint_from_another_cluster_is_refused_unless_the_switch_is_asked_for()
 
 #[test]
 fn new_topics_matching_the_pattern_are_discovered_while_running() {
-    let Some(b) = broker("ferroflow-a") else {
-        return;
-    };
+    let b = broker();
     let prefix = unique("disc");
     create_topic(&b.brokers, &format!("{prefix}-a"), 1);
     produce(&b.brokers, &format!("{prefix}-a"), &events(0..10));
     let mut config = KafkaSourceConfig::new(&b.brokers, &[]);
     config.topics = Topics::Pattern(format!("{prefix}-.*"));
-    config.discovery_interval_ms = 200;
+    config.discovery_interval = Duration::from_millis(200);
     let out = CollectSink::new();
     let env = common::env(2);
     env.from_source(
@@ -246,9 +239,7 @@ fn new_topics_matching_the_pattern_are_discovered_while_running() {
 
 #[test]
 fn the_sink_writes_every_record_and_keeps_a_key_in_one_partition() {
-    let Some(b) = broker("ferroflow-a") else {
-        return;
-    };
+    let b = broker();
     let topic = unique("sink");
     create_topic(&b.brokers, &topic, 3);
     let env = common::env(2);
@@ -291,9 +282,7 @@ fn the_sink_writes_every_record_and_keeps_a_key_in_one_partition() {
 
 #[test]
 fn malformed_records_can_go_to_a_dead_letter_topic_with_the_error_in_a_header() {
-    let Some(b) = broker("ferroflow-a") else {
-        return;
-    };
+    let b = broker();
     let (topic, dlq) = (unique("dlq-in"), unique("dlq"));
     create_topic(&b.brokers, &topic, 1);
     create_topic(&b.brokers, &dlq, 1);

@@ -4,18 +4,18 @@
 //! commit lost to a crash after its checkpoint completed is written again from the copy
 //! in the checkpoint, and start is refused when exactly-once cannot hold.
 //!
-//! Against a broker with transactions and `read_committed` (Apache Kafka: `docker compose
-//! up -d kafka`, then `FERROFLOW_KAFKA_BROKERS=127.0.0.1:9092`): Kafka → keyed count →
+//! Against a broker with transactions and `read_committed` (noida-db, started by the test
+//! harness, or Apache Kafka named by `FERROFLOW_KAFKA_BROKERS`): Kafka → keyed count →
 //! Kafka, failed at many points and restored, read back with `read_committed`, has no
 //! duplicate and no loss; aborted records stay hidden; a lost commit is made up once and
-//! only once. tansu (no EndTxn) and the mock cluster (aborted records not hidden,
-//! transactional offsets not applied) cannot show this, so without such a broker these
-//! tests print SKIPPED with the reason, and CI counts them as not run.
+//! only once. The mock cluster (aborted records not hidden, transactional offsets not
+//! applied) cannot show this.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use common::kafka::{create_topic, produce, read_all, read_committed, unique};
+use common::kafka::{broker, create_topic, produce, read_all, read_committed, unique};
+use ferroflow::connectors::kafka::rdkafka::mocking::MockCluster;
 use ferroflow::connectors::kafka::{
     JsonRecord, JsonValue, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig,
 };
@@ -23,7 +23,6 @@ use ferroflow::prelude::*;
 use ferroflow::testing::{CountPerKey, ScriptedSource, Step};
 use ferroflow::{CheckpointConfig, Error, JobResult, RestoreFrom, SinkContext};
 use parking_lot::Mutex;
-use rdkafka::mocking::MockCluster;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,8 +30,8 @@ use std::time::{Duration, Instant};
 
 fn sink_config(brokers: &str, topic: &str, prefix: &str) -> KafkaSinkConfig {
     let mut c = KafkaSinkConfig::new(brokers, topic).exactly_once(prefix);
-    c.transaction_timeout_ms = 60_000;
-    c.flush_timeout_ms = 30_000;
+    c.transaction_timeout = Duration::from_secs(60);
+    c.flush_timeout = Duration::from_secs(30);
     c
 }
 
@@ -251,22 +250,7 @@ fn start_is_refused_when_exactly_once_cannot_hold() {
     env.from_iter(0..10u64)
         .sink(sink(sink_config(&brokers, "out", "eos-refused")));
     let err = env.execute().unwrap_err().to_string();
-    assert!(err.contains("transaction_timeout_ms"), "{err}");
-}
-
-/// The broker `FERROFLOW_KAFKA_BROKERS` names, which must support transactions.
-fn transactional_broker() -> Option<String> {
-    match std::env::var("FERROFLOW_KAFKA_BROKERS") {
-        Ok(b) => Some(b),
-        Err(_) => {
-            eprintln!(
-                "SKIPPED: exactly-once visibility needs a broker with Kafka transactions and \
-                 read_committed (tansu and the mock cluster have neither): set \
-                 FERROFLOW_KAFKA_BROKERS, e.g. after `docker compose up -d kafka`"
-            );
-            None
-        }
-    }
+    assert!(err.contains("transaction_timeout"), "{err}");
 }
 
 const USERS: u64 = 300;
@@ -302,7 +286,7 @@ fn keyed_job(
     source.stop_at_end = true;
     source.group_id = format!("{output}-group");
     let mut config = KafkaSinkConfig::new(brokers, output).exactly_once(output);
-    config.transaction_timeout_ms = 60_000;
+    config.transaction_timeout = Duration::from_secs(60);
     env.from_source(
         KafkaSource::new(source, JsonValue::<u64>::new()),
         WatermarkStrategy::none(),
@@ -320,9 +304,8 @@ fn keyed_job(
 
 #[test]
 fn kafka_to_keyed_count_to_kafka_is_exactly_once_across_failures() {
-    let Some(brokers) = transactional_broker() else {
-        return;
-    };
+    let broker = broker();
+    let brokers = broker.brokers.clone();
     let input = unique("eos-in");
     let output = unique("eos-out");
     create_topic(&brokers, &input, 4);
@@ -374,9 +357,8 @@ fn kafka_to_keyed_count_to_kafka_is_exactly_once_across_failures() {
 
 #[test]
 fn a_lost_commit_is_made_up_once_and_only_once() {
-    let Some(brokers) = transactional_broker() else {
-        return;
-    };
+    let broker = broker();
+    let brokers = broker.brokers.clone();
     let output = unique("eos-lost");
     create_topic(&brokers, &output, 2);
     let dir = tempfile::tempdir().unwrap();

@@ -7,12 +7,12 @@
 mod common;
 
 use common::kafka::produce;
+use ferroflow::connectors::kafka::rdkafka::mocking::MockCluster;
+use ferroflow::connectors::kafka::rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use ferroflow::connectors::kafka::{
     JsonRecord, JsonValue, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig,
 };
 use ferroflow::prelude::*;
-use rdkafka::mocking::MockCluster;
-use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 #[test]
 fn transient_fetch_errors_are_retried_without_loss_or_duplicates() {

@@ -2,6 +2,8 @@
 //! removes buckets whose timers are gone), and results are exactly-once across failures
 //! and restores.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Without the `rocksdb` feature only the memory-backend tests are built.
+#![cfg_attr(not(feature = "rocksdb"), allow(unused_imports, dead_code))]
 
 mod common;
 
@@ -10,7 +12,9 @@ use common::differences;
 use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource, JsonLinesPartSink};
 use ferroflow::operators::uv::{self, Grain, Mode, UserId, UvConfig, UvCount, UvEvent, UvOutput};
 use ferroflow::prelude::*;
-use ferroflow::state::{MemoryBackend, RocksDbBackend, RocksDbConfig, StateBackend};
+use ferroflow::state::{MemoryBackend, StateBackend};
+#[cfg(feature = "rocksdb")]
+use ferroflow::state::{RocksDbBackend, RocksDbConfig};
 use ferroflow::testing::KeyedHarness;
 use ferroflow::{CheckpointConfig, RestoreFrom};
 use std::collections::BTreeMap;
@@ -43,9 +47,9 @@ fn minute_config() -> UvConfig {
     UvConfig {
         dimensions: UvConfig::parse_dimensions(";platform"),
         grains: vec![Grain::tumbling("1m", MINUTE)],
-        lateness_ms: 0,
-        update_interval_ms: 0,
-        ttl_margin_ms: MINUTE,
+        lateness: Duration::ZERO,
+        update_interval: Duration::ZERO,
+        ttl_margin: Duration::from_secs(60),
         ..UvConfig::default()
     }
 }
@@ -102,6 +106,7 @@ fn closed_buckets_leave_the_state_on_the_memory_backend() {
     cleanup_on(&MemoryBackend);
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn closed_buckets_leave_the_state_on_rocksdb() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,6 +131,7 @@ fn generator() -> GeneratorConfig {
         .with_rate(30_000)
 }
 
+#[cfg(feature = "rocksdb")]
 /// The UV job on RocksDB, failing once after `fail_after` records when set.
 fn run_job(dir: &std::path::Path, fail_after: Option<u64>, restore: RestoreFrom) -> Result<()> {
     let env = StreamEnvironment::new(
@@ -159,10 +165,10 @@ fn run_job(dir: &std::path::Path, fail_after: Option<u64>, restore: RestoreFrom)
     let config = UvConfig {
         grains: vec![Grain::tumbling("10m", 10 * MINUTE), Grain::hour()],
         mode: Mode::Exact,
-        lateness_ms: 10_000,
-        update_interval_ms: 20,
+        lateness: Duration::from_millis(10_000),
+        update_interval: Duration::from_millis(20),
         // The throttled generator runs minutes of event time ahead of each watermark.
-        ttl_margin_ms: UvConfig::default().ttl_margin_ms,
+        ttl_margin: UvConfig::default().ttl_margin,
         ..minute_config()
     };
     let (rows, _) = uv::count(events, config)?;
@@ -189,6 +195,7 @@ fn finals(dir: &std::path::Path) -> BTreeMap<String, (u64, u64)> {
     m
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn final_rows_are_exactly_once_across_failures_on_rocksdb() {
     let clean = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@
 //! checkpoint_dir = "/var/lib/uv-dashboard"
 //! checkpoint_interval = "10s"
 //! redis = "redis://127.0.0.1:6379"
-//! timezone = "+08:00"
+//! timezone = "Asia/Shanghai"  # or an offset such as "+08:00"
 //! # instead of `input`: read a Kafka topic
 //! kafka_brokers = "127.0.0.1:9092"
 //! topic = "clicks"
@@ -24,10 +24,11 @@
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
-use ferroflow::operators::uv::grain::{parse_duration_ms, parse_offset_ms};
 use ferroflow::operators::uv::{Grain, HotKeys, Mode, UvConfig};
+use ferroflow::Zone;
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where keyed state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -94,7 +95,8 @@ pub struct Args {
     /// only. Default: 1s.
     #[arg(long)]
     pub update_interval: Option<String>,
-    /// Zone offset buckets align to (UTC, +08:00). Default: UTC.
+    /// Time zone buckets align to: an IANA name (Asia/Shanghai, Europe/Berlin) or an
+    /// offset (+08:00). Default: UTC.
     #[arg(long)]
     pub timezone: Option<String>,
     /// Workers per operator. Default: 2.
@@ -182,12 +184,19 @@ struct FileSettings {
 
 /// Reading events from Kafka.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 pub struct KafkaInput {
     pub brokers: String,
     pub topics: Vec<String>,
     pub group: String,
     pub start_latest: bool,
     pub bounded: bool,
+}
+
+/// A duration written as `500ms`, `30s`, `5m`, `1h` or `1d`.
+fn duration(text: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(text.trim())
+        .with_context(|| format!("`{text}` is not a duration like 500ms, 30s, 5m or 1h"))
 }
 
 /// Every setting, resolved.
@@ -344,8 +353,13 @@ impl Settings {
                 );
             }
         }
-        parse_duration_ms(&s.disorder).context("--disorder")?;
-        parse_duration_ms(&s.checkpoint_interval).context("--checkpoint-interval")?;
+        duration(&s.disorder).context("--disorder")?;
+        if duration(&s.checkpoint_interval)
+            .context("--checkpoint-interval")?
+            .is_zero()
+        {
+            bail!("--checkpoint-interval must be positive");
+        }
         Ok(s)
     }
 
@@ -365,10 +379,9 @@ impl Settings {
                     precision: self.hll_precision,
                 },
             },
-            lateness_ms: parse_duration_ms(&self.lateness).context("--lateness")?,
-            update_interval_ms: parse_duration_ms(&self.update_interval)
-                .context("--update-interval")?,
-            offset_ms: parse_offset_ms(&self.timezone).context("--timezone")?,
+            lateness: duration(&self.lateness).context("--lateness")?,
+            update_interval: duration(&self.update_interval).context("--update-interval")?,
+            timezone: Zone::parse(&self.timezone).context("--timezone")?,
             hot_keys: if self.pre_aggregate {
                 HotKeys::PreAggregate
             } else {
@@ -381,12 +394,14 @@ impl Settings {
         Ok(config)
     }
 
-    pub fn disorder_ms(&self) -> u64 {
-        parse_duration_ms(&self.disorder).map_or(5_000, i64::unsigned_abs)
+    /// The out-of-orderness bound (checked by `load`).
+    pub fn disorder(&self) -> Duration {
+        duration(&self.disorder).unwrap_or(Duration::from_secs(5))
     }
 
-    pub fn checkpoint_interval_ms(&self) -> u64 {
-        parse_duration_ms(&self.checkpoint_interval).map_or(10_000, |ms| ms.unsigned_abs().max(1))
+    /// The checkpoint interval (checked by `load`).
+    pub fn checkpoint_interval(&self) -> Duration {
+        duration(&self.checkpoint_interval).unwrap_or(Duration::from_secs(10))
     }
 
     pub fn dead_letter_path(&self) -> PathBuf {

@@ -1,21 +1,30 @@
-//! A Kafka-protocol broker for the tests: `tansu` (with SQLite storage) started as its own
-//! process on a free loopback port, or the broker `FERROFLOW_KAFKA_BROKERS` names.
+//! A Kafka-protocol broker for the tests: `noida-db` (a Kafka-protocol broker with
+//! transactions, `pip install noida-db==0.2.3`) started as its own process on a free
+//! loopback port with its own data directory, or the broker `FERROFLOW_KAFKA_BROKERS`
+//! names. `scripts/test` installs noida-db; without either, a test that needs a broker
+//! fails and says how to get one.
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use ferroflow::connectors::kafka::rdkafka::admin::{
+    AdminClient, AdminOptions, NewTopic, TopicReplication,
+};
+use ferroflow::connectors::kafka::rdkafka::client::DefaultClientContext;
+use ferroflow::connectors::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use ferroflow::connectors::kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use ferroflow::connectors::kafka::rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, Producer, ThreadedProducer,
+};
+use ferroflow::connectors::kafka::rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running broker; a tansu child process is killed on drop.
+/// A running broker; a broker process this harness started is killed on drop.
 pub struct Broker {
     /// `bootstrap.servers`.
     pub brokers: String,
+    /// Whether this harness started the broker (a new cluster of its own).
+    pub owned: bool,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -29,74 +38,99 @@ impl Drop for Broker {
     }
 }
 
-fn tansu_binary() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("FERROFLOW_TANSU") {
+/// The `noida-db` program: `FERROFLOW_NOIDA_DB`, or `noida-db` on `PATH`.
+fn noida_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("FERROFLOW_NOIDA_DB") {
         return Some(PathBuf::from(p));
     }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
+    std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|d| d.join("tansu"))
+            .map(|d| d.join("noida-db"))
             .find(|p| p.is_file())
-    });
-    on_path.or_else(|| {
-        let home = std::env::var_os("HOME")?;
-        let p = PathBuf::from(home).join(".cargo/bin/tansu");
-        p.is_file().then_some(p)
     })
 }
 
-/// A broker for one test, or `None` (with the reason printed) when none can be had
-/// outside CI. Under CI a missing broker fails the test.
-pub fn broker(cluster_id: &str) -> Option<Broker> {
-    let dir = tempfile::tempdir().unwrap();
-    if let Ok(brokers) = std::env::var("FERROFLOW_KAFKA_BROKERS") {
-        return Some(Broker {
-            brokers,
-            child: None,
-            _dir: dir,
-        });
-    }
-    let Some(tansu) = tansu_binary() else {
-        let why = "no Kafka broker: install tansu (`cargo install tansu --features libsql`) \
-                   or set FERROFLOW_KAFKA_BROKERS";
-        if std::env::var_os("CI").is_some() {
-            panic!("{why}");
-        }
-        eprintln!("SKIPPED: {why}");
-        return None;
-    };
-    let port = TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
-    let child = Command::new(&tansu)
-        .arg("broker")
-        .args(["--cluster-id", cluster_id])
-        .args(["--listener-url", &url, "--advertised-listener-url", &url])
-        // tansu resolves the SQLite path against its working directory.
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", tansu.display()));
-    let broker = Broker {
-        brokers: format!("127.0.0.1:{port}"),
-        child: Some(child),
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "tansu did not listen on {port} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        .port()
+}
+
+/// A broker for one test: a new noida-db process of its own (a cluster of its own), or
+/// the one `FERROFLOW_KAFKA_BROKERS` names. Fails the test when neither can be had.
+pub fn broker() -> Broker {
+    broker_of_cluster(None)
+}
+
+/// As [`broker`], with a given Kafka cluster id when the harness starts the broker.
+/// noida-db keeps its cluster id in `kafka.json` in its data directory; a new data
+/// directory gets a fixed default, so two brokers would otherwise look like one cluster.
+pub fn broker_of_cluster(cluster_id: Option<&str>) -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    if let Ok(brokers) = std::env::var("FERROFLOW_KAFKA_BROKERS") {
+        return Broker {
+            brokers,
+            owned: false,
+            child: None,
+            _dir: dir,
+        };
     }
-    Some(broker)
+    let noida = noida_binary().unwrap_or_else(|| {
+        panic!(
+            "no Kafka broker: run `bash scripts/test` (it installs one), or \
+             `pip install noida-db==0.2.3`, or set FERROFLOW_KAFKA_BROKERS"
+        )
+    });
+    // A port another process takes between here and the broker's bind fails the start;
+    // try a few.
+    for _ in 0..5 {
+        let port = free_port();
+        if let Some(id) = cluster_id {
+            let data = dir.path().join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            let state = serde_json::json!({
+                "topics": [], "broker_id": 1, "host": "127.0.0.1", "port": port,
+                "cluster_id": id, "next_producer_id": 1000, "committed_offsets": [],
+                "offset_metadata": [], "broker_configs": {}
+            });
+            std::fs::write(data.join("kafka.json"), state.to_string()).unwrap();
+        }
+        let log = std::fs::File::create(dir.path().join("noida.log")).unwrap();
+        let mut child = Command::new(&noida)
+            .args(["start", "--only", "kafka", "--host", "127.0.0.1"])
+            .args(["--kafka-port", &port.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", noida.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Broker {
+                    brokers: format!("127.0.0.1:{port}"),
+                    owned: true,
+                    child: Some(child),
+                    _dir: dir,
+                };
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+    let log = std::fs::read_to_string(dir.path().join("noida.log")).unwrap_or_default();
+    panic!("noida-db did not start a Kafka listener: {log}");
 }
 
 /// A topic name no other test uses.
@@ -248,7 +282,7 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
 
 /// The headers of the first record of partition 0 of `topic`, as text.
 pub fn headers_of_first(brokers: &str, topic: &str) -> Vec<(String, String)> {
-    use rdkafka::message::Headers;
+    use ferroflow::connectors::kafka::rdkafka::message::Headers;
     let c = reader(brokers);
     let mut l = TopicPartitionList::new();
     l.add_partition_offset(topic, 0, Offset::Beginning).unwrap();

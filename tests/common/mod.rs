@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod counting;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 
 use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};

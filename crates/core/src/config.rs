@@ -20,14 +20,20 @@ pub struct EnvConfig {
     /// Batches a channel between two workers holds before the sender blocks
     /// (backpressure); a blocked sender goes on once half of them were taken. Default: 8.
     pub channel_capacity: usize,
-    /// Milliseconds a partly filled batch may wait in an exchange before it is sent anyway.
-    /// Default: 5.
-    pub linger_ms: u64,
-    /// Milliseconds between watermark emissions of a source task (Flink's
-    /// `pipeline.auto-watermark-interval`); 0 emits after every batch. Default: 200.
-    pub watermark_interval_ms: u64,
-    /// Microseconds a source task sleeps when none of its splits has data. Default: 500.
-    pub idle_sleep_us: u64,
+    /// Longest a partly filled batch may wait in an exchange before it is sent anyway
+    /// (`5ms` in files). Default: 5 ms.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Time between watermark emissions of a source task (Flink's
+    /// `pipeline.auto-watermark-interval`); `0s` emits after every batch. Default: 200 ms.
+    #[serde(with = "humantime_serde")]
+    pub watermark_interval: Duration,
+    /// How long a source task sleeps when none of its splits has data. Default: 500 µs.
+    #[serde(with = "humantime_serde")]
+    pub idle_sleep: Duration,
+    /// Threads of the job's I/O runtime, on which operators that wait on I/O (lookups,
+    /// uploads) run their calls; started only if such an operator runs. Default: 2.
+    pub io_threads: usize,
     /// Stop the job gracefully on SIGINT/SIGTERM (a second signal exits at once).
     /// Default: true.
     pub handle_signals: bool,
@@ -40,9 +46,10 @@ impl Default for EnvConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             batch_size: 1024,
             channel_capacity: 8,
-            linger_ms: 5,
-            watermark_interval_ms: 200,
-            idle_sleep_us: 500,
+            linger: Duration::from_millis(5),
+            watermark_interval: Duration::from_millis(200),
+            idle_sleep: Duration::from_micros(500),
+            io_threads: 2,
             handle_signals: true,
         }
     }
@@ -75,6 +82,9 @@ impl EnvConfig {
         if self.channel_capacity == 0 {
             return Err(Error::Config("channel_capacity must be at least 1".into()));
         }
+        if self.io_threads == 0 {
+            return Err(Error::Config("io_threads must be at least 1".into()));
+        }
         Ok(())
     }
 
@@ -106,17 +116,24 @@ impl EnvConfig {
         self
     }
 
-    /// Sets `linger_ms`.
+    /// Sets `linger`.
     #[must_use]
     pub fn with_linger(mut self, linger: Duration) -> Self {
-        self.linger_ms = duration_ms(linger);
+        self.linger = linger;
         self
     }
 
-    /// Sets `watermark_interval_ms`.
+    /// Sets `watermark_interval`.
     #[must_use]
     pub fn with_watermark_interval(mut self, interval: Duration) -> Self {
-        self.watermark_interval_ms = duration_ms(interval);
+        self.watermark_interval = interval;
+        self
+    }
+
+    /// Sets `io_threads`.
+    #[must_use]
+    pub fn with_io_threads(mut self, io_threads: usize) -> Self {
+        self.io_threads = io_threads;
         self
     }
 
@@ -126,22 +143,6 @@ impl EnvConfig {
         self.handle_signals = handle_signals;
         self
     }
-
-    pub(crate) fn linger(&self) -> Duration {
-        Duration::from_millis(self.linger_ms)
-    }
-
-    pub(crate) fn watermark_interval(&self) -> Duration {
-        Duration::from_millis(self.watermark_interval_ms)
-    }
-
-    pub(crate) fn idle_sleep(&self) -> Duration {
-        Duration::from_micros(self.idle_sleep_us)
-    }
-}
-
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -162,5 +163,18 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("exceeds max_parallelism"), "{e}");
         assert!(EnvConfig::default().with_batch_size(0).validate().is_err());
+    }
+
+    #[test]
+    fn durations_read_as_text() {
+        let c: EnvConfig =
+            serde_json::from_str(r#"{"linger": "20ms", "watermark_interval": "1s"}"#).unwrap();
+        assert_eq!(c.linger, Duration::from_millis(20));
+        assert_eq!(c.watermark_interval, Duration::from_secs(1));
+        assert_eq!(c.idle_sleep, Duration::from_micros(500));
+        let e = serde_json::from_str::<EnvConfig>(r#"{"linger": "soon"}"#).unwrap_err();
+        assert!(e.to_string().contains("expected a duration"), "{e}");
+        let text = serde_json::to_string(&EnvConfig::default()).unwrap();
+        assert!(text.contains(r#""linger":"5ms""#), "{text}");
     }
 }

@@ -5,6 +5,7 @@ use crate::checkpoint::{dir_name, latest_checkpoints, load_checkpoint, Remote, M
 use crate::graph::{Graph, PrepareCtx, Restored, SplitPool, Wire, WorkerCtx};
 use crate::metrics::{JobMetrics, OperatorSnapshot};
 use crate::runtime::control::JobControl;
+use crate::runtime::io::IoRuntime;
 use crate::runtime::task::{run_task, SourceSettings, SourceTask, Task};
 use crate::runtime::Next;
 use crate::sources::VecSource;
@@ -92,7 +93,7 @@ impl StreamEnvironment {
         self
     }
 
-    /// Takes a checkpoint every `config.interval_ms` into `config.dir` (see
+    /// Takes a checkpoint every `config.interval` into `config.dir` (see
     /// [`crate::checkpoint`]). Every source must be replayable.
     pub fn enable_checkpointing(&self, config: CheckpointConfig) -> &Self {
         self.graph.lock().checkpoint = Some(config);
@@ -132,25 +133,12 @@ impl StreamEnvironment {
         let stage_name = name.clone();
         let wire: Wire<S::Item> = Arc::new(move |ctx: &WorkerCtx, chain: Next<S::Item>| {
             let mut readers = pool.lock().take(ctx.worker)?;
-            if let Some(restored) = &ctx.restored {
-                let mine: Vec<_> = restored
-                    .meta
-                    .positions
-                    .iter()
-                    .filter(|p| p.operator == stage_name)
-                    .collect();
-                let all: Vec<_> = mine.iter().map(|p| &p.position).collect();
-                for reader in &mut readers {
-                    let split = reader.split_id();
-                    let own = mine.iter().find(|p| p.split == split).map(|p| &p.position);
-                    reader.restore(own, &all)?;
-                }
-            }
+            ctx.restore().restore_splits(&stage_name, &mut readers)?;
             let metrics = ctx.metrics.register(&stage_name, ctx.worker);
             let settings = SourceSettings {
                 batch_size: ctx.config.batch_size,
-                watermark_interval: ctx.config.watermark_interval(),
-                idle_sleep: ctx.config.idle_sleep(),
+                watermark_interval: ctx.config.watermark_interval,
+                idle_sleep: ctx.config.idle_sleep,
             };
             Ok(Box::new(SourceTask::new(
                 ctx.task_name(&stage_name),
@@ -289,6 +277,7 @@ impl StreamEnvironment {
             None => (None, None),
         };
         let attempt = u64::try_from(crate::now_millis()).unwrap_or(0);
+        let io = IoRuntime::new(graph.config.io_threads);
         let mut tasks: Vec<Box<dyn Task>> = Vec::new();
         for (i, stage) in graph.stages.iter().enumerate() {
             let Some(factory) = &stage.factory else {
@@ -306,6 +295,7 @@ impl StreamEnvironment {
                     checkpoint: hub.clone(),
                     restored: restored.clone(),
                     attempt,
+                    io: Arc::clone(&io),
                 };
                 tasks.push(factory(&ctx)?);
             }
@@ -526,12 +516,10 @@ impl JobHandle {
             .hub
             .as_ref()
             .ok_or_else(|| Error::Config("savepoints need checkpointing enabled".into()))?;
-        let wait = hub.config.timeout() + Duration::from_secs(1);
+        let wait = hub.config.timeout + Duration::from_secs(1);
         hub.request_savepoint(stop)
             .recv_timeout(wait)
-            .map_err(|_| {
-                Error::Config(format!("no savepoint within {} ms", hub.config.timeout_ms))
-            })?
+            .map_err(|_| Error::Config(format!("no savepoint within {:?}", hub.config.timeout)))?
     }
 
     /// A cloneable handle that can stop the job.

@@ -2,10 +2,12 @@
 //! joined by exchanges. Types are erased here; `stream` keeps them.
 
 use crate::checkpoint::coordinator::CheckpointHub;
-use crate::checkpoint::CheckpointMetadata;
+pub(crate) use crate::checkpoint::restore::Restored;
+use crate::checkpoint::restore::TaskRestore;
 use crate::metrics::JobMetrics;
 use crate::runtime::control::JobControl;
 use crate::runtime::exchange::{channel_matrix, Receivers, Senders};
+use crate::runtime::io::IoRuntime;
 use crate::runtime::task::Task;
 use crate::runtime::task::TaskCheckpoint;
 use crate::runtime::Next;
@@ -14,14 +16,7 @@ use crate::RestoreFrom;
 use crate::{EnvConfig, Error, Result, SplitReader};
 use ferroflow_state::StateBackend;
 use parking_lot::Mutex;
-use std::path::PathBuf;
 use std::sync::Arc;
-
-/// A checkpoint being restored, with the directory its file paths are relative to.
-pub(crate) struct Restored {
-    pub(crate) meta: CheckpointMetadata,
-    pub(crate) root: PathBuf,
-}
 
 /// What a task builder gets to know about its worker.
 pub(crate) struct WorkerCtx {
@@ -36,11 +31,22 @@ pub(crate) struct WorkerCtx {
     pub(crate) checkpoint: Option<Arc<CheckpointHub>>,
     pub(crate) restored: Option<Arc<Restored>>,
     pub(crate) attempt: u64,
+    /// The job's I/O runtime, for operators that wait on I/O.
+    pub(crate) io: Arc<IoRuntime>,
 }
 
 impl WorkerCtx {
     pub(crate) fn task_name(&self, stage: &str) -> String {
         format!("{stage}[{}/{}]", self.worker, self.parallelism)
+    }
+
+    /// What the restored checkpoint (if any) holds for this task.
+    pub(crate) fn restore(&self) -> TaskRestore<'_> {
+        TaskRestore {
+            restored: self.restored.as_deref(),
+            worker: self.worker,
+            parallelism: self.parallelism,
+        }
     }
 
     /// This task's part in checkpointing, if enabled.

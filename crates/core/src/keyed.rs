@@ -2,6 +2,7 @@
 //! keyed state for that key, and per-key timers.
 
 use crate::checkpoint::coordinator::{DeferredState, TaskSnapshot};
+use crate::checkpoint::restore::task_file_base;
 use crate::checkpoint::{StateFile, StoredFile};
 use crate::metrics::OperatorMetrics;
 use crate::runtime::{Next, Push};
@@ -272,19 +273,6 @@ impl<K: StateKey> StateAccess for KeyedContext<'_, K> {
 const EVENT_TIMERS: &str = "__timers.event";
 const PROCESSING_TIMERS: &str = "__timers.processing";
 
-/// A file-name-safe form of an operator name.
-pub(crate) fn file_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// Calls `f.on_timer` for every timer of `domain` due at `upto`, in time order (timers
 /// registered while firing fire too if due); returns the output.
 pub(crate) fn fire_timers<F: KeyedProcessFunction>(
@@ -471,12 +459,7 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
     fn barrier(&mut self, snapshot: &mut TaskSnapshot) -> Result<()> {
         let start = Instant::now();
         let scope = self.store.scope().clone();
-        let base = format!(
-            "chk-{}/{}-{}",
-            snapshot.checkpoint,
-            file_safe(&scope.operator),
-            scope.worker
-        );
+        let base = task_file_base(snapshot.checkpoint, &scope.operator, scope.worker);
         // Checkpoints are native (incremental) where the backend can; savepoints are
         // canonical, so they restore on any backend.
         let target = (!snapshot.savepoint).then(|| NativeTarget {

@@ -33,6 +33,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod async_op;
 pub mod checkpoint;
 mod config;
 mod env;
@@ -51,7 +52,11 @@ pub mod testing;
 mod time;
 mod timer;
 mod watermark;
+mod zone;
 
+pub use async_op::{
+    AsyncCall, AsyncConfig, AsyncFunction, AsyncOpenContext, OnBarrier, OnTimeout, Reply,
+};
 pub use checkpoint::SplitPosition;
 pub use checkpoint::{CheckpointConfig, RestoreFrom};
 pub use config::EnvConfig;
@@ -67,3 +72,4 @@ pub use stream::{DataStream, KeyedStream};
 pub use time::{now_millis, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 pub use timer::{TimeDomain, Timer};
 pub use watermark::WatermarkStrategy;
+pub use zone::Zone;

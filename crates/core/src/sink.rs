@@ -19,9 +19,9 @@ pub struct SinkContext {
     /// instance. `open` must commit them, idempotently (they may have been committed
     /// already) before anything else.
     pub restored_commits: Vec<serde_json::Value>,
-    /// The checkpoint interval in ms, when the job takes checkpoints (a transactional sink
+    /// The checkpoint interval, when the job takes checkpoints (a transactional sink
     /// checks that its transactions outlive it).
-    pub checkpoint_interval_ms: Option<u64>,
+    pub checkpoint_interval: Option<std::time::Duration>,
 }
 
 /// The end of a stream. One instance runs per worker (each a clone of the sink passed to

@@ -3,6 +3,7 @@
 
 use crate::graph::{ChannelPool, Graph, Wire, WorkerCtx};
 use crate::keyed::{KeyedNode, KeyedProcessFunction};
+use crate::runtime::async_node::{AsyncNode, AsyncParts};
 use crate::runtime::chain::{
     BatchFn, BatchMapFn, FilterFn, FlatMapFn, InspectFn, MapFn, SinkNode, Stateless, TryMapFn,
 };
@@ -10,9 +11,10 @@ use crate::runtime::exchange::{BatchExchange, KeyedExchange, Outbox, Route};
 use crate::runtime::gate::InputGate;
 use crate::runtime::task::ChannelTask;
 use crate::runtime::Next;
-use crate::{Result, Sink, SinkContext};
-use ferroflow_state::{KeyedSnapshot, StateKey, StoreScope};
+use crate::{AsyncConfig, AsyncFunction, Result, Sink, SinkContext};
+use ferroflow_state::{StateKey, StoreScope};
 use parking_lot::Mutex;
+use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
 
 type NameCell = Arc<Mutex<String>>;
@@ -195,6 +197,50 @@ impl<T: Send + 'static> DataStream<T> {
         }
     }
 
+    /// Runs `function`, whose work completes later (lookups, uploads), on every record: its
+    /// calls run on the job's I/O runtime while the worker goes on; at most
+    /// `config.capacity` calls are in flight per worker. See [`AsyncFunction`] and
+    /// [`OnBarrier`](crate::OnBarrier) for what checkpoints do with calls in flight. Each
+    /// worker runs its own clone of `function`.
+    ///
+    /// # Panics
+    /// Never; an invalid `config` fails the job at start with the reason.
+    pub fn process_async<F>(self, function: F, config: AsyncConfig) -> DataStream<F::Out>
+    where
+        F: AsyncFunction<In = T> + Clone,
+        T: Clone + Serialize + DeserializeOwned,
+    {
+        if let Err(e) = config.validate() {
+            self.graph.lock().errors.push(e.to_string());
+        }
+        let name = self.graph.lock().op_name("async");
+        let cell: NameCell = Arc::new(Mutex::new(name));
+        let my_name = Arc::clone(&cell);
+        let upstream = self.wire;
+        let function = Mutex::new(function);
+        let wire: Wire<F::Out> = Arc::new(move |ctx: &WorkerCtx, next: Next<F::Out>| {
+            let operator = my_name.lock().clone();
+            let parts = AsyncParts {
+                f: function.lock().clone(),
+                config: config.clone(),
+                restored: ctx.restore().operator_states(&operator),
+                metrics: ctx.metrics.register(&operator, ctx.worker),
+                operator,
+                worker: ctx.worker,
+                parallelism: ctx.parallelism,
+                control: Arc::clone(&ctx.control),
+                io: Arc::clone(&ctx.io),
+            };
+            upstream(ctx, Box::new(AsyncNode::new(parts, next)?))
+        });
+        DataStream {
+            graph: self.graph,
+            stage: self.stage,
+            wire,
+            name: cell,
+        }
+    }
+
     /// Partitions the stream by key: records with equal keys go to the same worker, which
     /// owns their state. `key` is hashed into one of `max_parallelism` key groups; each
     /// worker owns a contiguous range of key groups.
@@ -285,19 +331,13 @@ impl<T: Send + 'static> DataStream<T> {
             self.stage,
             Box::new(move |ctx: &WorkerCtx| {
                 let metrics = ctx.metrics.register(&name, ctx.worker);
-                let restored_commits = ctx
-                    .restored
-                    .iter()
-                    .flat_map(|r| &r.meta.sink_commits)
-                    .filter(|c| c.operator == name && c.worker % ctx.parallelism == ctx.worker)
-                    .map(|c| c.committable.clone())
-                    .collect();
+                let restored_commits = ctx.restore().sink_commits(&name);
                 let sink_ctx = SinkContext {
                     worker: ctx.worker,
                     parallelism: ctx.parallelism,
                     attempt: ctx.attempt,
                     restored_commits,
-                    checkpoint_interval_ms: ctx.checkpoint.as_ref().map(|h| h.config.interval_ms),
+                    checkpoint_interval: ctx.checkpoint.as_ref().map(|h| h.config.interval),
                 };
                 wire(
                     ctx,
@@ -350,7 +390,7 @@ impl<T: Send + 'static> DataStream<T> {
                 let outbox = Outbox::new(
                     senders,
                     ctx.config.batch_size,
-                    ctx.config.linger(),
+                    ctx.config.linger,
                     Arc::clone(&ctx.control),
                     Arc::clone(&metrics),
                 );
@@ -486,23 +526,7 @@ impl<K: StateKey, T: Send + 'static> KeyedStream<K, T> {
                 ctx.parallelism,
                 ctx.config.max_parallelism,
             );
-            let store = match &ctx.restored {
-                None => ctx.backend.open_keyed_store(&scope)?,
-                Some(restored) => {
-                    let mut snapshots = Vec::new();
-                    for f in restored
-                        .meta
-                        .state_files
-                        .iter()
-                        .filter(|f| f.operator == op)
-                    {
-                        let snapshot = KeyedSnapshot::read_from(&restored.root.join(&f.file))?;
-                        snapshots.push(snapshot.filter(scope.key_groups));
-                    }
-                    ctx.backend
-                        .restore_keyed_store(&scope, snapshots, &restored.root)?
-                }
-            };
+            let store = ctx.restore().keyed_store(ctx.backend.as_ref(), &scope)?;
             let metrics = ctx.metrics.register(&op, ctx.worker);
             let node = KeyedNode::new(function.lock().clone(), store, next, metrics)?;
             upstream(ctx, Box::new(node))
@@ -513,6 +537,19 @@ impl<K: StateKey, T: Send + 'static> KeyedStream<K, T> {
             wire,
             name: cell,
         }
+    }
+
+    /// Runs an [`AsyncFunction`] over the `(key, record)` pairs on the worker that owns
+    /// each key, so that per-key work (a cache of lookups by key, say) stays with the
+    /// key's worker: each worker sees only the keys of its key groups. See
+    /// [`DataStream::process_async`].
+    pub fn process_async<F>(self, function: F, config: AsyncConfig) -> DataStream<F::Out>
+    where
+        F: AsyncFunction<In = (K, T)> + Clone,
+        K: Serialize + DeserializeOwned,
+        T: Clone + Serialize + DeserializeOwned,
+    {
+        self.inner.process_async(function, config)
     }
 
     /// Sets the number of workers of the keyed chain.

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Which topics a source reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,11 +120,13 @@ pub struct KafkaSourceConfig {
     /// Bounded reading: stop each partition at the end offset it had when the job
     /// started (for backfills, tests and benchmarks). Default: false (unbounded).
     pub stop_at_end: bool,
-    /// How often new partitions (and, with a pattern, new topics) are looked for, ms.
-    /// 0 disables discovery. Default: 30,000.
-    pub discovery_interval_ms: u64,
-    /// Timeout of metadata and offset lookups, ms. Default: 10,000.
-    pub request_timeout_ms: u64,
+    /// How often new partitions (and, with a pattern, new topics) are looked for (`30s`
+    /// in files); `0s` disables discovery. Default: 30 s.
+    #[serde(with = "humantime_serde")]
+    pub discovery_interval: Duration,
+    /// Timeout of metadata and offset lookups. Default: 10 s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
     /// Records that fail to decode. Default: logged.
     pub dead_letter: DeadLetter,
     /// Further librdkafka consumer properties (`fetch.max.bytes`, security settings…).
@@ -143,8 +146,8 @@ impl Default for KafkaSourceConfig {
             on_restore: RestorePositions::default(),
             commit_offsets: true,
             stop_at_end: false,
-            discovery_interval_ms: 30_000,
-            request_timeout_ms: 10_000,
+            discovery_interval: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
             dead_letter: DeadLetter::default(),
             properties: BTreeMap::new(),
         }
@@ -185,8 +188,8 @@ impl KafkaSourceConfig {
         if self.group_id.trim().is_empty() {
             return Err("kafka source: `group_id` is empty".into());
         }
-        if self.request_timeout_ms == 0 {
-            return Err("kafka source: `request_timeout_ms` must be positive".into());
+        if self.request_timeout.is_zero() {
+            return Err("kafka source: `request_timeout` must be positive".into());
         }
         for key in ["enable.auto.commit", "enable.auto.offset.store"] {
             if self.properties.get(key).is_some_and(|v| v != "false") {

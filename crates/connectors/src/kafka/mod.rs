@@ -18,7 +18,7 @@
 //! - **Start modes** without a checkpoint: earliest, latest, timestamp, given offsets,
 //!   committed group offsets with a reset policy ([`StartMode`]). They are resolved to
 //!   concrete offsets when the job starts.
-//! - **Discovery**: every `discovery_interval_ms`, new partitions (and new topics
+//! - **Discovery**: every `discovery_interval`, new partitions (and new topics
 //!   matching a pattern) are found and read from their earliest offset.
 //! - **Decoding** by a [`Deserializer`]: bytes, UTF-8, JSON (serde), protobuf (prost),
 //!   optionally with the record's metadata ([`WithMetadata`]: topic, partition, offset,
@@ -50,6 +50,10 @@ mod sink;
 mod source;
 mod txn;
 mod wal;
+
+/// The `rdkafka` crate these connectors are built on (librdkafka), for its settings, an
+/// admin client or its in-process mock cluster in tests.
+pub use rdkafka;
 
 pub use config::{DeadLetter, KafkaSourceConfig, OffsetReset, RestorePositions, StartMode, Topics};
 pub use decode::{

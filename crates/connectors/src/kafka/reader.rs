@@ -372,7 +372,7 @@ impl<D: Deserializer> WatchReader<D> {
     }
 
     fn look(&mut self) -> Result<Vec<Box<dyn SplitReader<D::Output>>>, KafkaError> {
-        let timeout = Duration::from_millis(self.shared.config.request_timeout_ms);
+        let timeout = self.shared.config.request_timeout;
         let w = self.worker.lock();
         let all = list_partitions(&w.consumer, &self.shared.config.topics, timeout)?;
         let new: Vec<TopicPartition> = all
@@ -431,7 +431,7 @@ impl<D: Deserializer> SplitReader<D::Output> for WatchReader<D> {
     }
 
     fn discover(&mut self) -> Result<Vec<Box<dyn SplitReader<D::Output>>>> {
-        let interval = Duration::from_millis(self.shared.config.discovery_interval_ms);
+        let interval = self.shared.config.discovery_interval;
         if self.last.elapsed() < interval {
             return Ok(Vec::new());
         }

@@ -35,9 +35,10 @@ pub struct KafkaSinkConfig {
     pub brokers: String,
     /// Topic written to. Default: empty (refused at start).
     pub topic: String,
-    /// Longest wait for outstanding records at a checkpoint or at the end, ms. Default:
-    /// 60,000.
-    pub flush_timeout_ms: u64,
+    /// Longest wait for outstanding records at a checkpoint or at the end (`60s` in
+    /// files). Default: 60 s.
+    #[serde(with = "humantime_serde")]
+    pub flush_timeout: Duration,
     /// Further librdkafka producer properties (`linger.ms`, `compression.type`, security
     /// settings…); they override the sink's own. `transactional.id` and
     /// `transaction.timeout.ms` are refused here: they have their own settings.
@@ -56,9 +57,10 @@ pub struct KafkaSinkConfig {
     pub transaction_pool_size: usize,
     /// Exactly-once: `transaction.timeout.ms`, how long the broker keeps a transaction
     /// open before aborting it. Must be at least twice the checkpoint interval and at
-    /// most the broker's `transaction.max.timeout.ms`. Default: 900,000 (15 minutes,
-    /// the broker's default maximum).
-    pub transaction_timeout_ms: u64,
+    /// most the broker's `transaction.max.timeout.ms`. Default: 15 min (the broker's
+    /// default maximum).
+    #[serde(with = "humantime_serde")]
+    pub transaction_timeout: Duration,
 }
 
 impl Default for KafkaSinkConfig {
@@ -66,12 +68,12 @@ impl Default for KafkaSinkConfig {
         Self {
             brokers: "127.0.0.1:9092".into(),
             topic: String::new(),
-            flush_timeout_ms: 60_000,
+            flush_timeout: Duration::from_secs(60),
             properties: BTreeMap::new(),
             delivery: Delivery::AtLeastOnce,
             transactional_id_prefix: String::new(),
             transaction_pool_size: 4,
-            transaction_timeout_ms: 900_000,
+            transaction_timeout: Duration::from_secs(900),
         }
     }
 }
@@ -105,14 +107,14 @@ impl KafkaSinkConfig {
         if self.topic.trim().is_empty() {
             return Err("kafka sink: `topic` is empty".into());
         }
-        if self.flush_timeout_ms == 0 {
-            return Err("kafka sink: `flush_timeout_ms` must be positive".into());
+        if self.flush_timeout.is_zero() {
+            return Err("kafka sink: `flush_timeout` must be positive".into());
         }
         for own in ["transactional.id", "transaction.timeout.ms"] {
             if self.properties.contains_key(own) {
                 return Err(format!(
                     "kafka sink: `{own}` is set through `transactional_id_prefix` and \
-                     `transaction_timeout_ms`, not `properties`"
+                     `transaction_timeout`, not `properties`"
                 ));
             }
         }
@@ -136,29 +138,29 @@ impl KafkaSinkConfig {
         Ok(())
     }
 
-    /// Checks that exactly-once can work with checkpoints every `interval_ms` (`None`:
-    /// no checkpoints).
+    /// Checks that exactly-once can work with checkpoints every `interval` (`None`: no
+    /// checkpoints).
     ///
     /// # Errors
     /// Why it cannot.
-    pub fn check_checkpoints(&self, interval_ms: Option<u64>) -> Result<(), String> {
+    pub fn check_checkpoints(&self, interval: Option<Duration>) -> Result<(), String> {
         if self.delivery != Delivery::ExactlyOnce {
             return Ok(());
         }
-        let Some(interval) = interval_ms else {
+        let Some(interval) = interval else {
             return Err(
                 "kafka sink: exactly-once commits transactions when checkpoints \
                         complete; enable checkpointing, or use at_least_once"
                     .into(),
             );
         };
-        if self.transaction_timeout_ms < interval.saturating_mul(2) {
+        if self.transaction_timeout < interval.saturating_mul(2) {
             return Err(format!(
-                "kafka sink: `transaction_timeout_ms` ({} ms) is shorter than twice the \
-                 checkpoint interval ({interval} ms): transactions would be aborted by the \
+                "kafka sink: `transaction_timeout` ({:?}) is shorter than twice the \
+                 checkpoint interval ({interval:?}): transactions would be aborted by the \
                  broker before their checkpoint completes. Raise it (up to the broker's \
                  `transaction.max.timeout.ms`) or checkpoint more often",
-                self.transaction_timeout_ms
+                self.transaction_timeout
             ));
         }
         Ok(())
@@ -205,7 +207,7 @@ pub(crate) fn base_record<'a>(topic: &'a str, r: &'a ProducerRecord) -> BaseReco
 /// checkpoint completed but whose commit was lost are written again from the copy kept
 /// in the checkpoint (a marker offset committed inside every transaction, for the group
 /// `{prefix}-marker-{worker}`, tells which were committed). Start
-/// is refused without checkpointing or with a `transaction_timeout_ms` shorter than
+/// is refused without checkpointing or with a `transaction_timeout` shorter than
 /// twice the checkpoint interval. Readers must use `isolation.level=read_committed`.
 ///
 /// Records are keyed and partitioned as the [`Serializer`] says; without an explicit
@@ -252,7 +254,7 @@ impl<T, S: Serializer<T>> KafkaSink<T, S> {
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_millis(self.config.flush_timeout_ms)
+        self.config.flush_timeout
     }
 
     fn writer(&mut self) -> Result<&mut Writer, KafkaError> {
@@ -268,7 +270,7 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaSink<T, S> {
     fn open(&mut self, ctx: &SinkContext) -> Result<()> {
         self.config
             .validate()
-            .and_then(|()| self.config.check_checkpoints(ctx.checkpoint_interval_ms))
+            .and_then(|()| self.config.check_checkpoints(ctx.checkpoint_interval))
             .map_err(ferroflow_core::Error::Config)?;
         if !ctx.restored_commits.is_empty() {
             recover(&self.config, &ctx.restored_commits)?;
@@ -385,12 +387,11 @@ mod tests {
             .check_checkpoints(None)
             .unwrap_err()
             .contains("enable checkpointing"));
-        assert!(eos.check_checkpoints(Some(60_000)).is_ok());
-        let err = eos.check_checkpoints(Some(600_000)).unwrap_err();
-        assert!(
-            err.contains("900000 ms") && err.contains("600000 ms"),
-            "{err}"
-        );
+        assert!(eos.check_checkpoints(Some(Duration::from_secs(60))).is_ok());
+        let err = eos
+            .check_checkpoints(Some(Duration::from_secs(600)))
+            .unwrap_err();
+        assert!(err.contains("900s") && err.contains("600s"), "{err}");
 
         let mut small = eos.clone();
         small.transaction_pool_size = 1;

@@ -68,7 +68,7 @@ impl<D: Deserializer> KafkaSource<D> {
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_millis(self.config.request_timeout_ms)
+        self.config.request_timeout
     }
 
     fn consumer(&self, client_id: &str) -> Result<BaseConsumer, KafkaError> {
@@ -313,7 +313,7 @@ impl<D: Deserializer> Source for KafkaSource<D> {
             dead,
             listener: self.listener.clone(),
         });
-        let discover = self.config.discovery_interval_ms > 0 && !self.config.stop_at_end;
+        let discover = !self.config.discovery_interval.is_zero() && !self.config.stop_at_end;
         let mut by_worker: Vec<Vec<(TopicPartition, Plan)>> =
             (0..parallelism).map(|_| Vec::new()).collect();
         for (tp, plan) in parts.into_iter().zip(plans) {

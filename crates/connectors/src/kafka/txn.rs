@@ -81,7 +81,7 @@ fn txn_call(
 /// A transactional producer for `id`, initialised: any transaction an earlier producer
 /// with this id left open is aborted, and that producer is fenced.
 fn init_producer(config: &KafkaSinkConfig, id: &str) -> Result<TrackedProducer, KafkaError> {
-    let timeout = config.transaction_timeout_ms.to_string();
+    let timeout = config.transaction_timeout.as_millis().to_string();
     let client = client_config(
         &config.brokers,
         &[
@@ -94,7 +94,7 @@ fn init_producer(config: &KafkaSinkConfig, id: &str) -> Result<TrackedProducer, 
         &config.properties,
     );
     let producer = tracked_producer(&client)?;
-    let wait = Duration::from_millis(config.flush_timeout_ms);
+    let wait = config.flush_timeout;
     txn_call(
         &format!("initialising transactional id `{id}`"),
         wait,
@@ -199,7 +199,7 @@ pub(crate) fn recover(
             .or_default()
             .push(c);
     }
-    let timeout = Duration::from_millis(config.flush_timeout_ms);
+    let timeout = config.flush_timeout;
     let mut resent = 0;
     for ((prefix, worker), mut list) in by_worker {
         list.sort_by_key(|c| c.checkpoint);
@@ -314,7 +314,7 @@ impl Transactions {
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_millis(self.config.flush_timeout_ms)
+        self.config.flush_timeout
     }
 
     /// The sequence number and marker token of the next transaction to be set aside;

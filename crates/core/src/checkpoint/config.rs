@@ -28,13 +28,16 @@ pub struct CheckpointConfig {
     pub storage_options: BTreeMap<String, String>,
     /// Files one task uploads at once. Default: 4.
     pub upload_concurrency: usize,
-    /// Milliseconds between the start of two checkpoints. Default: 10,000.
-    pub interval_ms: u64,
-    /// Milliseconds a checkpoint may take before it is abandoned. Default: 600,000.
-    pub timeout_ms: u64,
-    /// Minimum milliseconds between the end of one checkpoint and the start of the next.
-    /// Default: 0.
-    pub min_pause_ms: u64,
+    /// Time between the starts of two checkpoints (`10s` in files). Default: 10 s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long a checkpoint may take before it is abandoned. Default: 10 min.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Least time between the end of one checkpoint and the start of the next.
+    /// Default: 0 s.
+    #[serde(with = "humantime_serde")]
+    pub min_pause: Duration,
     /// Completed checkpoints kept; older ones are deleted. Default: 3.
     pub retained: usize,
 }
@@ -46,9 +49,9 @@ impl Default for CheckpointConfig {
             storage: None,
             storage_options: BTreeMap::new(),
             upload_concurrency: 4,
-            interval_ms: 10_000,
-            timeout_ms: 600_000,
-            min_pause_ms: 0,
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(600),
+            min_pause: Duration::ZERO,
             retained: 3,
         }
     }
@@ -63,24 +66,24 @@ impl CheckpointConfig {
         }
     }
 
-    /// Sets `interval_ms`.
+    /// Sets `interval`.
     #[must_use]
     pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval_ms = ms(interval);
+        self.interval = interval;
         self
     }
 
-    /// Sets `timeout_ms`.
+    /// Sets `timeout`.
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout_ms = ms(timeout);
+        self.timeout = timeout;
         self
     }
 
-    /// Sets `min_pause_ms`.
+    /// Sets `min_pause`.
     #[must_use]
     pub fn with_min_pause(mut self, pause: Duration) -> Self {
-        self.min_pause_ms = ms(pause);
+        self.min_pause = pause;
         self
     }
 
@@ -110,14 +113,14 @@ impl CheckpointConfig {
     /// # Errors
     /// [`Error::Config`] naming the field.
     pub fn validate(&self) -> Result<()> {
-        if self.interval_ms == 0 {
+        if self.interval < Duration::from_millis(1) {
             return Err(Error::Config(
-                "checkpoint interval_ms must be at least 1".into(),
+                "checkpoint interval must be at least 1ms".into(),
             ));
         }
-        if self.timeout_ms == 0 {
+        if self.timeout < Duration::from_millis(1) {
             return Err(Error::Config(
-                "checkpoint timeout_ms must be at least 1".into(),
+                "checkpoint timeout must be at least 1ms".into(),
             ));
         }
         if self.upload_concurrency == 0 {
@@ -137,22 +140,6 @@ impl CheckpointConfig {
         }
         Ok(())
     }
-
-    pub(crate) fn interval(&self) -> Duration {
-        Duration::from_millis(self.interval_ms)
-    }
-
-    pub(crate) fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-
-    pub(crate) fn min_pause(&self) -> Duration {
-        Duration::from_millis(self.min_pause_ms)
-    }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Where a job's state comes from when it starts.

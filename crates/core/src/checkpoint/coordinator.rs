@@ -3,7 +3,7 @@
 
 use super::metadata::{
     checkpoint_number, collect_shared_files, dir_name, latest_checkpoints, CheckpointMetadata,
-    SinkCommit, SplitPositionEntry, StateFile,
+    OperatorState, SinkCommit, SplitPositionEntry, StateFile,
 };
 use super::{CheckpointConfig, Remote};
 use crate::runtime::control::JobControl;
@@ -22,6 +22,8 @@ pub(crate) struct TaskSnapshot {
     pub(crate) states: Vec<StateFile>,
     pub(crate) positions: Vec<SplitPositionEntry>,
     pub(crate) sinks: Vec<SinkCommit>,
+    /// Snapshots of non-keyed operators.
+    pub(crate) operators: Vec<OperatorState>,
     /// The checkpoint becomes a savepoint: state goes in the canonical format, self-
     /// contained and readable by every backend.
     pub(crate) savepoint: bool,
@@ -288,7 +290,7 @@ impl Coordinator {
 
     pub(crate) fn run(mut self) {
         let config = self.hub.config.clone();
-        let mut next_trigger = Instant::now() + config.interval();
+        let mut next_trigger = Instant::now() + config.interval;
         let mut pending: Option<Pending> = None;
         // Before the first trigger no task places files: clear what earlier runs left.
         self.collect_shared_files();
@@ -305,22 +307,20 @@ impl Coordinator {
                     if let Some(p) = pending.take() {
                         self.complete(p);
                     }
-                    next_trigger = (started + config.interval()).max(now + config.min_pause());
+                    next_trigger = (started + config.interval).max(now + config.min_pause);
                 }
-                Some(p) if now.duration_since(p.started) > config.timeout() => {
+                Some(p) if now.duration_since(p.started) > config.timeout => {
                     tracing::warn!(
                         checkpoint = p.id,
-                        timeout_ms = config.timeout_ms,
+                        timeout = ?config.timeout,
                         "Checkpoint timed out; abandoned."
                     );
                     if let Some(p) = pending.take() {
-                        let why = format!(
-                            "checkpoint {} timed out after {} ms",
-                            p.id, config.timeout_ms
-                        );
+                        let why =
+                            format!("checkpoint {} timed out after {:?}", p.id, config.timeout);
                         self.give_up(p, crate::Error::Config(why));
                     }
-                    next_trigger = now + config.min_pause();
+                    next_trigger = now + config.min_pause;
                 }
                 Some(_) => {}
                 None if !self.savepoints.is_empty() => {
@@ -458,6 +458,7 @@ impl Coordinator {
             meta.state_files.extend(snap.states);
             meta.positions.extend(snap.positions);
             meta.sink_commits.extend(snap.sinks);
+            meta.operator_states.extend(snap.operators);
         }
         let root = &self.hub.config.dir;
         let mut dir = checkpoint_dir(root, p.id);

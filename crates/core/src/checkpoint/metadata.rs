@@ -68,6 +68,18 @@ pub struct SinkCommit {
     pub committable: serde_json::Value,
 }
 
+/// The state of a non-keyed operator instance (an async operator's inputs in flight,
+/// say), as the operator serialised it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorState {
+    /// Operator name.
+    pub operator: String,
+    /// Worker that took it.
+    pub worker: usize,
+    /// The operator's snapshot.
+    pub state: serde_json::Value,
+}
+
 /// Everything a restore needs, written as `chk-<n>/_metadata`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMetadata {
@@ -85,6 +97,9 @@ pub struct CheckpointMetadata {
     pub positions: Vec<SplitPositionEntry>,
     /// Pending sink commits.
     pub sink_commits: Vec<SinkCommit>,
+    /// Snapshots of non-keyed operators (absent in checkpoints of earlier versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator_states: Vec<OperatorState>,
 }
 
 impl CheckpointMetadata {
@@ -97,6 +112,7 @@ impl CheckpointMetadata {
             state_files: Vec::new(),
             positions: Vec::new(),
             sink_commits: Vec::new(),
+            operator_states: Vec::new(),
         }
     }
 

@@ -17,6 +17,7 @@
 //! <dir>/chk-<n>/_metadata                 JSON, written last: a checkpoint without it is incomplete
 //! <dir>/chk-<n>/<operator>-<worker>.state keyed state of one operator instance (see ferroflow_state)
 //! <dir>/chk-<n>/<operator>-<worker>.native/ the small private files of a native (RocksDB) snapshot
+//!                                         (non-keyed operators' state is in _metadata)
 //! <dir>/shared/<store>-<file>.sst           data files that several checkpoints use
 //! <dir>/savepoint-<n>/                    a savepoint: canonical state, kept until deleted
 //! ```
@@ -28,6 +29,9 @@
 //! background while the task goes on processing; its acknowledgement reaches the
 //! coordinator once they are stored. The coordinator stores `_metadata` last. A restore
 //! fetches the checkpoint into `<dir>`, skipping files already there.
+//!
+//! Only `restore` knows this layout: it names each task's files and hands each task what
+//! the restored checkpoint holds for it.
 
 mod config;
 pub(crate) mod coordinator;
@@ -36,6 +40,7 @@ mod metadata;
 mod no_remote;
 #[cfg(feature = "object-store")]
 mod remote;
+pub(crate) mod restore;
 
 #[cfg(not(feature = "object-store"))]
 pub(crate) use no_remote::Remote;
@@ -44,7 +49,9 @@ pub(crate) use remote::Remote;
 
 pub use config::{CheckpointConfig, RestoreFrom};
 pub(crate) use metadata::{dir_name, latest_checkpoints, load_checkpoint, METADATA};
-pub use metadata::{CheckpointMetadata, SinkCommit, SplitPositionEntry, StateFile, StoredFile};
+pub use metadata::{
+    CheckpointMetadata, OperatorState, SinkCommit, SplitPositionEntry, StateFile, StoredFile,
+};
 
 /// A position in a split, as recorded in a checkpoint (JSON, source-specific).
 pub type SplitPosition = serde_json::Value;

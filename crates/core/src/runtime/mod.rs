@@ -1,11 +1,13 @@
 //! The engine: chains of operators on worker threads, exchanges between them, and the
 //! task loops that drive both. Nothing here is public API; `stream` and `env` build on it.
 
+pub(crate) mod async_node;
 pub(crate) mod chain;
 pub(crate) mod channel;
 pub(crate) mod control;
 pub(crate) mod exchange;
 pub(crate) mod gate;
+pub(crate) mod io;
 pub(crate) mod task;
 
 use crate::checkpoint::coordinator::TaskSnapshot;

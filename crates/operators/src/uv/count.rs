@@ -275,6 +275,9 @@ pub struct UvCount {
     grain_names: Arc<[SmolStr]>,
     /// Room for users that new buckets get, learnt from closed ones (per worker).
     sizes: SizeHints,
+    /// `config.lateness` and `config.update_interval` in milliseconds.
+    lateness_ms: i64,
+    update_interval_ms: i64,
 }
 
 impl UvCount {
@@ -298,6 +301,8 @@ impl UvCount {
             .collect();
         let sizes = SizeHints::new(config.dimensions.len(), config.grains.len());
         Ok(Self {
+            lateness_ms: super::millis(config.lateness),
+            update_interval_ms: super::millis(config.update_interval),
             config,
             counters,
             states: Vec::new(),
@@ -328,11 +333,11 @@ impl UvCount {
     /// When the bucket of `key` closes: the watermark time at which its final row goes
     /// out and later events are late.
     fn close_at(&self, key: &UvKey) -> Timestamp {
-        let end = key
-            .bucket
-            .saturating_add(self.config.grains[usize::from(key.grain)].length_ms());
-        end.saturating_sub(1)
-            .saturating_add(self.config.lateness_ms)
+        // Fixed offsets (UTC too): start + length. Day grains in a zone with daylight
+        // saving time: the next local day start, from the zone database.
+        let end = self.config.grains[usize::from(key.grain)]
+            .bucket_end(key.bucket, &self.config.timezone);
+        end.saturating_sub(1).saturating_add(self.lateness_ms)
     }
 
     /// The key's dimensions by field. Built by inserting: collecting into a
@@ -378,12 +383,12 @@ impl UvCount {
         is_final: bool,
     ) -> UvOutput {
         self.counters.rows.fetch_add(1, Ordering::Relaxed);
-        let offset = self.config.offset_ms;
+        let zone = &self.config.timezone;
         UvOutput::Row(UvRow {
             dims: self.dims(key),
             grain: self.grain_name(key),
-            bucket: time_text(key.bucket, offset),
-            until: until.map(|t| time_text(t, offset)),
+            bucket: time_text(key.bucket, zone),
+            until: until.map(|t| time_text(t, zone)),
             uv,
             pv,
             is_final,
@@ -412,7 +417,7 @@ impl UvCount {
         let Some(view) = views.get_mut(usize::from(key.grain)) else {
             return Err(self.no_grain(key));
         };
-        let interval = self.config.update_interval_ms;
+        let interval = self.update_interval_ms;
         // Cumulative grains: a step the watermark has not passed yet is kept apart.
         let step_end = self.config.grains[usize::from(key.grain)]
             .step_end(ts, key.bucket)
@@ -446,7 +451,7 @@ impl UvCount {
         out.collect(UvOutput::Late(LateRecord {
             dims: self.dims(key),
             grain: self.grain_name(key),
-            bucket: time_text(key.bucket, self.config.offset_ms),
+            bucket: time_text(key.bucket, &self.config.timezone),
             ts,
             events: pv,
         }));
@@ -496,8 +501,8 @@ impl KeyedProcessFunction for UvCount {
             let ttl = g
                 .length_ms()
                 .max(0)
-                .saturating_add(self.config.lateness_ms)
-                .saturating_add(self.config.ttl_margin_ms)
+                .saturating_add(self.lateness_ms)
+                .saturating_add(super::millis(self.config.ttl_margin))
                 .max(1);
             let desc = StateDescriptor::new(format!("uv-{}", g.name())).with_ttl(
                 StateTtl::event_time(Duration::from_millis(ttl.unsigned_abs())),

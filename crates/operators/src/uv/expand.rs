@@ -4,6 +4,8 @@ use super::values::Packer;
 use super::{Grain, Users, UvConfig, UvEvent, UvInput, UvKey};
 use ferroflow_core::Timestamp;
 
+const DAY: i64 = 86_400_000;
+
 /// The keyed inputs one event makes: one per dimension set (whose fields it has) × grain
 /// (whose bucket holds it).
 pub fn expand<E: UvEvent>(config: &UvConfig, e: &E) -> Vec<(UvKey, UvInput)> {
@@ -43,14 +45,25 @@ impl<'a> Expander<'a> {
                 return Some(start);
             }
         }
-        let offset = self.config.offset_ms;
-        let (start, end) = g.bucket(ts, offset)?;
-        // Remembered only where nothing saturates: then every time in `[start, end)`
-        // is in the same bucket of the grain (its local time in the same whole length).
-        let exact = start.checked_add(g.length_ms()) == Some(end)
-            && start.checked_add(offset).is_some()
-            && end.checked_add(offset).is_some()
-            && ts.checked_add(offset).is_some();
+        let zone = &self.config.timezone;
+        let (start, end) = g.bucket(ts, zone)?;
+        // Remembered only where every time in `[start, end)` is known to give the same
+        // bucket: whole local days always are; fixed lengths are where nothing saturates
+        // and the zone's offset does not change within the bucket.
+        let whole_days = zone.fixed_offset_ms().is_none() && g.length_ms() % DAY == 0;
+        let exact = match g {
+            Grain::Range { .. } => true,
+            _ if whole_days => start < end,
+            _ => {
+                let offset = zone.offset_ms_at(ts);
+                start.checked_add(g.length_ms()) == Some(end)
+                    && start.checked_add(offset).is_some()
+                    && end.checked_add(offset).is_some()
+                    && ts.checked_add(offset).is_some()
+                    && zone.offset_ms_at(start) == offset
+                    && zone.offset_ms_at(end - 1) == offset
+            }
+        };
         *last = exact.then_some((start, end));
         Some(start)
     }
@@ -165,11 +178,21 @@ mod tests {
             -1,
             1,
         ]);
-        for offset_ms in [0, 8 * HOUR, -5 * HOUR - 30 * MINUTE] {
+        // Around Berlin's clock changes of 2025 (03-30 and 10-26, at 01:00Z).
+        for change in [1_743_296_400_000_i64, 1_761_440_400_000] {
+            times.extend((0..420).map(|i| change - 25 * HOUR + i * 7 * MINUTE));
+        }
+        for zone in [
+            "UTC",
+            "+08:00",
+            "-05:30",
+            "Europe/Berlin",
+            "America/New_York",
+        ] {
             let config = UvConfig {
                 dimensions: UvConfig::parse_dimensions(";platform"),
                 grains: grains.clone(),
-                offset_ms,
+                timezone: ferroflow_core::Zone::parse(zone).unwrap(),
                 ..UvConfig::default()
             };
             let mut expander = Expander::new(&config);
@@ -185,7 +208,7 @@ mod tests {
                 assert_eq!(
                     keys(&remembered),
                     keys(&expand(&config, &e)),
-                    "ts {ts}, offset {offset_ms}"
+                    "ts {ts}, zone {zone}"
                 );
             }
         }

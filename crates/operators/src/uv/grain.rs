@@ -1,7 +1,7 @@
 //! Time grains: which bucket an event time falls in, when a bucket closes, and how a
 //! bucket is named in output.
 
-use ferroflow_core::{Error, Result, Timestamp};
+use ferroflow_core::{Error, Result, Timestamp, Zone};
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
@@ -9,8 +9,10 @@ const SECOND: i64 = 1_000;
 const HOUR: i64 = 3_600 * SECOND;
 const DAY: i64 = 24 * HOUR;
 
-/// A time grain of a UV count. Buckets are aligned to the configured time zone offset
-/// (UTC by default).
+/// A time grain of a UV count. Buckets are aligned to local time in the configured time
+/// zone (UTC by default): grains of whole days follow the zone's calendar days (23 or 25
+/// hours long where clocks change); shorter grains align to the offset in force, so an
+/// hour grain has the hours of the local clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Grain {
@@ -113,20 +115,32 @@ impl Grain {
         }
     }
 
-    /// The bucket `[start, end)` holding `ts`, for a zone `offset_ms` east of UTC; `None`
-    /// when `ts` is outside a range grain.
-    pub fn bucket(&self, ts: Timestamp, offset_ms: i64) -> Option<(Timestamp, Timestamp)> {
+    /// The bucket `[start, end)` holding `ts` in `zone`; `None` when `ts` is outside a
+    /// range grain.
+    pub fn bucket(&self, ts: Timestamp, zone: &Zone) -> Option<(Timestamp, Timestamp)> {
         match self {
             Self::Tumbling { size_ms, .. } | Self::Cumulative { size_ms, .. } => {
-                let local = ts.saturating_add(offset_ms);
-                let start = local - local.rem_euclid(*size_ms) - offset_ms;
-                Some((start, start.saturating_add(*size_ms)))
+                Some(tumbling_bucket(ts, *size_ms, zone))
             }
             Self::Range {
                 start_ms, end_ms, ..
             } => (*start_ms..*end_ms)
                 .contains(&ts)
                 .then_some((*start_ms, *end_ms)),
+        }
+    }
+
+    /// The end of the bucket that starts at `start` in `zone`.
+    pub fn bucket_end(&self, start: Timestamp, zone: &Zone) -> Timestamp {
+        match self {
+            Self::Range { end_ms, .. } => *end_ms,
+            Self::Tumbling { size_ms, .. } | Self::Cumulative { size_ms, .. } => {
+                if zone.fixed_offset_ms().is_some() || size_ms % DAY != 0 {
+                    start.saturating_add(*size_ms)
+                } else {
+                    tumbling_bucket(start, *size_ms, zone).1
+                }
+            }
         }
     }
 
@@ -142,7 +156,8 @@ impl Grain {
         }
     }
 
-    /// The length of one bucket, ms.
+    /// The nominal length of one bucket, ms (a day grain's days may be an hour shorter or
+    /// longer where clocks change).
     pub fn length_ms(&self) -> i64 {
         match self {
             Self::Tumbling { size_ms, .. } | Self::Cumulative { size_ms, .. } => *size_ms,
@@ -184,41 +199,41 @@ pub fn parse_duration_ms(text: &str) -> Result<i64> {
         .ok_or_else(|| Error::Config(format!("`{text}` is too long")))
 }
 
-/// Parses a fixed zone offset: `UTC`, `Z`, `+08:00`, `-05:30`; returns milliseconds east
-/// of UTC. Zones with daylight saving time are not supported: give the offset in force.
-pub fn parse_offset_ms(text: &str) -> Result<i64> {
-    let t = text.trim();
-    if t.eq_ignore_ascii_case("utc") || t == "Z" {
-        return Ok(0);
+/// The tumbling bucket of `size_ms` holding `ts` in `zone`: whole local days for sizes of
+/// whole days (counted from 1970-01-01 local), else fixed lengths aligned to the local
+/// clock at `ts`.
+fn tumbling_bucket(ts: Timestamp, size_ms: i64, zone: &Zone) -> (Timestamp, Timestamp) {
+    if size_ms % DAY == 0 && zone.fixed_offset_ms().is_none() {
+        let days = size_ms / DAY;
+        let day = zone.local_day(ts);
+        let first = day - day.rem_euclid(days);
+        return (
+            zone.day_start(first),
+            zone.day_start(first.saturating_add(days)),
+        );
     }
-    let bad = || {
-        Error::Config(format!(
-            "`{text}` is not a zone offset like UTC, +08:00 or -05:30"
-        ))
-    };
-    let (sign, rest) = match t.as_bytes().first() {
-        Some(b'+') => (1, &t[1..]),
-        Some(b'-') => (-1, &t[1..]),
-        _ => return Err(bad()),
-    };
-    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
-    let (h, m): (i64, i64) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    if h > 14 || m > 59 {
-        return Err(bad());
-    }
-    Ok(sign * (h * HOUR + m * 60 * SECOND))
+    let offset = zone.offset_ms_at(ts);
+    let local = ts.saturating_add(offset);
+    let start = local - local.rem_euclid(size_ms) - offset;
+    (start, start.saturating_add(size_ms))
 }
 
-/// `2026-11-21T08:00:00Z` for epoch milliseconds (UTC), or `2026-11-21T16:00:00+08:00`
-/// with an offset.
-pub fn format_time(ms: Timestamp, offset_ms: i64) -> String {
-    time_text(ms, offset_ms).into()
+/// `2026-11-21T08:00:00Z` for epoch milliseconds in UTC, or `2026-11-21T16:00:00+08:00`
+/// with the offset `zone` has at that time.
+pub fn format_time(ms: Timestamp, zone: &Zone) -> String {
+    time_text(ms, zone).into()
 }
 
-/// [`format_time`] as a [`SmolStr`]: written digit by digit into a buffer on the stack,
-/// and held inline (no allocation) in UTC, where it is 20 bytes long. Every row carries
-/// one.
-pub(super) fn time_text(ms: Timestamp, offset_ms: i64) -> SmolStr {
+/// [`format_time`] as a [`SmolStr`], held inline (no allocation) in UTC, where it is 20
+/// bytes long. Every row carries one.
+pub(super) fn time_text(ms: Timestamp, zone: &Zone) -> SmolStr {
+    offset_time_text(ms, zone.offset_ms_at(ms))
+}
+
+/// The local time of `ms` at `offset_ms` east of UTC, written digit by digit into a buffer
+/// on the stack: one row in 80 events in the per-(item, hour) UV job, where going through
+/// a general formatter would cost more than the rest of the row.
+fn offset_time_text(ms: Timestamp, offset_ms: i64) -> SmolStr {
     let (year, month, day, rem) = local_fields(ms, offset_ms);
     let zone_minutes = offset_ms.abs() / 60_000;
     // Years 0 to 9999 and zones within ±99:59, as four and two digits; anything else
@@ -335,46 +350,128 @@ mod tests {
         while ms < 253_402_300_800_000 + 7 * DAY {
             for offset_ms in [0, 8 * HOUR, -(5 * HOUR + 30 * 60_000), 14 * HOUR] {
                 assert_eq!(
-                    format_time(ms, offset_ms),
+                    offset_time_text(ms, offset_ms),
                     general(ms, offset_ms),
                     "{ms} {offset_ms}"
                 );
             }
             ms += 97 * DAY + 3_723_456;
         }
-        assert_eq!(format_time(0, 0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_time(-1, 0), "1969-12-31T23:59:59Z");
+        let utc = Zone::utc();
+        assert_eq!(format_time(0, &utc), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(-1, &utc), "1969-12-31T23:59:59Z");
         assert_eq!(
-            format_time(1_763_712_000_000, -3 * HOUR),
+            format_time(1_763_712_000_000, &Zone::parse("-03:00").unwrap()),
             "2025-11-21T05:00:00-03:00"
         );
-        assert_eq!(format_time(0, 101 * HOUR), "1970-01-05T05:00:00+101:00");
+        assert_eq!(
+            offset_time_text(0, 101 * HOUR),
+            "1970-01-05T05:00:00+101:00"
+        );
+    }
+
+    /// The local time with its offset, as jiff writes it (`Z` for UTC).
+    fn jiff_text(ms: i64, zone: &str) -> String {
+        let tz = jiff::tz::TimeZone::get(zone).unwrap();
+        let text = jiff::Timestamp::from_millisecond(ms)
+            .unwrap()
+            .to_zoned_datetime(tz)
+            .strftime("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string();
+        text.strip_suffix("+00:00")
+            .map_or(text.clone(), |t| format!("{t}Z"))
+    }
+
+    #[test]
+    fn local_times_match_the_zone_database_across_clock_changes() {
+        for zone in ["Europe/Berlin", "Asia/Shanghai", "America/New_York", "UTC"] {
+            let z = Zone::parse(zone).unwrap();
+            // Every 17 minutes over 2025.
+            let mut ms = 1_735_689_600_000_i64;
+            while ms < 1_767_225_600_000 {
+                assert_eq!(format_time(ms, &z), jiff_text(ms, zone), "{zone} {ms}");
+                ms += 17 * 60_000;
+            }
+        }
+    }
+
+    /// Epoch milliseconds of a UTC civil time.
+    fn at(y: i16, mo: i8, d: i8, h: i8) -> i64 {
+        jiff::civil::date(y, mo, d)
+            .at(h, 0, 0, 0)
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .unwrap()
+            .timestamp()
+            .as_millisecond()
+    }
+
+    #[test]
+    fn berlin_change_days_have_23_and_25_hour_buckets() {
+        let berlin = Zone::parse("Europe/Berlin").unwrap();
+        let day = Grain::day();
+        // 2025-03-30: clocks go from 02:00 to 03:00; the local day is 23 hours.
+        let (s, e) = day.bucket(at(2025, 3, 30, 12), &berlin).unwrap();
+        assert_eq!((s, e), (at(2025, 3, 29, 23), at(2025, 3, 30, 22)));
+        assert_eq!(e - s, 23 * HOUR);
+        assert_eq!(day.bucket_end(s, &berlin), e);
+        assert_eq!(format_time(s, &berlin), "2025-03-30T00:00:00+01:00");
+        // 2025-10-26: clocks go from 03:00 back to 02:00; the local day is 25 hours.
+        let (s, e) = day.bucket(at(2025, 10, 26, 23) - 1, &berlin).unwrap();
+        assert_eq!((s, e), (at(2025, 10, 25, 22), at(2025, 10, 26, 23)));
+        assert_eq!(e - s, 25 * HOUR);
+        assert_eq!(format_time(s, &berlin), "2025-10-26T00:00:00+02:00");
+        assert_eq!(day.bucket(at(2025, 10, 26, 23), &berlin).unwrap().0, e);
+        // Its hours: 25 buckets of one hour, 02:00 twice (at +02:00, then +01:00).
+        let hours: Vec<_> = (0..25 * 4)
+            .map(|q| Grain::hour().bucket(s + q * 15 * 60_000, &berlin).unwrap())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(hours.len(), 25);
+        assert!(hours.iter().all(|(a, b)| b - a == HOUR));
+        assert_eq!(
+            format_time(hours[2].0, &berlin),
+            "2025-10-26T02:00:00+02:00"
+        );
+        assert_eq!(
+            format_time(hours[3].0, &berlin),
+            "2025-10-26T02:00:00+01:00"
+        );
+        // A day-to-date count steps to the end of the long day, and no further.
+        let cum = Grain::day_cumulative(HOUR);
+        assert_eq!(cum.bucket_end(s, &berlin), e);
+        assert_eq!(cum.step_end(e - 1, s), Some(e));
     }
 
     #[test]
     fn buckets_align_to_the_zone_and_ranges_exclude_outside_events() {
+        let utc = Zone::utc();
         let ts = 1_763_712_000_123; // 2025-11-21T08:00:00.123Z
-        let (s, e) = Grain::hour().bucket(ts, 0).unwrap();
+        let (s, e) = Grain::hour().bucket(ts, &utc).unwrap();
         assert_eq!((s, e), (1_763_712_000_000, 1_763_712_000_000 + HOUR));
-        assert_eq!(format_time(s, 0), "2025-11-21T08:00:00Z");
-        let (s, _) = Grain::day().bucket(ts, 8 * HOUR).unwrap();
-        assert_eq!(format_time(s, 8 * HOUR), "2025-11-21T00:00:00+08:00");
-        assert_eq!(format_time(s, 0), "2025-11-20T16:00:00Z");
+        assert_eq!(format_time(s, &utc), "2025-11-21T08:00:00Z");
+        for shanghai in ["+08:00", "Asia/Shanghai"] {
+            let zone = Zone::parse(shanghai).unwrap();
+            let (s, e) = Grain::day().bucket(ts, &zone).unwrap();
+            assert_eq!(format_time(s, &zone), "2025-11-21T00:00:00+08:00");
+            assert_eq!(format_time(s, &utc), "2025-11-20T16:00:00Z");
+            assert_eq!(e - s, DAY);
+        }
         let promo = Grain::Range {
             name: "promo".into(),
             start_ms: ts,
             end_ms: ts + 10,
         };
-        assert_eq!(promo.bucket(ts + 9, 0), Some((ts, ts + 10)));
-        assert_eq!(promo.bucket(ts + 10, 0), None);
-        assert_eq!(promo.bucket(ts - 1, 0), None);
+        assert_eq!(promo.bucket(ts + 9, &utc), Some((ts, ts + 10)));
+        assert_eq!(promo.bucket(ts + 10, &utc), None);
+        assert_eq!(promo.bucket(ts - 1, &utc), None);
         assert_eq!(promo.length_ms(), 10);
+        assert_eq!(promo.bucket_end(ts, &utc), ts + 10);
         assert_eq!(Grain::day().length_ms(), DAY);
         let cum = Grain::day_cumulative(60_000);
-        let (s, _) = cum.bucket(ts, 0).unwrap();
+        let (s, _) = cum.bucket(ts, &utc).unwrap();
         assert_eq!(cum.step_end(s, s), Some(s + 60_000));
         assert_eq!(cum.step_end(s + 60_000, s), Some(s + 120_000));
-        assert_eq!(format_time(-1, 0), "1969-12-31T23:59:59Z");
     }
 
     #[test]
@@ -403,12 +500,5 @@ mod tests {
         }
         .validate()
         .is_err());
-        assert_eq!(parse_offset_ms("+08:00").unwrap(), 8 * HOUR);
-        assert_eq!(
-            parse_offset_ms("-05:30").unwrap(),
-            -(5 * HOUR + 30 * 60_000)
-        );
-        assert_eq!(parse_offset_ms("UTC").unwrap(), 0);
-        assert!(parse_offset_ms("Asia/Shanghai").is_err());
     }
 }

@@ -15,7 +15,7 @@
 //!   the allowed lateness. Events for a closed bucket are late: they are counted and
 //!   emitted as [`LateRecord`]s, never applied.
 //! - **Cleanup**: the close timer removes the bucket's state; a TTL in event time (the
-//!   grain's length plus the lateness plus [`UvConfig::ttl_margin_ms`]) removes anything
+//!   grain's length plus the lateness plus [`UvConfig::ttl_margin`]) removes anything
 //!   a timer does not, on either state backend.
 //! - **Hot keys**: with [`HotKeys::PreAggregate`] each micro-batch is combined per key
 //!   before the exchange (distinct users, or a partial sketch, and a page-view sum), so a
@@ -43,10 +43,16 @@ pub use distinct::{ExactSet, Sketch, UserId};
 pub use expand::{expand, expand_into};
 pub use grain::Grain;
 
-use ferroflow_core::{DataStream, Error, Result, Timestamp};
+use ferroflow_core::{DataStream, Error, Result, Timestamp, Zone};
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// A duration in whole milliseconds, as event-time arithmetic uses it.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// How distinct users are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,24 +92,30 @@ pub struct UvConfig {
     pub grains: Vec<Grain>,
     /// Exact or approximate. Default: exact.
     pub mode: Mode,
-    /// How long after a bucket's end events are still applied, ms. Default: 0.
-    pub lateness_ms: i64,
-    /// Processing time between changelog updates of a changed bucket, ms; 0 emits only
-    /// final rows (and cumulative steps). Default: 1000.
-    pub update_interval_ms: i64,
-    /// Zone offset east of UTC that buckets align to, ms. Default: 0 (UTC).
-    pub offset_ms: i64,
+    /// How long after a bucket's end events are still applied (`1m` in files).
+    /// Default: 0 s.
+    #[serde(with = "humantime_serde")]
+    pub lateness: Duration,
+    /// Processing time between changelog updates of a changed bucket; `0s` emits only
+    /// final rows (and cumulative steps). Default: 1 s.
+    #[serde(with = "humantime_serde")]
+    pub update_interval: Duration,
+    /// Time zone whose local time buckets align to and rows are written in: an IANA name
+    /// (`Asia/Shanghai`, `Europe/Berlin`, with daylight saving time) or an offset
+    /// (`+08:00`). Default: `UTC`.
+    pub timezone: Zone,
     /// Hot-key handling. Default: pre-aggregation.
     pub hot_keys: HotKeys,
     /// In HLL mode, final rows carry the bucket's sketch as hex text, so counts can be
     /// rolled up later ([`distinct::roll_up`]). Default: false.
     pub emit_sketches: bool,
     /// Bucket state also expires by an event-time TTL of the grain's length, plus the
-    /// lateness, plus this margin, ms, a backstop behind the close timer. A value's TTL
-    /// runs from the watermark of its last write, so the margin must exceed how far
-    /// events can run ahead of the watermark (a backlog read at full speed between two
-    /// watermarks). Default: one day.
-    pub ttl_margin_ms: i64,
+    /// lateness, plus this margin, a backstop behind the close timer. A value's TTL runs
+    /// from the watermark of its last write, so the margin must exceed how far events can
+    /// run ahead of the watermark (a backlog read at full speed between two watermarks).
+    /// Default: one day.
+    #[serde(with = "humantime_serde")]
+    pub ttl_margin: Duration,
 }
 
 impl Default for UvConfig {
@@ -112,12 +124,12 @@ impl Default for UvConfig {
             dimensions: vec![Vec::new()],
             grains: vec![Grain::hour(), Grain::day()],
             mode: Mode::Exact,
-            lateness_ms: 0,
-            update_interval_ms: 1_000,
-            offset_ms: 0,
+            lateness: Duration::ZERO,
+            update_interval: Duration::from_secs(1),
+            timezone: Zone::utc(),
             hot_keys: HotKeys::default(),
             emit_sketches: false,
-            ttl_margin_ms: 86_400_000,
+            ttl_margin: Duration::from_secs(86_400),
         }
     }
 }
@@ -159,11 +171,7 @@ impl UvConfig {
                 )));
             }
         }
-        if self.lateness_ms < 0 || self.update_interval_ms < 0 || self.ttl_margin_ms < 0 {
-            return Err(Error::Config(
-                "lateness, update interval and TTL margin cannot be negative".into(),
-            ));
-        }
+
         if let Mode::Hll { precision } = self.mode {
             Sketch::new(precision)?;
         }

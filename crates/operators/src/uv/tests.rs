@@ -94,9 +94,9 @@ fn config(mode: Mode, hot_keys: HotKeys) -> UvConfig {
             Grain::tumbling("10m", 10 * MINUTE),
         ],
         mode,
-        lateness_ms: 5 * MINUTE,
-        update_interval_ms: 50,
-        offset_ms: 0,
+        lateness: Duration::from_secs(5 * 60),
+        update_interval: Duration::from_millis(50),
+        timezone: Zone::utc(),
         hot_keys,
         ..UvConfig::default()
     }
@@ -160,11 +160,11 @@ fn brute(evs: &[Ev], config: &UvConfig) -> BTreeMap<Key, (u64, u64)> {
                 .map(|f| (f.clone(), e.dimension(f).unwrap_or_default().to_string()))
                 .collect();
             for g in &config.grains {
-                let (start, _) = g.bucket(e.ts, 0).unwrap();
+                let (start, _) = g.bucket(e.ts, &Zone::utc()).unwrap();
                 let k = (
                     dims.clone(),
                     g.name().to_string(),
-                    grain::format_time(start, 0),
+                    grain::format_time(start, &Zone::utc()),
                 );
                 let entry = m.entry(k).or_default();
                 entry.0.insert(e.user.clone());
@@ -265,8 +265,8 @@ fn late_events_are_counted_and_emitted_not_applied_and_cumulative_steps_emit() {
     let config = UvConfig {
         dimensions: vec![Vec::new()],
         grains: vec![Grain::hour(), Grain::day_cumulative(HOUR)],
-        lateness_ms: 0,
-        update_interval_ms: 0,
+        lateness: Duration::ZERO,
+        update_interval: Duration::ZERO,
         ..UvConfig::default()
     };
     let (out, counters, _) = run_source(source, config, 0);
@@ -346,7 +346,7 @@ fn final_sketches_roll_up_from_goods_to_brands() {
         dimensions: vec![vec!["category".into()]],
         grains: vec![Grain::day()],
         mode: Mode::Hll { precision: 14 },
-        update_interval_ms: 0,
+        update_interval: Duration::ZERO,
         emit_sketches: true,
         ..UvConfig::default()
     };
@@ -476,7 +476,7 @@ fn batches_count_as_records_one_by_one() {
                 Grain::day(),
             ],
             mode,
-            update_interval_ms: 1_000,
+            update_interval: Duration::from_millis(1_000),
             ..UvConfig::default()
         });
         let new = || {
@@ -521,5 +521,83 @@ fn batches_count_as_records_one_by_one() {
         b.sort_by_key(|o| format!("{o:?}"));
         assert_eq!(a.len(), b.len());
         assert!(a == b, "{mode:?}: the batch path's output differs");
+    }
+}
+
+/// Buckets in a zone with daylight saving time, on both change days: the local days of
+/// Europe/Berlin are 23 and 25 hours long, and the local hours 02:00 on 2025-10-26 come
+/// twice (at +02:00, then at +01:00). The expected buckets are worked out with jiff's
+/// zone database directly, not with the grain code under test.
+#[test]
+fn berlin_buckets_follow_the_local_calendar_on_both_change_days() {
+    use jiff::tz::TimeZone;
+    let tz = TimeZone::get("Europe/Berlin").unwrap();
+    let text = |z: &jiff::ZonedDateTime| {
+        let t = z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
+        t.strip_suffix("+00:00")
+            .map_or(t.clone(), |t| format!("{t}Z"))
+    };
+    for first_day in [1_743_120_000_000_i64, 1_761_264_000_000] {
+        // Three days from 2025-03-28T00:00Z and from 2025-10-24T00:00Z.
+        let evs: Vec<Ev> = events(30_000, 72, 0, 5)
+            .into_iter()
+            .map(|e| Ev {
+                ts: e.ts + first_day,
+                ..e
+            })
+            .collect();
+        let config = UvConfig {
+            dimensions: UvConfig::parse_dimensions(";platform"),
+            grains: vec![Grain::hour(), Grain::day()],
+            lateness: Duration::ZERO,
+            update_interval: Duration::ZERO,
+            timezone: Zone::parse("Europe/Berlin").unwrap(),
+            ..UvConfig::default()
+        };
+        let mut want: BTreeMap<Key, (BTreeSet<String>, u64)> = BTreeMap::new();
+        for e in &evs {
+            let local = jiff::Timestamp::from_millisecond(e.ts)
+                .unwrap()
+                .to_zoned_datetime(tz.clone());
+            let hour = local
+                .with()
+                .minute(0)
+                .second(0)
+                .millisecond(0)
+                .build()
+                .unwrap();
+            let day = local.start_of_day().unwrap();
+            for dims in [
+                BTreeMap::new(),
+                BTreeMap::from([("platform".to_string(), e.platform.to_string())]),
+            ] {
+                for (grain, start) in [("hour", text(&hour)), ("day", text(&day))] {
+                    let entry = want.entry((dims.clone(), grain.into(), start)).or_default();
+                    entry.0.insert(e.user.clone());
+                    entry.1 += 1;
+                }
+            }
+        }
+        let want: BTreeMap<Key, (u64, u64)> = want
+            .into_iter()
+            .map(|(k, (users, pv))| (k, (users.len() as u64, pv)))
+            .collect();
+        let (out, _, _) = run(evs, config, 0);
+        let got = finals(&out);
+        let diff = differences(&got, &want);
+        assert!(diff.is_empty(), "{diff:#?}");
+        // The whole-site day rows: four local days (the events start at midnight UTC,
+        // 01:00 or 02:00 local), the change day among them.
+        let site_days: Vec<&str> = got
+            .keys()
+            .filter(|(d, g, _)| d.is_empty() && g == "day")
+            .map(|(_, _, b)| b.as_str())
+            .collect();
+        assert_eq!(site_days.len(), 4, "{site_days:?}");
+        let site_hours = got
+            .keys()
+            .filter(|(d, g, _)| d.is_empty() && g == "hour")
+            .count();
+        assert_eq!(site_hours, 72, "72 hours of events are 72 hour buckets");
     }
 }
