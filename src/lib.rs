@@ -52,8 +52,8 @@ pub mod prelude {
     pub use ferroflow_core::sinks::{CollectSink, DiscardSink};
     pub use ferroflow_core::{
         Collector, DataStream, EnvConfig, KeyedContext, KeyedProcessFunction, KeyedStream,
-        OpenContext, Prefetch, Result, Sink, Source, StreamEnvironment, TimeDomain, Timer,
-        Timestamp, WatermarkStrategy,
+        OpenContext, Result, Sink, Source, StreamEnvironment, TimeDomain, Timer, Timestamp,
+        WatermarkStrategy,
     };
     pub use ferroflow_operators::KeyedStreamExt;
     pub use ferroflow_state::{

@@ -8,7 +8,7 @@ use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
 use ferroflow::prelude::*;
 use ferroflow::state::{key_group_for_key, worker_for_key_group, KeyGroupRange};
 use ferroflow::testing::CountPerKey;
-use ferroflow::{Error, PREFETCH_DATA_AHEAD, PREFETCH_STATE_AHEAD};
+use ferroflow::{BatchContext, Error, KeyedBatchFunction};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Emits `(key, worker)` for every record.
@@ -134,49 +134,33 @@ fn string_keys_and_tuple_keys_route_consistently() {
     );
 }
 
-/// Calls in order: a prefetch stage (or `None` for `process`) and the record's sequence
-/// number.
-type CallLog = std::sync::Arc<parking_lot::Mutex<Vec<(Option<Prefetch>, u64)>>>;
+/// The sizes of the batches a [`KeyedBatchFunction`] was handed, in call order.
+type BatchLog = std::sync::Arc<parking_lot::Mutex<Vec<usize>>>;
 
-/// Counts records per item and logs, in call order, which records it was asked to
-/// prefetch and which it processed.
+/// Counts records per item, record by record (`process`) or a batch at a time
+/// (`process_batch`, which logs each batch's size).
 #[derive(Clone)]
-struct Prefetching {
-    log: CallLog,
+struct Batched {
+    log: BatchLog,
     count: Option<ValueState<u64>>,
 }
 
-impl KeyedProcessFunction for Prefetching {
+impl KeyedProcessFunction for Batched {
     type Key = u64;
     type In = ClickEvent;
     type Out = (u64, u64);
-    const PREFETCH: bool = true;
 
     fn open(&mut self, ctx: &mut OpenContext<'_, u64>) -> Result<()> {
         self.count = Some(ctx.value_state("count")?);
         Ok(())
     }
 
-    fn prefetch(&mut self, e: &ClickEvent, stage: Prefetch, ctx: &mut KeyedContext<'_, u64>) {
-        assert_eq!(*ctx.key(), e.item_id, "the record's key is in scope");
-        if let Some(count) = self.count {
-            match stage {
-                Prefetch::State => count.prefetch(ctx),
-                Prefetch::Data => {
-                    count.peek(ctx);
-                }
-            }
-        }
-        self.log.lock().push((Some(stage), e.seq));
-    }
-
     fn process(
         &mut self,
-        e: ClickEvent,
+        _e: ClickEvent,
         ctx: &mut KeyedContext<'_, u64>,
         out: &mut Collector<'_, (u64, u64)>,
     ) -> Result<()> {
-        self.log.lock().push((None, e.seq));
         let count = self.count.ok_or_else(|| Error::user("not opened"))?;
         let key = *ctx.key();
         let n = count.get_or_insert_with(ctx, || 0)?;
@@ -186,53 +170,67 @@ impl KeyedProcessFunction for Prefetching {
     }
 }
 
+impl KeyedBatchFunction for Batched {
+    fn process_batch(
+        &mut self,
+        batch: Vec<(u64, ClickEvent)>,
+        ctx: &mut BatchContext<'_, u64>,
+        out: &mut Collector<'_, (u64, u64)>,
+    ) -> Result<()> {
+        self.log.lock().push(batch.len());
+        let count = self.count.ok_or_else(|| Error::user("not opened"))?;
+        let (mut views, _timers) = ctx.value_views(&[count])?;
+        for (key, _e) in batch {
+            if let Some(view) = views.first_mut() {
+                let n = view.get_or_insert_with(&key, || 0)?;
+                *n += 1;
+                out.collect((key, *n));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[test]
-fn a_function_is_asked_to_prefetch_records_ahead_of_processing_them() {
+fn a_batch_function_gets_batches_whole_and_counts_as_record_by_record() {
     let events = 20_000;
-    let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(1));
-    let source = GeneratorSource::new(generator(events, 500).with_items(300)).unwrap();
-    let log = CallLog::default();
-    let out = CollectSink::new();
-    env.from_source(source, WatermarkStrategy::none())
-        .key_by(|e: &ClickEvent| e.item_id)
-        .process(Prefetching {
+    let run = |batched: bool| {
+        let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(1));
+        let source = GeneratorSource::new(generator(events, 500).with_items(300)).unwrap();
+        let log = BatchLog::default();
+        let out = CollectSink::new();
+        let f = Batched {
             log: std::sync::Arc::clone(&log),
             count: None,
-        })
-        .sink(out.clone());
-    env.execute().unwrap();
-    // Counts are what they would be without prefetching.
-    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
-    for (k, n) in out.take() {
-        let prev = last.insert(k, n).unwrap_or(0);
-        assert_eq!(n, prev + 1);
-    }
+        };
+        let keyed = env
+            .from_source(source, WatermarkStrategy::none())
+            .key_by(|e: &ClickEvent| e.item_id);
+        let counted = if batched {
+            keyed.process_batched(f)
+        } else {
+            keyed.process(f)
+        };
+        counted.sink(out.clone());
+        env.execute().unwrap();
+        let sizes = log.lock().clone();
+        (out.take(), sizes)
+    };
+    let (per_record, none) = run(false);
+    assert!(none.is_empty(), "process never hands a batch over");
+    let (whole, sizes) = run(true);
+    assert_eq!(whole, per_record, "the same counts in the same order");
+    assert_eq!(sizes.iter().sum::<usize>() as u64, events);
+    assert!(sizes.iter().any(|&n| n > 1), "{sizes:?}");
     let mut want: BTreeMap<u64, u64> = BTreeMap::new();
     let gen = GeneratorSource::new(generator(events, 500).with_items(300)).unwrap();
     for i in 0..events {
         *want.entry(gen.event(i).item_id).or_default() += 1;
     }
-    assert_eq!(last, want);
-    // The prefetch calls made just before a record is processed are for the records
-    // the set distances after it, and most records are prefetched in both stages.
-    let log = log.lock();
-    let mut pending = Vec::new();
-    let mut calls = [0u64; 2];
-    for &(stage, seq) in log.iter() {
-        match stage {
-            Some(stage) => pending.push((stage, seq)),
-            None => {
-                for (stage, ahead_seq) in pending.drain(..) {
-                    let (ahead, i) = match stage {
-                        Prefetch::State => (PREFETCH_STATE_AHEAD, 0),
-                        Prefetch::Data => (PREFETCH_DATA_AHEAD, 1),
-                    };
-                    assert_eq!(ahead_seq, seq + ahead as u64, "{stage:?}");
-                    calls[i] += 1;
-                }
-            }
-        }
+    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+    for (k, n) in whole {
+        let prev = last.insert(k, n).unwrap_or(0);
+        assert_eq!(n, prev + 1);
     }
-    assert!(pending.is_empty());
-    assert!(calls.iter().all(|&n| n * 10 > events * 9), "{calls:?}");
+    assert_eq!(last, want);
 }

@@ -405,7 +405,7 @@ impl SplitReader<ClickEvent> for GeneratorSplit {
             .as_u64()
             .filter(|n| (self.start..=self.end).contains(n));
         let next = next.ok_or_else(|| {
-            Error::Config(format!(
+            Error::Checkpoint(format!(
                 "position {position} is outside split {} [{}, {})",
                 self.id, self.start, self.end
             ))

@@ -1,12 +1,10 @@
 //! The stream environment: where a job is configured, built and executed.
 
-use crate::checkpoint::coordinator::{next_checkpoint_id, CheckpointHub, Coordinator};
-use crate::checkpoint::{dir_name, latest_checkpoints, load_checkpoint, Remote, METADATA};
-use crate::graph::{Graph, PrepareCtx, Restored, SplitPool, Wire, WorkerCtx};
+use crate::checkpoint::coordinator::CheckpointHub;
+use crate::graph::{Graph, PrepareCtx, SplitPool, Wire, WorkerCtx};
 use crate::metrics::{JobMetrics, OperatorSnapshot};
 use crate::runtime::control::JobControl;
-use crate::runtime::io::IoRuntime;
-use crate::runtime::task::{run_task, SourceSettings, SourceTask, Task};
+use crate::runtime::task::{SourceSettings, SourceTask, Task};
 use crate::runtime::Next;
 use crate::sources::VecSource;
 use crate::{CheckpointConfig, RestoreFrom};
@@ -179,277 +177,13 @@ impl StreamEnvironment {
     /// # Errors
     /// A configuration error, or an error while building tasks.
     pub fn start(&self) -> Result<JobHandle> {
-        let mut graph = {
+        let graph = {
             let mut g = self.graph.lock();
             let fresh = Graph::new(g.config.clone(), Arc::clone(&g.backend));
             std::mem::replace(&mut *g, fresh)
         };
-        graph.config.validate()?;
-        if let Some(e) = graph.errors.first() {
-            return Err(Error::Config(e.clone()));
-        }
-        if graph.stages.is_empty() {
-            return Err(Error::Config(
-                "the job has no streams (define a source first)".into(),
-            ));
-        }
-        if let Some(s) = graph.stages.iter().find(|s| s.factory.is_none()) {
-            return Err(Error::Config(format!(
-                "stream `{}` does not end in a sink or exchange",
-                s.name
-            )));
-        }
-        let default_p = graph.config.parallelism;
-        let parallelism: Vec<usize> = graph
-            .stages
-            .iter()
-            .map(|s| s.parallelism.unwrap_or(default_p))
-            .collect();
-        if let Some(p) = parallelism
-            .iter()
-            .find(|p| **p > usize::from(graph.config.max_parallelism))
-        {
-            return Err(Error::Config(format!(
-                "parallelism {p} exceeds max_parallelism {}",
-                graph.config.max_parallelism
-            )));
-        }
-        for ex in graph.exchanges.drain(..) {
-            (ex.prepare)(&PrepareCtx {
-                parallelism: parallelism[ex.from],
-                downstream_parallelism: parallelism[ex.to],
-                capacity: graph.config.channel_capacity,
-            })?;
-        }
-        for (i, stage) in graph.stages.iter_mut().enumerate() {
-            if let Some(prepare) = stage.prepare.take() {
-                prepare(&PrepareCtx {
-                    parallelism: parallelism[i],
-                    downstream_parallelism: parallelism[i],
-                    capacity: graph.config.channel_capacity,
-                })?;
-            }
-        }
-
-        let remote = match &graph.checkpoint {
-            Some(config) => {
-                config.validate()?;
-                Remote::open(config)?.map(Arc::new)
-            }
-            None => None,
-        };
-        let restored = resolve_restore(&graph, remote.as_deref())?.map(Arc::new);
-        let control = Arc::new(JobControl::default());
-        let metrics = JobMetrics::default();
-        let task_count: usize = graph
-            .stages
-            .iter()
-            .zip(&parallelism)
-            .filter(|(s, _)| s.factory.is_some())
-            .map(|(_, p)| *p)
-            .sum();
-        let (coordinator, hub) = match &graph.checkpoint {
-            Some(config) => {
-                std::fs::create_dir_all(&config.dir).map_err(|e| {
-                    Error::io(
-                        format!("creating checkpoint directory {}", config.dir.display()),
-                        e,
-                    )
-                })?;
-                let restored_id = restored.as_ref().map_or(0, |r| r.meta.id);
-                let stored_next = match &remote {
-                    Some(r) => r.next_checkpoint_id()?,
-                    None => 1,
-                };
-                let first = next_checkpoint_id(&config.dir)
-                    .max(stored_next)
-                    .max(restored_id + 1);
-                let (c, hub, done) = Coordinator::new(
-                    config.clone(),
-                    task_count,
-                    graph.config.max_parallelism,
-                    first,
-                    Arc::clone(&control),
-                    remote.clone(),
-                );
-                (Some((c, done)), Some(hub))
-            }
-            None => (None, None),
-        };
-        let attempt = u64::try_from(crate::now_millis()).unwrap_or(0);
-        let io = IoRuntime::new(graph.config.io_threads);
-        let mut tasks: Vec<Box<dyn Task>> = Vec::new();
-        for (i, stage) in graph.stages.iter().enumerate() {
-            let Some(factory) = &stage.factory else {
-                continue;
-            };
-            for worker in 0..parallelism[i] {
-                let ctx = WorkerCtx {
-                    worker,
-                    parallelism: parallelism[i],
-                    task: tasks.len(),
-                    config: graph.config.clone(),
-                    control: Arc::clone(&control),
-                    metrics: metrics.clone(),
-                    backend: Arc::clone(&graph.backend),
-                    checkpoint: hub.clone(),
-                    restored: restored.clone(),
-                    attempt,
-                    io: Arc::clone(&io),
-                };
-                tasks.push(factory(&ctx)?);
-            }
-        }
-        let signals = if graph.config.handle_signals {
-            register_signals(&control.stop)?
-        } else {
-            Vec::new()
-        };
-        tracing::info!(
-            tasks = tasks.len(),
-            parallelism = default_p,
-            state_backend = graph.backend.name(),
-            "Job starting."
-        );
-        let started = Instant::now();
-        let mut threads = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            let task_control = Arc::clone(&control);
-            let name = task.name().to_string();
-            let spawned = std::thread::Builder::new()
-                .name(thread_name(&name))
-                .spawn(move || run_task(task, &task_control));
-            match spawned {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    control.fail(&name, Error::io("spawning a worker thread", e));
-                    break;
-                }
-            }
-        }
-        let coordinator = match coordinator {
-            Some((c, done)) => {
-                let spawned = std::thread::Builder::new()
-                    .name("ff-checkpoints".into())
-                    .spawn(move || c.run());
-                match spawned {
-                    Ok(t) => Some((t, done)),
-                    Err(e) => {
-                        control.fail(
-                            "checkpoint-coordinator",
-                            Error::io("spawning the checkpoint coordinator", e),
-                        );
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
-        Ok(JobHandle {
-            control,
-            threads,
-            hub,
-            coordinator,
-            metrics,
-            started,
-            signals,
-        })
+        crate::launch::launch(graph)
     }
-}
-
-/// Finds and loads the checkpoint to restore, per the job's [`RestoreFrom`]. With
-/// checkpoint storage, checkpoints are listed there and fetched into the local directory.
-fn resolve_restore(graph: &Graph, remote: Option<&Remote>) -> Result<Option<Restored>> {
-    let (loaded, root) = match &graph.restore {
-        RestoreFrom::Nothing => return Ok(None),
-        RestoreFrom::Path(dir) => {
-            let dir = match (remote, &graph.checkpoint) {
-                (Some(remote), Some(config)) if !dir.join(METADATA).is_file() => {
-                    // Not here: fetch it from storage by its name.
-                    remote.fetch(&dir_name(dir), &config.dir)?
-                }
-                _ => dir.clone(),
-            };
-            let root = dir
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default();
-            (load_checkpoint(&dir)?, root)
-        }
-        RestoreFrom::Latest { fallback } => {
-            let Some(config) = &graph.checkpoint else {
-                return Err(Error::Config(
-                    "restoring the latest checkpoint needs checkpointing enabled (to know the directory)".into(),
-                ));
-            };
-            let candidates = match remote {
-                Some(remote) => remote.complete_checkpoints()?,
-                None => latest_checkpoints(&config.dir)?
-                    .into_iter()
-                    .map(|(n, dir)| (n, dir_name(&dir)))
-                    .collect(),
-            };
-            let place =
-                remote.map_or_else(|| config.dir.display().to_string(), |r| r.url().to_string());
-            if candidates.is_empty() {
-                tracing::info!(checkpoints = %place, "No checkpoint to restore; starting with empty state.");
-                return Ok(None);
-            }
-            let mut loaded = None;
-            for (_, name) in &candidates {
-                let attempt = match remote {
-                    Some(remote) => remote.fetch(name, &config.dir),
-                    None => Ok(config.dir.join(name)),
-                }
-                .and_then(|dir| load_checkpoint(&dir));
-                match attempt {
-                    Ok(meta) => {
-                        loaded = Some(meta);
-                        break;
-                    }
-                    Err(e) if *fallback => {
-                        tracing::warn!(checkpoint = %name, error = %e, "Checkpoint unreadable; trying an older one.");
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            let loaded = loaded.ok_or_else(|| {
-                Error::Config(format!(
-                    "none of the {} checkpoints in {place} can be restored",
-                    candidates.len(),
-                ))
-            })?;
-            (loaded, config.dir.clone())
-        }
-    };
-    if loaded.max_parallelism != graph.config.max_parallelism {
-        return Err(Error::Config(format!(
-            "checkpoint {} was taken with max_parallelism {}, the job has {}: key groups cannot change",
-            loaded.id, loaded.max_parallelism, graph.config.max_parallelism
-        )));
-    }
-    tracing::info!(checkpoint = loaded.id, "Restoring from checkpoint.");
-    Ok(Some(Restored { meta: loaded, root }))
-}
-
-fn thread_name(task: &str) -> String {
-    // Linux shows 15 bytes of a thread name; keep the informative end.
-    let name = format!("ff-{task}");
-    name.chars().take(60).collect()
-}
-
-fn register_signals(stop: &Arc<AtomicBool>) -> Result<Vec<signal_hook::SigId>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut ids = Vec::new();
-    for sig in [SIGINT, SIGTERM] {
-        // A second signal while stopping exits at once (code 130, as a shell would).
-        let force = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(stop))
-            .map_err(|e| Error::io("registering a signal handler", e))?;
-        let graceful = signal_hook::flag::register(sig, Arc::clone(stop))
-            .map_err(|e| Error::io("registering a signal handler", e))?;
-        ids.extend([force, graceful]);
-    }
-    Ok(ids)
 }
 
 /// A running job.
@@ -457,13 +191,13 @@ fn register_signals(stop: &Arc<AtomicBool>) -> Result<Vec<signal_hook::SigId>> {
 /// Dropping the handle without [`JobHandle::join`] cancels the job and waits for its
 /// threads.
 pub struct JobHandle {
-    control: Arc<JobControl>,
-    threads: Vec<JoinHandle<()>>,
-    hub: Option<Arc<CheckpointHub>>,
-    coordinator: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
-    metrics: JobMetrics,
-    started: Instant,
-    signals: Vec<signal_hook::SigId>,
+    pub(crate) control: Arc<JobControl>,
+    pub(crate) threads: Vec<JoinHandle<()>>,
+    pub(crate) hub: Option<Arc<CheckpointHub>>,
+    pub(crate) coordinator: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    pub(crate) metrics: JobMetrics,
+    pub(crate) started: Instant,
+    pub(crate) signals: Vec<signal_hook::SigId>,
 }
 
 /// Requests a graceful stop of a job from anywhere (another thread, a signal handler).
@@ -519,7 +253,9 @@ impl JobHandle {
         let wait = hub.config.timeout + Duration::from_secs(1);
         hub.request_savepoint(stop)
             .recv_timeout(wait)
-            .map_err(|_| Error::Config(format!("no savepoint within {:?}", hub.config.timeout)))?
+            .map_err(|_| {
+                Error::Checkpoint(format!("no savepoint within {:?}", hub.config.timeout))
+            })?
     }
 
     /// A cloneable handle that can stop the job.

@@ -213,5 +213,5 @@ impl<T: Send + 'static> SplitPool<T> {
 }
 
 fn internal(msg: String) -> Error {
-    Error::Config(format!("internal error while building the job: {msg}"))
+    Error::Internal(format!("while building the job: {msg}"))
 }

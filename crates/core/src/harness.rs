@@ -3,7 +3,8 @@
 //! operator test harness).
 
 use crate::keyed::{
-    fire_timers, BatchContext, Collector, KeyedContext, KeyedProcessFunction, OpenContext,
+    fire_timers, BatchContext, Collector, KeyedBatchFunction, KeyedContext, KeyedProcessFunction,
+    OpenContext,
 };
 use crate::timer::{TimeDomain, Timers};
 use crate::{now_millis, Result, Timestamp, MIN_WATERMARK};
@@ -59,9 +60,12 @@ impl<F: KeyedProcessFunction> KeyedHarness<F> {
         Ok(out)
     }
 
-    /// Processes one micro-batch as the keyed exchange hands it over
-    /// ([`KeyedProcessFunction::process_batch`]); returns what the function emitted.
-    pub fn process_batch(&mut self, batch: Vec<(F::Key, F::In)>) -> Result<Vec<F::Out>> {
+    /// Processes one micro-batch as the keyed exchange hands it over to a
+    /// [`KeyedBatchFunction`]; returns what the function emitted.
+    pub fn process_batch(&mut self, batch: Vec<(F::Key, F::In)>) -> Result<Vec<F::Out>>
+    where
+        F: KeyedBatchFunction,
+    {
         self.store.set_processing_time(now_millis());
         let mut out = Vec::new();
         let mut ctx = BatchContext::new(&mut self.store, &mut self.timers, self.watermark);

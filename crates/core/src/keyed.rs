@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod batch;
-pub use batch::{process_each, BatchContext, TimerService, ViewsAndTimers};
+pub use batch::{process_each, BatchContext, KeyedBatchFunction, TimerService, ViewsAndTimers};
 
 /// Collects the output of a function.
 pub struct Collector<'a, T> {
@@ -37,21 +37,8 @@ impl<'a, T> Collector<'a, T> {
     }
 }
 
-/// What a [`KeyedProcessFunction::prefetch`] call is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prefetch {
-    /// Start loading the record's state entries.
-    State,
-    /// The entries were asked for earlier: start loading what they point to.
-    Data,
-}
-
-/// How many records ahead of the one being processed [`Prefetch::State`] is called.
-pub const PREFETCH_STATE_AHEAD: usize = 8;
-/// How many records ahead of the one being processed [`Prefetch::Data`] is called.
-pub const PREFETCH_DATA_AHEAD: usize = 4;
-
-/// A function over a keyed stream, Flink's `KeyedProcessFunction`.
+/// A function over a keyed stream, Flink's `KeyedProcessFunction`: implement `process`;
+/// `open`, `on_timer` and `close` are lifecycle hooks with empty defaults.
 ///
 /// One instance runs per worker (each a clone of the value passed to
 /// `KeyedStream::process`). `process` is called for every record with the record's key in
@@ -84,44 +71,6 @@ pub trait KeyedProcessFunction: Send + 'static {
         ctx: &mut KeyedContext<'_, Self::Key>,
         out: &mut Collector<'_, Self::Out>,
     ) -> Result<()>;
-
-    /// Processes one micro-batch of records from the keyed exchange, in order. The
-    /// default calls [`KeyedProcessFunction::process`] on each record, with
-    /// [`KeyedProcessFunction::prefetch`] for the records ahead ([`process_each`]). A
-    /// function can override it to handle the batch as a whole, for example to look its
-    /// state tables up once per batch ([`BatchContext::value_views`]); it must give the
-    /// same results as `process` on each record in turn.
-    ///
-    /// # Errors
-    /// An error stops the job.
-    fn process_batch(
-        &mut self,
-        batch: Vec<(Self::Key, Self::In)>,
-        ctx: &mut BatchContext<'_, Self::Key>,
-        out: &mut Collector<'_, Self::Out>,
-    ) -> Result<()> {
-        process_each(self, batch, ctx, out)
-    }
-
-    /// Whether the runtime calls [`KeyedProcessFunction::prefetch`]. Default: false.
-    const PREFETCH: bool = false;
-
-    /// A hint, called for records a few places ahead of the one being processed, with
-    /// their key in scope: with [`Prefetch::State`] at [`PREFETCH_STATE_AHEAD`] records
-    /// ahead, the function can start loading its state entries into the CPU's caches
-    /// (`ValueState::prefetch`); with [`Prefetch::Data`] at [`PREFETCH_DATA_AHEAD`]
-    /// ahead, when those entries have arrived, what they point to (`ValueState::peek`).
-    /// The cache misses of several records then overlap instead of following one
-    /// another. Called only when [`KeyedProcessFunction::PREFETCH`] is true; it must not
-    /// change state or anything a result depends on.
-    fn prefetch(
-        &mut self,
-        record: &Self::In,
-        stage: Prefetch,
-        ctx: &mut KeyedContext<'_, Self::Key>,
-    ) {
-        let _ = (record, stage, ctx);
-    }
 
     /// A timer registered for `ctx.key()` fired.
     fn on_timer(
@@ -246,7 +195,7 @@ impl<'a, K: StateKey> KeyedContext<'a, K> {
     }
 
     /// The whole store and every timer, as a batch's context: for a `process` that
-    /// shares its code with a `process_batch` override.
+    /// shares its code with a [`KeyedBatchFunction::process_batch`].
     pub fn batch(&mut self) -> BatchContext<'_, K> {
         BatchContext::new(self.store, self.timers, self.watermark)
     }
@@ -307,6 +256,8 @@ pub(crate) fn fire_timers<F: KeyedProcessFunction>(
 /// Runs a [`KeyedProcessFunction`] on `(key, record)` pairs from a keyed exchange.
 pub(crate) struct KeyedNode<F: KeyedProcessFunction> {
     f: F,
+    /// How `f` takes a batch: record by record, or whole ([`KeyedBatchFunction`]).
+    process: ProcessBatch<F>,
     store: KeyedStateStore,
     timers: Timers<F::Key>,
     watermark: Timestamp,
@@ -318,10 +269,22 @@ pub(crate) struct KeyedNode<F: KeyedProcessFunction> {
     ttl: bool,
 }
 
+/// How a keyed node hands a batch to its function.
+pub(crate) type ProcessBatch<F> = fn(
+    &mut F,
+    Vec<(
+        <F as KeyedProcessFunction>::Key,
+        <F as KeyedProcessFunction>::In,
+    )>,
+    &mut BatchContext<'_, <F as KeyedProcessFunction>::Key>,
+    &mut Collector<'_, <F as KeyedProcessFunction>::Out>,
+) -> Result<()>;
+
 impl<F: KeyedProcessFunction> KeyedNode<F> {
     /// A node over `store`, which may hold restored state (timers included).
     pub(crate) fn new(
         f: F,
+        process: ProcessBatch<F>,
         mut store: KeyedStateStore,
         next: Next<F::Out>,
         metrics: Arc<OperatorMetrics>,
@@ -342,6 +305,7 @@ impl<F: KeyedProcessFunction> KeyedNode<F> {
         }
         Ok(Self {
             f,
+            process,
             store,
             timers,
             watermark: MIN_WATERMARK,
@@ -409,8 +373,7 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
         }
         let mut out = Vec::new();
         let mut ctx = BatchContext::new(&mut self.store, &mut self.timers, self.watermark);
-        self.f
-            .process_batch(batch, &mut ctx, &mut Collector::new(&mut out))?;
+        (self.process)(&mut self.f, batch, &mut ctx, &mut Collector::new(&mut out))?;
         self.metrics.add_busy(start.elapsed());
         self.emit(out)
     }

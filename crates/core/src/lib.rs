@@ -41,6 +41,7 @@ mod error;
 mod graph;
 mod harness;
 mod keyed;
+mod launch;
 pub mod metrics;
 mod runtime;
 mod sink;
@@ -61,10 +62,10 @@ pub use checkpoint::SplitPosition;
 pub use checkpoint::{CheckpointConfig, RestoreFrom};
 pub use config::EnvConfig;
 pub use env::{JobHandle, JobResult, StopHandle, StreamEnvironment};
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, CodecError, Error, ErrorDomain, Result};
 pub use keyed::{
-    process_each, BatchContext, Collector, KeyedContext, KeyedProcessFunction, OpenContext,
-    Prefetch, TimerService, ViewsAndTimers, PREFETCH_DATA_AHEAD, PREFETCH_STATE_AHEAD,
+    process_each, BatchContext, Collector, KeyedBatchFunction, KeyedContext, KeyedProcessFunction,
+    OpenContext, TimerService, ViewsAndTimers,
 };
 pub use sink::{Sink, SinkContext};
 pub use source::{Source, SplitReader, SplitStatus};

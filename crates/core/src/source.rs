@@ -56,7 +56,7 @@ pub trait SplitReader<T>: Send {
     /// # Errors
     /// When the position does not belong to this split or cannot be reached.
     fn seek(&mut self, position: &SplitPosition) -> Result<()> {
-        Err(crate::Error::Config(format!(
+        Err(crate::Error::Checkpoint(format!(
             "split `{}` cannot be restored to {position}: it is not replayable",
             self.split_id()
         )))

@@ -67,7 +67,7 @@ impl<T: Send> SplitReader<T> for VecReader<T> {
     fn seek(&mut self, position: &SplitPosition) -> Result<()> {
         let read = position["read"]
             .as_u64()
-            .ok_or_else(|| Error::Config(format!("bad collection position {position}")))?;
+            .ok_or_else(|| Error::Checkpoint(format!("bad collection position {position}")))?;
         for _ in 0..read.saturating_sub(self.read) {
             self.items.next();
         }

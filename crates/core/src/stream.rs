@@ -2,7 +2,9 @@
 //! processing and sinks.
 
 use crate::graph::{ChannelPool, Graph, Wire, WorkerCtx};
-use crate::keyed::{KeyedNode, KeyedProcessFunction};
+use crate::keyed::{
+    process_each, KeyedBatchFunction, KeyedNode, KeyedProcessFunction, ProcessBatch,
+};
 use crate::runtime::async_node::{AsyncNode, AsyncParts};
 use crate::runtime::chain::{
     BatchFn, BatchMapFn, FilterFn, FlatMapFn, InspectFn, MapFn, SinkNode, Stateless, TryMapFn,
@@ -511,6 +513,24 @@ impl<K: StateKey, T: Send + 'static> KeyedStream<K, T> {
     where
         F: KeyedProcessFunction<Key = K, In = T> + Clone,
     {
+        self.keyed_node(function, process_each::<F>)
+    }
+
+    /// Runs `function`, which takes each micro-batch from the keyed exchange whole
+    /// ([`KeyedBatchFunction`]): the fast path of operators such as the UV count. A
+    /// function written for users' jobs is a [`KeyedProcessFunction`] run with
+    /// [`KeyedStream::process`].
+    pub fn process_batched<F>(self, function: F) -> DataStream<F::Out>
+    where
+        F: KeyedBatchFunction<Key = K, In = T> + Clone,
+    {
+        self.keyed_node(function, <F as KeyedBatchFunction>::process_batch)
+    }
+
+    fn keyed_node<F>(self, function: F, process: ProcessBatch<F>) -> DataStream<F::Out>
+    where
+        F: KeyedProcessFunction<Key = K, In = T> + Clone,
+    {
         let inner = self.inner;
         let name = inner.graph.lock().op_name("process");
         let cell: NameCell = Arc::new(Mutex::new(name));
@@ -528,7 +548,7 @@ impl<K: StateKey, T: Send + 'static> KeyedStream<K, T> {
             );
             let store = ctx.restore().keyed_store(ctx.backend.as_ref(), &scope)?;
             let metrics = ctx.metrics.register(&op, ctx.worker);
-            let node = KeyedNode::new(function.lock().clone(), store, next, metrics)?;
+            let node = KeyedNode::new(function.lock().clone(), process, store, next, metrics)?;
             upstream(ctx, Box::new(node))
         });
         DataStream {

@@ -126,7 +126,7 @@ impl<T: Send> SplitReader<T> for ScriptedReader<T> {
     fn seek(&mut self, position: &SplitPosition) -> Result<()> {
         let emitted = position["emitted"]
             .as_u64()
-            .ok_or_else(|| Error::Config(format!("bad scripted position {position}")))?;
+            .ok_or_else(|| Error::Checkpoint(format!("bad scripted position {position}")))?;
         self.restore_to(emitted);
         Ok(())
     }
@@ -179,7 +179,7 @@ impl<K: StateKey, T: Send + 'static> KeyedProcessFunction for CountPerKey<K, T> 
     ) -> Result<()> {
         let state = self
             .count
-            .ok_or_else(|| Error::Config("CountPerKey used before open".into()))?;
+            .ok_or_else(|| Error::Internal("CountPerKey used before open".into()))?;
         let n = state.get_or_insert_with(ctx, || 0)?;
         *n += 1;
         let n = *n;

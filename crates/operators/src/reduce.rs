@@ -59,7 +59,7 @@ where
     ) -> Result<()> {
         let acc = self
             .acc
-            .ok_or_else(|| Error::Config("reduce used before open".into()))?;
+            .ok_or_else(|| Error::Internal("reduce used before open".into()))?;
         let next = match acc.get(ctx)? {
             Some(prev) => (self.f)(prev, record),
             None => record,

@@ -178,7 +178,9 @@ impl<T: Serialize + Send + 'static> Sink<T> for JsonLinesPartSink<T> {
         for c in committables {
             let (Some(pending), Some(published)) = (c["pending"].as_str(), c["published"].as_str())
             else {
-                return Err(Error::Config(format!("not a part-file committable: {c}")));
+                return Err(Error::Checkpoint(format!(
+                    "not a part-file committable: {c}"
+                )));
             };
             let (from, to) = (self.dir.join(pending), self.dir.join(published));
             if from.exists() {

@@ -83,7 +83,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for JsonLinesSink<T> {
         let (path, w) = self
             .file
             .as_mut()
-            .ok_or_else(|| Error::Config("JsonLinesSink written before open".into()))?;
+            .ok_or_else(|| Error::Internal("JsonLinesSink written before open".into()))?;
         for record in &batch {
             serde_json::to_writer(&mut *w, record).map_err(|e| match e.io_error_kind() {
                 Some(kind) => io_err(path, "writing", std::io::Error::new(kind, e)),

@@ -156,10 +156,9 @@ impl<T: DeserializeOwned + Send> SplitReader<T> for JsonLinesReader<T> {
     }
 
     fn poll(&mut self, max: usize, out: &mut Vec<T>) -> Result<SplitStatus> {
-        let reader = self
-            .reader
-            .as_mut()
-            .ok_or_else(|| Error::Config(format!("{} polled before open", self.path.display())))?;
+        let reader = self.reader.as_mut().ok_or_else(|| {
+            Error::Internal(format!("{} polled before open", self.path.display()))
+        })?;
         let mut dead = 0u64;
         let start = out.len();
         while out.len() - start < max {
@@ -206,7 +205,7 @@ impl<T: DeserializeOwned + Send> SplitReader<T> for JsonLinesReader<T> {
                 self.line_no = line;
                 Ok(())
             }
-            _ => Err(Error::Config(format!(
+            _ => Err(Error::Checkpoint(format!(
                 "bad position {position} for {}",
                 self.path.display()
             ))),

@@ -1,5 +1,6 @@
 //! Turning Kafka records into stream items, and items into Kafka records.
 
+use ferroflow_core::CodecError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::marker::PhantomData;
@@ -35,7 +36,7 @@ pub trait Deserializer: Send + Sync + 'static {
     ///
     /// # Errors
     /// Why the record cannot be decoded (recorded with the dead letter).
-    fn deserialize(&self, record: &RecordView<'_>) -> Result<Self::Output, String>;
+    fn deserialize(&self, record: &RecordView<'_>) -> Result<Self::Output, CodecError>;
 }
 
 /// The value bytes as they are (a tombstone gives an empty vector).
@@ -44,15 +45,15 @@ pub struct BytesValue;
 
 impl Deserializer for BytesValue {
     type Output = Vec<u8>;
-    fn deserialize(&self, record: &RecordView<'_>) -> Result<Vec<u8>, String> {
+    fn deserialize(&self, record: &RecordView<'_>) -> Result<Vec<u8>, CodecError> {
         Ok(record.payload.unwrap_or_default().to_vec())
     }
 }
 
-fn payload<'a>(record: &RecordView<'a>) -> Result<&'a [u8], String> {
+fn payload<'a>(record: &RecordView<'a>) -> Result<&'a [u8], CodecError> {
     record
         .payload
-        .ok_or_else(|| "the record has no value (a tombstone)".to_string())
+        .ok_or_else(|| CodecError::new("the record has no value (a tombstone)"))
 }
 
 /// The value as UTF-8 text.
@@ -61,10 +62,10 @@ pub struct Utf8Value;
 
 impl Deserializer for Utf8Value {
     type Output = String;
-    fn deserialize(&self, record: &RecordView<'_>) -> Result<String, String> {
+    fn deserialize(&self, record: &RecordView<'_>) -> Result<String, CodecError> {
         std::str::from_utf8(payload(record)?)
             .map(str::to_string)
-            .map_err(|e| format!("the value is not UTF-8: {e}"))
+            .map_err(|e| CodecError::with_source("the value is not UTF-8", e))
     }
 }
 
@@ -92,8 +93,9 @@ impl<T> std::fmt::Debug for JsonValue<T> {
 
 impl<T: DeserializeOwned + Send + 'static> Deserializer for JsonValue<T> {
     type Output = T;
-    fn deserialize(&self, record: &RecordView<'_>) -> Result<T, String> {
-        serde_json::from_slice(payload(record)?).map_err(|e| e.to_string())
+    fn deserialize(&self, record: &RecordView<'_>) -> Result<T, CodecError> {
+        serde_json::from_slice(payload(record)?)
+            .map_err(|e| CodecError::with_source("the value is not the expected JSON", e))
     }
 }
 
@@ -121,8 +123,9 @@ impl<T> std::fmt::Debug for ProtobufValue<T> {
 
 impl<T: prost::Message + Default + Send + 'static> Deserializer for ProtobufValue<T> {
     type Output = T;
-    fn deserialize(&self, record: &RecordView<'_>) -> Result<T, String> {
-        T::decode(payload(record)?).map_err(|e| format!("protobuf: {e}"))
+    fn deserialize(&self, record: &RecordView<'_>) -> Result<T, CodecError> {
+        T::decode(payload(record)?)
+            .map_err(|e| CodecError::with_source("the value is not the expected protobuf", e))
     }
 }
 
@@ -152,7 +155,7 @@ pub struct WithMetadata<D>(pub D);
 
 impl<D: Deserializer> Deserializer for WithMetadata<D> {
     type Output = Consumed<D::Output>;
-    fn deserialize(&self, record: &RecordView<'_>) -> Result<Self::Output, String> {
+    fn deserialize(&self, record: &RecordView<'_>) -> Result<Self::Output, CodecError> {
         Ok(Consumed {
             topic: Arc::from(record.topic),
             partition: record.partition,
@@ -190,7 +193,7 @@ pub trait Serializer<T>: Send + Sync + 'static {
     ///
     /// # Errors
     /// Why the item cannot be encoded; the sink stops the job with it.
-    fn serialize(&self, item: &T) -> Result<ProducerRecord, String>;
+    fn serialize(&self, item: &T) -> Result<ProducerRecord, CodecError>;
 }
 
 type KeyFn<T> = Arc<dyn Fn(&T) -> Option<Vec<u8>> + Send + Sync>;
@@ -246,10 +249,11 @@ impl<T> Clone for JsonRecord<T> {
 }
 
 impl<T: Serialize + 'static> Serializer<T> for JsonRecord<T> {
-    fn serialize(&self, item: &T) -> Result<ProducerRecord, String> {
+    fn serialize(&self, item: &T) -> Result<ProducerRecord, CodecError> {
         Ok(ProducerRecord {
             key: self.key.as_ref().and_then(|k| k(item)),
-            value: serde_json::to_vec(item).map_err(|e| e.to_string())?,
+            value: serde_json::to_vec(item)
+                .map_err(|e| CodecError::with_source("the item cannot be written as JSON", e))?,
             partition: self.partition.as_ref().map(|p| p(item)),
             timestamp: None,
             headers: Vec::new(),
@@ -280,19 +284,26 @@ mod tests {
     fn json_decodes_and_reports_errors() {
         let d = JsonValue::<serde_json::Value>::new();
         assert_eq!(
-            d.deserialize(&view(Some(br#"{"a":1}"#), &[])),
-            Ok(serde_json::json!({"a": 1}))
+            d.deserialize(&view(Some(br#"{"a":1}"#), &[])).unwrap(),
+            serde_json::json!({"a": 1})
         );
-        assert!(d.deserialize(&view(Some(b"{oops"), &[])).is_err());
+        let err = d.deserialize(&view(Some(b"{oops"), &[])).unwrap_err();
+        // The text says what failed and keeps serde's own message.
+        assert!(
+            err.to_string()
+                .contains("expected JSON: key must be a string"),
+            "{err}"
+        );
+        assert!(err.cause().is_some());
         let err = d.deserialize(&view(None, &[])).unwrap_err();
-        assert!(err.contains("tombstone"), "{err}");
+        assert!(err.to_string().contains("tombstone"), "{err}");
     }
 
     #[test]
     fn utf8_rejects_invalid_text() {
         assert_eq!(
-            Utf8Value.deserialize(&view(Some(b"hi"), &[])),
-            Ok("hi".into())
+            Utf8Value.deserialize(&view(Some(b"hi"), &[])).unwrap(),
+            "hi"
         );
         assert!(Utf8Value
             .deserialize(&view(Some(&[0xff, 0xfe]), &[]))
@@ -317,11 +328,11 @@ mod tests {
         .encode_to_vec();
         let d = ProtobufValue::<Click>::new();
         assert_eq!(
-            d.deserialize(&view(Some(&bytes), &[])),
-            Ok(Click {
+            d.deserialize(&view(Some(&bytes), &[])).unwrap(),
+            Click {
                 user: "u-1".into(),
                 ts: 7
-            })
+            }
         );
         assert!(d
             .deserialize(&view(Some(&[0xff, 0xff, 0xff]), &[]))

@@ -88,6 +88,15 @@ pub enum KafkaError {
     /// The dead-letter output failed.
     #[error("kafka dead-letter output: {0}")]
     DeadLetter(String),
+    /// A record (or a committable) could not be encoded.
+    #[error("kafka {context}: {source}")]
+    Encode {
+        /// What was being encoded, for which topic.
+        context: String,
+        /// The serializer's error.
+        #[source]
+        source: ferroflow_core::CodecError,
+    },
 }
 
 impl KafkaError {
@@ -107,7 +116,7 @@ impl KafkaError {
                 K::ClientConfig(..) | K::ClientCreation(_) | K::Subscription(_)
             ),
             Self::Delivery(_) | Self::DeadLetter(_) => true,
-            Self::Config(_) | Self::Restore(_) => false,
+            Self::Config(_) | Self::Restore(_) | Self::Encode { .. } => false,
         }
     }
 }
@@ -116,8 +125,12 @@ impl From<KafkaError> for ferroflow_core::Error {
     fn from(e: KafkaError) -> Self {
         match e {
             KafkaError::Config(m) => Self::Config(m),
-            e if e.is_retryable() => Self::retryable(e),
-            e => Self::user(e),
+            KafkaError::Restore(m) => Self::Checkpoint(m),
+            KafkaError::Encode { context, source } => Self::codec(context, source),
+            e => {
+                let retryable = e.is_retryable();
+                Self::external("kafka", "", e, retryable)
+            }
         }
     }
 }

@@ -112,7 +112,7 @@ impl<T: Send + 'static> Worker<T> {
             match shared.deserializer.deserialize(&view) {
                 Ok(item) => buffer.push_back((msg.offset(), Some(item))),
                 Err(error) => {
-                    shared.dead.send(&view, &error)?;
+                    shared.dead.send(&view, &error.to_string())?;
                     dead = true;
                     buffer.push_back((msg.offset(), None));
                 }

@@ -317,7 +317,10 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaSink<T, S> {
         for item in &batch {
             let r = serializer
                 .serialize(item)
-                .map_err(|e| KafkaError::Config(format!("encoding a record for `{topic}`: {e}")))?;
+                .map_err(|source| KafkaError::Encode {
+                    context: format!("encoding a record for `{topic}`"),
+                    source,
+                })?;
             match writer {
                 Writer::AtLeastOnce(producer) => {
                     send_waiting(producer, base_record(topic, &r), timeout)?;
@@ -337,8 +340,10 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaSink<T, S> {
             }
             Writer::ExactlyOnce(txns) => {
                 let c = txns.prepare(checkpoint)?;
-                let value = serde_json::to_value(c)
-                    .map_err(|e| KafkaError::Config(format!("encoding a committable: {e}")))?;
+                let value = serde_json::to_value(c).map_err(|e| KafkaError::Encode {
+                    context: "encoding a committable".into(),
+                    source: ferroflow_core::CodecError::with_source("not JSON", e),
+                })?;
                 Ok(Some(value))
             }
         }

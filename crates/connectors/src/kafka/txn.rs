@@ -405,7 +405,7 @@ impl Transactions {
     ) -> Result<(), KafkaError> {
         for c in committables {
             let c: Committable = serde_json::from_value(c)
-                .map_err(|e| KafkaError::Config(format!("a committable of this sink: {e}")))?;
+                .map_err(|e| KafkaError::Restore(format!("a committable of this sink: {e}")))?;
             let Some(txn) = c.transaction else { continue };
             let held = self.producers.iter().position(
                 |p| matches!(&p.slot, Slot::Prepared { token, .. } if *token == txn.token),

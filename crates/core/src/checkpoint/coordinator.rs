@@ -222,7 +222,7 @@ impl CheckpointHub {
         let (reply, rx) = crossbeam_channel::bounded(1);
         if let Err(e) = self.tx.send(ToCoordinator::Savepoint { stop, reply }) {
             if let ToCoordinator::Savepoint { reply, .. } = e.0 {
-                let _ = reply.send(Err(crate::Error::Config(
+                let _ = reply.send(Err(crate::Error::Checkpoint(
                     "the job has ended; no savepoint".into(),
                 )));
             }
@@ -318,7 +318,7 @@ impl Coordinator {
                     if let Some(p) = pending.take() {
                         let why =
                             format!("checkpoint {} timed out after {:?}", p.id, config.timeout);
-                        self.give_up(p, crate::Error::Config(why));
+                        self.give_up(p, crate::Error::Checkpoint(why));
                     }
                     next_trigger = now + config.min_pause;
                 }
@@ -330,7 +330,7 @@ impl Coordinator {
                             p.savepoint = Some(reply);
                             pending = Some(p);
                         } else {
-                            let _ = reply.send(Err(crate::Error::Config(
+                            let _ = reply.send(Err(crate::Error::Checkpoint(
                                 "the job is ending; no savepoint can be taken".into(),
                             )));
                         }
@@ -350,7 +350,7 @@ impl Coordinator {
             self.collect_shared_files();
         }
         for (_, reply) in self.savepoints.drain(..) {
-            let _ = reply.send(Err(crate::Error::Config(
+            let _ = reply.send(Err(crate::Error::Checkpoint(
                 "the job ended before the savepoint".into(),
             )));
         }
@@ -443,7 +443,7 @@ impl Coordinator {
                 if let Some(p) = pending.take() {
                     if p.acks.get(task).is_some_and(Option::is_none) {
                         let why = "a task finished before the barrier reached it";
-                        self.give_up(p, crate::Error::Config(why.into()));
+                        self.give_up(p, crate::Error::Checkpoint(why.into()));
                     } else {
                         *pending = Some(p);
                     }
@@ -486,7 +486,7 @@ impl Coordinator {
         if let Some(reply) = p.savepoint {
             let _ = reply.send(match &written {
                 Ok(()) => Ok(dir.clone()),
-                Err(e) => Err(crate::Error::Config(format!(
+                Err(e) => Err(crate::Error::Checkpoint(format!(
                     "savepoint {} failed: {e}",
                     dir.display()
                 ))),

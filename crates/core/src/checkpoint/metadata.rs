@@ -1,7 +1,7 @@
 //! The `_metadata` file of a checkpoint, and finding checkpoints on disk.
 
 use super::SplitPosition;
-use crate::{Error, Result};
+use crate::{CodecError, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -118,8 +118,12 @@ impl CheckpointMetadata {
 
     /// Writes `dir/_metadata` durably (see [`write_metadata_bytes`]).
     pub(crate) fn write(&self, dir: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::Config(format!("encoding checkpoint metadata: {e}")))?;
+        let json = serde_json::to_vec_pretty(self).map_err(|e| {
+            Error::codec(
+                "checkpoint metadata",
+                CodecError::with_source("cannot be encoded", e),
+            )
+        })?;
         write_metadata_bytes(dir, &json)
     }
 }
@@ -183,7 +187,7 @@ pub(crate) fn latest_checkpoints(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
 /// exists with the recorded size and an intact checksum.
 pub(crate) fn load_checkpoint(dir: &Path) -> Result<CheckpointMetadata> {
     let bad = |why: String| {
-        Error::Config(format!(
+        Error::Checkpoint(format!(
             "checkpoint {} cannot be restored: {why}",
             dir.display()
         ))
@@ -236,7 +240,7 @@ fn shared_files_in_use(root: &Path) -> Result<std::collections::HashSet<String>>
         let bytes = std::fs::read(&meta_path)
             .map_err(|e| Error::io(format!("reading {}", meta_path.display()), e))?;
         let meta: CheckpointMetadata = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Config(format!("{} is not valid: {e}", meta_path.display())))?;
+            .map_err(|e| Error::Checkpoint(format!("{} is not valid: {e}", meta_path.display())))?;
         for f in &meta.state_files {
             used.extend(
                 f.files

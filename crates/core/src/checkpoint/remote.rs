@@ -339,13 +339,13 @@ impl Remote {
         let dir = local_root.join(name);
         self.block_on(async {
             let Some(bytes) = inner.metadata(name).await? else {
-                return Err(Error::Config(format!(
+                return Err(Error::Checkpoint(format!(
                     "checkpoint {name} is not in {} (no {name}/{METADATA})",
                     inner.url
                 )));
             };
             let meta: CheckpointMetadata = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Config(format!(
+                Error::Checkpoint(format!(
                     "checkpoint {}/{name} cannot be restored: _metadata is not valid: {e}",
                     inner.url
                 ))
@@ -394,7 +394,7 @@ impl Remote {
                     continue;
                 };
                 let meta: CheckpointMetadata = serde_json::from_slice(&bytes).map_err(|e| {
-                    Error::Config(format!("{}/{name}/{METADATA} is not valid: {e}", inner.url))
+                    Error::Checkpoint(format!("{}/{name}/{METADATA} is not valid: {e}", inner.url))
                 })?;
                 for f in meta.state_files {
                     used.extend(

@@ -1,14 +1,31 @@
-//! A keyed micro-batch processed as a whole: [`KeyedProcessFunction::process_batch`].
+//! A keyed micro-batch processed as a whole, for operators whose speed depends on it:
+//! [`KeyedBatchFunction`]. Users write a [`KeyedProcessFunction`], called per record.
 
-use super::{
-    Collector, KeyedContext, KeyedProcessFunction, Prefetch, PREFETCH_DATA_AHEAD,
-    PREFETCH_STATE_AHEAD,
-};
+use super::{Collector, KeyedContext, KeyedProcessFunction};
 use crate::timer::Timers;
 use crate::{now_millis, Result, Timestamp};
 use ferroflow_state::{KeyedStateStore, StateKey, StateValue, ValueState, ValueView};
 
-/// The context of one [`KeyedProcessFunction::process_batch`] call: the keyed state of
+/// A keyed function that takes each micro-batch from the keyed exchange whole, to look its
+/// state tables up once per batch ([`BatchContext::value_views`]) instead of once per
+/// record. It is the fast path of operators such as the UV count, run with
+/// `KeyedStream::process_batched`; it must give the same results as
+/// [`KeyedProcessFunction::process`] on each record in turn, which is what the
+/// function's `process` stays for (tests, and records handed over one by one).
+pub trait KeyedBatchFunction: KeyedProcessFunction {
+    /// Processes one micro-batch of `(key, record)` pairs, in order.
+    ///
+    /// # Errors
+    /// An error stops the job.
+    fn process_batch(
+        &mut self,
+        batch: Vec<(Self::Key, Self::In)>,
+        ctx: &mut BatchContext<'_, Self::Key>,
+        out: &mut Collector<'_, Self::Out>,
+    ) -> Result<()>;
+}
+
+/// The context of one [`KeyedBatchFunction::process_batch`] call: the keyed state of
 /// every key, the timers and the current watermark.
 ///
 /// A record's own context ([`BatchContext::keyed`]) is what `process` receives. A
@@ -19,7 +36,8 @@ use ferroflow_state::{KeyedStateStore, StateKey, StateValue, ValueState, ValueVi
 /// ```
 /// use ferroflow_core::testing::KeyedHarness;
 /// use ferroflow_core::{
-///     BatchContext, Collector, KeyedContext, KeyedProcessFunction, OpenContext, Result,
+///     BatchContext, Collector, KeyedBatchFunction, KeyedContext, KeyedProcessFunction,
+///     OpenContext, Result,
 /// };
 /// use ferroflow_state::{MemoryBackend, ValueState};
 ///
@@ -47,6 +65,9 @@ use ferroflow_state::{KeyedStateStore, StateKey, StateValue, ValueState, ValueVi
 ///         let key = ctx.key().clone();
 ///         self.process_batch(vec![(key, record)], &mut ctx.batch(), out)
 ///     }
+/// }
+///
+/// impl KeyedBatchFunction for Count {
 ///     /// The table is looked up once for the whole batch.
 ///     fn process_batch(
 ///         &mut self,
@@ -154,9 +175,8 @@ impl<K: StateKey> TimerService<'_, K> {
     }
 }
 
-/// Processes `batch` one record after another: [`KeyedProcessFunction::prefetch`] for
-/// the records ahead (when the function asks for it), then `process`. The default of
-/// [`KeyedProcessFunction::process_batch`].
+/// Processes `batch` one record after another with [`KeyedProcessFunction::process`]:
+/// how a keyed function that is not a [`KeyedBatchFunction`] takes a batch.
 ///
 /// # Errors
 /// The first error of `process`; the records after it are not processed.
@@ -166,19 +186,7 @@ pub fn process_each<F: KeyedProcessFunction + ?Sized>(
     ctx: &mut BatchContext<'_, F::Key>,
     out: &mut Collector<'_, F::Out>,
 ) -> Result<()> {
-    let mut records = batch.into_iter();
-    while let Some((key, record)) = records.next() {
-        if F::PREFETCH {
-            let ahead = records.as_slice();
-            for (stage, n) in [
-                (Prefetch::State, PREFETCH_STATE_AHEAD),
-                (Prefetch::Data, PREFETCH_DATA_AHEAD),
-            ] {
-                if let Some((k, r)) = ahead.get(n - 1) {
-                    f.prefetch(r, stage, &mut ctx.keyed(k));
-                }
-            }
-        }
+    for (key, record) in batch {
         f.process(record, &mut ctx.keyed(&key), out)?;
     }
     Ok(())

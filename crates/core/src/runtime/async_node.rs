@@ -112,7 +112,7 @@ where
         let mut restored = Vec::new();
         for state in parts.restored {
             let inputs: Vec<Unanswered<F::In>> = serde_json::from_value(state).map_err(|e| {
-                Error::Config(format!(
+                Error::Checkpoint(format!(
                     "the checkpoint's state of async operator `{}` cannot be read as its \
                      inputs (did the input type change?): {e}",
                     parts.operator
@@ -148,7 +148,7 @@ where
     /// Starts one call for `slots` of `group` (all at `attempt`).
     fn issue(&mut self, group: u64, slots: &[usize], inputs: &[F::In], attempt: u32) -> Result<()> {
         let handle = self.handle.clone().ok_or_else(|| {
-            Error::Config(format!("async operator `{}` was not opened", self.operator))
+            Error::Internal(format!("async operator `{}` was not opened", self.operator))
         })?;
         let call = self.next_call;
         self.next_call += 1;
@@ -232,7 +232,7 @@ where
             Ok(done) => self.complete(done)?,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(Error::Config(format!(
+                return Err(Error::Internal(format!(
                     "async operator `{}` lost its completions",
                     self.operator
                 )))

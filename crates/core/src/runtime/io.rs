@@ -34,7 +34,7 @@ impl IoRuntime {
         self.runtime
             .get()
             .map(|rt| rt.handle().clone())
-            .ok_or_else(|| Error::Config("the job's I/O runtime did not start".into()))
+            .ok_or_else(|| Error::Internal("the job's I/O runtime did not start".into()))
     }
 }
 

@@ -6,9 +6,15 @@ use super::grain::time_text;
 use super::sizes::SizeHints;
 use super::{Mode, UvConfig};
 use ferroflow_core::{
-    now_millis, BatchContext, Collector, Error, KeyedContext, KeyedProcessFunction, OpenContext,
-    Result, TimeDomain, Timer, TimerService, Timestamp, PREFETCH_DATA_AHEAD, PREFETCH_STATE_AHEAD,
+    now_millis, BatchContext, Collector, Error, KeyedBatchFunction, KeyedContext,
+    KeyedProcessFunction, OpenContext, Result, TimeDomain, Timer, TimerService, Timestamp,
 };
+
+/// How many inputs ahead of the one being counted its bucket's state entry is prefetched.
+const PREFETCH_STATE_AHEAD: usize = 8;
+/// How many inputs ahead the slot of the bucket's user table is prefetched (the entry
+/// asked for at [`PREFETCH_STATE_AHEAD`] has arrived by then).
+const PREFETCH_DATA_AHEAD: usize = 4;
 use ferroflow_state::{StateDescriptor, StateTtl, ValueState, ValueView};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -193,7 +199,7 @@ impl Distinct {
             (Self::Hll(s), Users::One(u)) => s.insert(u),
             (Self::Hll(s), Users::Many(us)) => us.iter().for_each(|u| s.insert(u)),
             (Self::Hll(s), Users::Sketch(other)) => s.merge(other)?,
-            (Self::Exact(_), Users::Sketch(_)) => return Err(Error::Config(
+            (Self::Exact(_), Users::Sketch(_)) => return Err(Error::Internal(
                 "a sketch reached an exact count: the modes of pre-aggregation and counting differ"
                     .into(),
             )),
@@ -215,7 +221,7 @@ impl Distinct {
             (Self::Exact(a), Self::Exact(b)) => a.merge(b),
             (Self::Hll(a), Self::Hll(b)) => a.merge(b)?,
             _ => {
-                return Err(Error::Config(
+                return Err(Error::Internal(
                     "cannot merge exact users with a sketch".into(),
                 ))
             }
@@ -323,7 +329,7 @@ impl UvCount {
     /// The error for a key whose grain is not configured.
     #[cold]
     fn no_grain(&self, key: &UvKey) -> Error {
-        Error::Config(format!(
+        Error::Internal(format!(
             "no grain with index {} ({} configured)",
             key.grain,
             self.config.grains.len()
@@ -525,36 +531,6 @@ impl KeyedProcessFunction for UvCount {
         self.count_one(key, input, &mut views, &mut timers, watermark, out)
     }
 
-    /// Each grain's table is looked up once for the batch. Ahead of each input, the
-    /// bucket's state entry is prefetched ([`PREFETCH_STATE_AHEAD`] inputs ahead), then
-    /// the slot of its user table the user goes to ([`PREFETCH_DATA_AHEAD`] ahead): the
-    /// two cache misses of every input overlap with other inputs' misses.
-    fn process_batch(
-        &mut self,
-        batch: Vec<(UvKey, UvInput)>,
-        ctx: &mut BatchContext<'_, UvKey>,
-        out: &mut Collector<'_, UvOutput>,
-    ) -> Result<()> {
-        let watermark = ctx.current_watermark();
-        let (mut views, mut timers) = ctx.value_views(&self.states)?;
-        let mut inputs = batch.into_iter();
-        while let Some((key, input)) = inputs.next() {
-            let ahead = inputs.as_slice();
-            if let Some((k, _)) = ahead.get(PREFETCH_STATE_AHEAD - 1) {
-                if let Some(view) = views.get(usize::from(k.grain)) {
-                    view.prefetch(k);
-                }
-            }
-            if let Some((k, i)) = ahead.get(PREFETCH_DATA_AHEAD - 1) {
-                if let Some(b) = views.get(usize::from(k.grain)).and_then(|v| v.peek(k)) {
-                    b.users.prefetch(&i.users);
-                }
-            }
-            self.count_one(&key, input, &mut views, &mut timers, watermark, out)?;
-        }
-        Ok(())
-    }
-
     fn on_timer(
         &mut self,
         timer: Timer,
@@ -585,6 +561,38 @@ impl KeyedProcessFunction for UvCount {
                     out.collect(self.row(&key, now, None, false));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl KeyedBatchFunction for UvCount {
+    /// Each grain's table is looked up once for the batch. Ahead of each input, the
+    /// bucket's state entry is prefetched ([`PREFETCH_STATE_AHEAD`] inputs ahead), then
+    /// the slot of its user table the user goes to ([`PREFETCH_DATA_AHEAD`] ahead): the
+    /// two cache misses of every input overlap with other inputs' misses.
+    fn process_batch(
+        &mut self,
+        batch: Vec<(UvKey, UvInput)>,
+        ctx: &mut BatchContext<'_, UvKey>,
+        out: &mut Collector<'_, UvOutput>,
+    ) -> Result<()> {
+        let watermark = ctx.current_watermark();
+        let (mut views, mut timers) = ctx.value_views(&self.states)?;
+        let mut inputs = batch.into_iter();
+        while let Some((key, input)) = inputs.next() {
+            let ahead = inputs.as_slice();
+            if let Some((k, _)) = ahead.get(PREFETCH_STATE_AHEAD - 1) {
+                if let Some(view) = views.get(usize::from(k.grain)) {
+                    view.prefetch(k);
+                }
+            }
+            if let Some((k, i)) = ahead.get(PREFETCH_DATA_AHEAD - 1) {
+                if let Some(b) = views.get(usize::from(k.grain)).and_then(|v| v.peek(k)) {
+                    b.users.prefetch(&i.users);
+                }
+            }
+            self.count_one(&key, input, &mut views, &mut timers, watermark, out)?;
         }
         Ok(())
     }

@@ -265,7 +265,7 @@ pub fn count<E: UvEvent>(
     let out = inputs
         .name("uv_expand")
         .key_by_pair()
-        .process(op)
+        .process_batched(op)
         .name("uv_count");
     Ok((out, counters))
 }

@@ -3,7 +3,7 @@
 
 use super::distinct::{fmix64, StableState, UserId};
 use super::small_set::SmallIds;
-use ferroflow_core::{Error, Result};
+use ferroflow_core::{CodecError, Error, Result};
 use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
 use serde::{Deserialize, Serialize};
 
@@ -211,20 +211,30 @@ impl Sketch {
     /// Adds every user of `other` (same precision).
     pub fn merge(&mut self, other: &Sketch) -> Result<()> {
         if self.precision != other.precision {
-            return Err(Error::Config(format!(
-                "merging sketches of precision {} and {}",
-                other.precision, self.precision
-            )));
+            return Err(Error::codec(
+                "HyperLogLog",
+                CodecError::new(format!(
+                    "sketches of precision {} and {} cannot be merged",
+                    other.precision, self.precision
+                )),
+            ));
         }
         match &other.form {
             Form::Ids(set) => set.iter().for_each(|pre| self.add(pre)),
             Form::Hll(theirs) => {
                 let precision = self.precision;
                 let mine = self.make_hll().ok_or_else(|| {
-                    Error::Config(format!("HyperLogLog precision {precision} (4 to 18)"))
+                    Error::codec(
+                        "HyperLogLog",
+                        CodecError::new(format!("precision {precision} (4 to 18)")),
+                    )
                 })?;
-                mine.merge(theirs)
-                    .map_err(|e| Error::Config(format!("merging sketches: {e:?}")))?;
+                mine.merge(theirs).map_err(|e| {
+                    Error::codec(
+                        "HyperLogLog",
+                        CodecError::new(format!("merging sketches: {e:?}")),
+                    )
+                })?;
             }
         }
         Ok(())
@@ -240,14 +250,23 @@ impl Sketch {
 
     /// The sketch as hex text (its postcard encoding), for storing beside a row.
     pub fn to_hex(&self) -> Result<String> {
-        let bytes = postcard::to_allocvec(self)
-            .map_err(|e| Error::Config(format!("encoding a sketch: {e}")))?;
+        let bytes = postcard::to_allocvec(self).map_err(|e| {
+            Error::codec(
+                "HyperLogLog",
+                CodecError::with_source("encoding a sketch", e),
+            )
+        })?;
         Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// A sketch from [`Sketch::to_hex`] text.
     pub fn from_hex(text: &str) -> Result<Self> {
-        let bad = || Error::Config("a sketch is not valid hex text".into());
+        let bad = || {
+            Error::codec(
+                "HyperLogLog",
+                CodecError::new("a sketch is not valid hex text"),
+            )
+        };
         if !text.len().is_multiple_of(2) {
             return Err(bad());
         }
@@ -259,7 +278,12 @@ impl Sketch {
                     .ok_or_else(bad)
             })
             .collect::<Result<Vec<u8>>>()?;
-        postcard::from_bytes(&bytes).map_err(|e| Error::Config(format!("decoding a sketch: {e}")))
+        postcard::from_bytes(&bytes).map_err(|e| {
+            Error::codec(
+                "HyperLogLog",
+                CodecError::with_source("decoding a sketch", e),
+            )
+        })
     }
 
     /// The relative standard error of this precision.

@@ -1,0 +1,363 @@
+//! Starting a job, in the order data flows: check the graph, connect the exchanges and
+//! sources, find what to restore, start the checkpoint coordinator, build each worker's
+//! tasks, and run them.
+
+use crate::checkpoint::coordinator::{next_checkpoint_id, CheckpointHub, Coordinator};
+use crate::checkpoint::{dir_name, latest_checkpoints, load_checkpoint, Remote, METADATA};
+use crate::env::JobHandle;
+use crate::graph::{Graph, PrepareCtx, Restored, WorkerCtx};
+use crate::metrics::JobMetrics;
+use crate::runtime::control::JobControl;
+use crate::runtime::io::IoRuntime;
+use crate::runtime::task::{run_task, Task};
+use crate::{Error, RestoreFrom, Result};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Starts `graph` and returns its handle.
+pub(crate) fn launch(mut graph: Graph) -> Result<JobHandle> {
+    let parallelism = check(&graph)?;
+    connect(&mut graph, &parallelism)?;
+    let (remote, restored) = find_restore(&graph)?;
+    let control = Arc::new(JobControl::default());
+    let checkpoints = prepare_checkpoints(&graph, &parallelism, &control, remote, &restored)?;
+    let metrics = JobMetrics::default();
+    let tasks = build_tasks(
+        &graph,
+        &parallelism,
+        &control,
+        &metrics,
+        checkpoints.as_ref().map(|c| &c.hub),
+        restored,
+    )?;
+    let signals = if graph.config.handle_signals {
+        register_signals(&control.stop)?
+    } else {
+        Vec::new()
+    };
+    tracing::info!(
+        tasks = tasks.len(),
+        parallelism = graph.config.parallelism,
+        state_backend = graph.backend.name(),
+        "Job starting."
+    );
+    let started = Instant::now();
+    let threads = spawn_tasks(tasks, &control);
+    let (hub, coordinator) = match checkpoints {
+        Some(c) => (
+            Some(c.hub),
+            spawn_coordinator(c.coordinator, c.done, &control),
+        ),
+        None => (None, None),
+    };
+    Ok(JobHandle {
+        control,
+        threads,
+        hub,
+        coordinator,
+        metrics,
+        started,
+        signals,
+    })
+}
+
+/// Checks the graph and settings; returns the parallelism of each stage.
+fn check(graph: &Graph) -> Result<Vec<usize>> {
+    graph.config.validate()?;
+    if let Some(e) = graph.errors.first() {
+        return Err(Error::Config(e.clone()));
+    }
+    if graph.stages.is_empty() {
+        return Err(Error::Config(
+            "the job has no streams (define a source first)".into(),
+        ));
+    }
+    if let Some(s) = graph.stages.iter().find(|s| s.factory.is_none()) {
+        return Err(Error::Config(format!(
+            "stream `{}` does not end in a sink or exchange",
+            s.name
+        )));
+    }
+    let default_p = graph.config.parallelism;
+    let parallelism: Vec<usize> = graph
+        .stages
+        .iter()
+        .map(|s| s.parallelism.unwrap_or(default_p))
+        .collect();
+    if let Some(p) = parallelism
+        .iter()
+        .find(|p| **p > usize::from(graph.config.max_parallelism))
+    {
+        return Err(Error::Config(format!(
+            "parallelism {p} exceeds max_parallelism {}",
+            graph.config.max_parallelism
+        )));
+    }
+    if let Some(config) = &graph.checkpoint {
+        config.validate()?;
+    }
+    Ok(parallelism)
+}
+
+/// Creates the channels of every exchange and the splits of every source.
+fn connect(graph: &mut Graph, parallelism: &[usize]) -> Result<()> {
+    let capacity = graph.config.channel_capacity;
+    for ex in graph.exchanges.drain(..) {
+        (ex.prepare)(&PrepareCtx {
+            parallelism: parallelism[ex.from],
+            downstream_parallelism: parallelism[ex.to],
+            capacity,
+        })?;
+    }
+    for (i, stage) in graph.stages.iter_mut().enumerate() {
+        if let Some(prepare) = stage.prepare.take() {
+            prepare(&PrepareCtx {
+                parallelism: parallelism[i],
+                downstream_parallelism: parallelism[i],
+                capacity,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Checkpoint storage (if any) and the checkpoint to restore (if any).
+type StorageAndRestore = (Option<Arc<Remote>>, Option<Arc<Restored>>);
+
+/// Opens checkpoint storage (if any) and loads the checkpoint to restore (if any).
+fn find_restore(graph: &Graph) -> Result<StorageAndRestore> {
+    let remote = match &graph.checkpoint {
+        Some(config) => Remote::open(config)?.map(Arc::new),
+        None => None,
+    };
+    let restored = resolve_restore(graph, remote.as_deref())?.map(Arc::new);
+    Ok((remote, restored))
+}
+
+/// The checkpoint coordinator, not started yet, and the hub tasks talk to it through.
+struct Checkpoints {
+    coordinator: Coordinator,
+    hub: Arc<CheckpointHub>,
+    done: Arc<AtomicBool>,
+}
+
+/// With checkpointing on: the checkpoint directory and a coordinator whose first
+/// checkpoint number follows every earlier one (local, stored, and restored).
+fn prepare_checkpoints(
+    graph: &Graph,
+    parallelism: &[usize],
+    control: &Arc<JobControl>,
+    remote: Option<Arc<Remote>>,
+    restored: &Option<Arc<Restored>>,
+) -> Result<Option<Checkpoints>> {
+    let Some(config) = &graph.checkpoint else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&config.dir).map_err(|e| {
+        Error::io(
+            format!("creating checkpoint directory {}", config.dir.display()),
+            e,
+        )
+    })?;
+    let task_count: usize = graph
+        .stages
+        .iter()
+        .zip(parallelism)
+        .filter(|(s, _)| s.factory.is_some())
+        .map(|(_, p)| *p)
+        .sum();
+    let restored_id = restored.as_ref().map_or(0, |r| r.meta.id);
+    let stored_next = match &remote {
+        Some(r) => r.next_checkpoint_id()?,
+        None => 1,
+    };
+    let first = next_checkpoint_id(&config.dir)
+        .max(stored_next)
+        .max(restored_id + 1);
+    let (coordinator, hub, done) = Coordinator::new(
+        config.clone(),
+        task_count,
+        graph.config.max_parallelism,
+        first,
+        Arc::clone(control),
+        remote,
+    );
+    Ok(Some(Checkpoints {
+        coordinator,
+        hub,
+        done,
+    }))
+}
+
+/// Builds every worker's task of every stage.
+fn build_tasks(
+    graph: &Graph,
+    parallelism: &[usize],
+    control: &Arc<JobControl>,
+    metrics: &JobMetrics,
+    hub: Option<&Arc<CheckpointHub>>,
+    restored: Option<Arc<Restored>>,
+) -> Result<Vec<Box<dyn Task>>> {
+    let attempt = u64::try_from(crate::now_millis()).unwrap_or(0);
+    let io = IoRuntime::new(graph.config.io_threads);
+    let mut tasks: Vec<Box<dyn Task>> = Vec::new();
+    for (i, stage) in graph.stages.iter().enumerate() {
+        let Some(factory) = &stage.factory else {
+            continue;
+        };
+        for worker in 0..parallelism[i] {
+            let ctx = WorkerCtx {
+                worker,
+                parallelism: parallelism[i],
+                task: tasks.len(),
+                config: graph.config.clone(),
+                control: Arc::clone(control),
+                metrics: metrics.clone(),
+                backend: Arc::clone(&graph.backend),
+                checkpoint: hub.cloned(),
+                restored: restored.clone(),
+                attempt,
+                io: Arc::clone(&io),
+            };
+            tasks.push(factory(&ctx)?);
+        }
+    }
+    Ok(tasks)
+}
+
+/// Runs each task on a thread of its own.
+fn spawn_tasks(tasks: Vec<Box<dyn Task>>, control: &Arc<JobControl>) -> Vec<JoinHandle<()>> {
+    let mut threads = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let task_control = Arc::clone(control);
+        let name = task.name().to_string();
+        let spawned = std::thread::Builder::new()
+            .name(thread_name(&name))
+            .spawn(move || run_task(task, &task_control));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                control.fail(&name, Error::io("spawning a worker thread", e));
+                break;
+            }
+        }
+    }
+    threads
+}
+
+fn spawn_coordinator(
+    coordinator: Coordinator,
+    done: Arc<AtomicBool>,
+    control: &JobControl,
+) -> Option<(JoinHandle<()>, Arc<AtomicBool>)> {
+    let spawned = std::thread::Builder::new()
+        .name("ff-checkpoints".into())
+        .spawn(move || coordinator.run());
+    match spawned {
+        Ok(t) => Some((t, done)),
+        Err(e) => {
+            control.fail(
+                "checkpoint-coordinator",
+                Error::io("spawning the checkpoint coordinator", e),
+            );
+            None
+        }
+    }
+}
+
+/// Finds and loads the checkpoint to restore, per the job's [`RestoreFrom`]. With
+/// checkpoint storage, checkpoints are listed there and fetched into the local directory.
+fn resolve_restore(graph: &Graph, remote: Option<&Remote>) -> Result<Option<Restored>> {
+    let (loaded, root) = match &graph.restore {
+        RestoreFrom::Nothing => return Ok(None),
+        RestoreFrom::Path(dir) => {
+            let dir = match (remote, &graph.checkpoint) {
+                (Some(remote), Some(config)) if !dir.join(METADATA).is_file() => {
+                    // Not here: fetch it from storage by its name.
+                    remote.fetch(&dir_name(dir), &config.dir)?
+                }
+                _ => dir.clone(),
+            };
+            let root = dir
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            (load_checkpoint(&dir)?, root)
+        }
+        RestoreFrom::Latest { fallback } => {
+            let Some(config) = &graph.checkpoint else {
+                return Err(Error::Config(
+                    "restoring the latest checkpoint needs checkpointing enabled (to know the directory)".into(),
+                ));
+            };
+            let candidates = match remote {
+                Some(remote) => remote.complete_checkpoints()?,
+                None => latest_checkpoints(&config.dir)?
+                    .into_iter()
+                    .map(|(n, dir)| (n, dir_name(&dir)))
+                    .collect(),
+            };
+            let place =
+                remote.map_or_else(|| config.dir.display().to_string(), |r| r.url().to_string());
+            if candidates.is_empty() {
+                tracing::info!(checkpoints = %place, "No checkpoint to restore; starting with empty state.");
+                return Ok(None);
+            }
+            let mut loaded = None;
+            for (_, name) in &candidates {
+                let attempt = match remote {
+                    Some(remote) => remote.fetch(name, &config.dir),
+                    None => Ok(config.dir.join(name)),
+                }
+                .and_then(|dir| load_checkpoint(&dir));
+                match attempt {
+                    Ok(meta) => {
+                        loaded = Some(meta);
+                        break;
+                    }
+                    Err(e) if *fallback => {
+                        tracing::warn!(checkpoint = %name, error = %e, "Checkpoint unreadable; trying an older one.");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let loaded = loaded.ok_or_else(|| {
+                Error::Checkpoint(format!(
+                    "none of the {} checkpoints in {place} can be restored",
+                    candidates.len(),
+                ))
+            })?;
+            (loaded, config.dir.clone())
+        }
+    };
+    if loaded.max_parallelism != graph.config.max_parallelism {
+        return Err(Error::Config(format!(
+            "checkpoint {} was taken with max_parallelism {}, the job has {}: key groups cannot change",
+            loaded.id, loaded.max_parallelism, graph.config.max_parallelism
+        )));
+    }
+    tracing::info!(checkpoint = loaded.id, "Restoring from checkpoint.");
+    Ok(Some(Restored { meta: loaded, root }))
+}
+
+fn thread_name(task: &str) -> String {
+    // Linux shows 15 bytes of a thread name; keep the informative end.
+    let name = format!("ff-{task}");
+    name.chars().take(60).collect()
+}
+
+fn register_signals(stop: &Arc<AtomicBool>) -> Result<Vec<signal_hook::SigId>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut ids = Vec::new();
+    for sig in [SIGINT, SIGTERM] {
+        // A second signal while stopping exits at once (code 130, as a shell would).
+        let force = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(stop))
+            .map_err(|e| Error::io("registering a signal handler", e))?;
+        let graceful = signal_hook::flag::register(sig, Arc::clone(stop))
+            .map_err(|e| Error::io("registering a signal handler", e))?;
+        ids.extend([force, graceful]);
+    }
+    Ok(ids)
+}
