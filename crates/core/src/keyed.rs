@@ -5,7 +5,7 @@ use crate::checkpoint::coordinator::{DeferredState, TaskSnapshot};
 use crate::checkpoint::restore::task_file_base;
 use crate::checkpoint::{StateFile, StoredFile};
 use crate::metrics::OperatorMetrics;
-use crate::runtime::{Next, Push};
+use crate::runtime::{barrier_snapshot, Control, ControlCalls, Next, Push, Snapshot};
 use crate::timer::{TimeDomain, Timer, Timers};
 use crate::{now_millis, Result, Timestamp, MIN_WATERMARK};
 use ferroflow_state::native::NativeTarget;
@@ -351,7 +351,7 @@ impl<F: KeyedProcessFunction> KeyedNode<F> {
     }
 }
 
-impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
+impl<F: KeyedProcessFunction> KeyedNode<F> {
     fn open(&mut self) -> Result<()> {
         let mut ctx = OpenContext {
             store: &mut self.store,
@@ -365,19 +365,6 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
         self.next.open()
     }
 
-    fn push(&mut self, batch: Vec<(F::Key, F::In)>) -> Result<()> {
-        let start = Instant::now();
-        self.metrics.record_in(batch.len());
-        if self.ttl {
-            self.store.set_processing_time(now_millis());
-        }
-        let mut out = Vec::new();
-        let mut ctx = BatchContext::new(&mut self.store, &mut self.timers, self.watermark);
-        (self.process)(&mut self.f, batch, &mut ctx, &mut Collector::new(&mut out))?;
-        self.metrics.add_busy(start.elapsed());
-        self.emit(out)
-    }
-
     fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
         if watermark <= self.watermark {
             return Ok(());
@@ -389,10 +376,6 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
         self.metrics.add_busy(start.elapsed());
         self.emit(out)?;
         self.next.watermark(watermark)
-    }
-
-    fn idle(&mut self) -> Result<()> {
-        self.next.idle()
     }
 
     fn tick(&mut self, now: Instant) -> Result<()> {
@@ -476,8 +459,31 @@ impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
         self.metrics.add_busy(start.elapsed());
         self.next.barrier(snapshot)
     }
+}
 
-    fn checkpoint_complete(&mut self, id: u64) -> Result<()> {
-        self.next.checkpoint_complete(id)
+impl<F: KeyedProcessFunction> Push<(F::Key, F::In)> for KeyedNode<F> {
+    fn push(&mut self, batch: Vec<(F::Key, F::In)>) -> Result<()> {
+        let start = Instant::now();
+        self.metrics.record_in(batch.len());
+        if self.ttl {
+            self.store.set_processing_time(now_millis());
+        }
+        let mut out = Vec::new();
+        let mut ctx = BatchContext::new(&mut self.store, &mut self.timers, self.watermark);
+        (self.process)(&mut self.f, batch, &mut ctx, &mut Collector::new(&mut out))?;
+        self.metrics.add_busy(start.elapsed());
+        self.emit(out)
+    }
+
+    fn control(&mut self, control: Control, snapshot: Snapshot<'_>) -> Result<()> {
+        match control {
+            Control::Open => self.open(),
+            Control::Watermark(w) => self.watermark(w),
+            Control::Idle => self.next.idle(),
+            Control::Tick(now) => self.tick(now),
+            Control::End => self.finish(),
+            Control::Barrier(_) => self.barrier(barrier_snapshot(snapshot)?),
+            Control::CheckpointComplete(id) => self.next.checkpoint_complete(id),
+        }
     }
 }

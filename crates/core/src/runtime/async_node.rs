@@ -4,7 +4,7 @@
 
 use super::control::JobControl;
 use super::io::IoRuntime;
-use super::{Next, Push};
+use super::{barrier_snapshot, Control, ControlCalls, Next, Push, Snapshot};
 use crate::async_op::{AsyncConfig, AsyncFunction, AsyncOpenContext, OnBarrier, OnTimeout, Reply};
 use crate::checkpoint::coordinator::TaskSnapshot;
 use crate::checkpoint::restore::operator_state;
@@ -461,7 +461,7 @@ fn take_done<I, O>(g: &mut Group<I, O>, out: &mut Vec<O>, pending: &mut usize) {
     }
 }
 
-impl<F: AsyncFunction> Push<F::In> for AsyncNode<F>
+impl<F: AsyncFunction> AsyncNode<F>
 where
     F::In: Clone,
 {
@@ -486,37 +486,12 @@ where
         Ok(())
     }
 
-    fn push(&mut self, batch: Vec<F::In>) -> Result<()> {
-        let start = Instant::now();
-        self.metrics.record_in(batch.len());
-        self.poll()?;
-        // In order, an answer from `prepare` must not overtake inputs still waiting.
-        let rest = if self.config.ordered && !self.queue.is_empty() {
-            batch
-        } else {
-            let mut now = Vec::new();
-            let rest = self.f.prepare(batch, &mut Collector::new(&mut now))?;
-            self.flush(&mut now)?;
-            rest
-        };
-        if !rest.is_empty() {
-            self.add_group(rest, 1)?;
-        }
-        self.emit_ready()?;
-        self.metrics.add_busy(start.elapsed());
-        Ok(())
-    }
-
     fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
         if self.queue.is_empty() {
             return self.next.watermark(watermark);
         }
         self.queue.push_back(Entry::Watermark(watermark));
         self.emit_ready()
-    }
-
-    fn idle(&mut self) -> Result<()> {
-        self.next.idle()
     }
 
     fn tick(&mut self, now: Instant) -> Result<()> {
@@ -561,8 +536,42 @@ where
         }
         self.next.barrier(snapshot)
     }
+}
 
-    fn checkpoint_complete(&mut self, id: u64) -> Result<()> {
-        self.next.checkpoint_complete(id)
+impl<F: AsyncFunction> Push<F::In> for AsyncNode<F>
+where
+    F::In: Clone,
+{
+    fn push(&mut self, batch: Vec<F::In>) -> Result<()> {
+        let start = Instant::now();
+        self.metrics.record_in(batch.len());
+        self.poll()?;
+        // In order, an answer from `prepare` must not overtake inputs still waiting.
+        let rest = if self.config.ordered && !self.queue.is_empty() {
+            batch
+        } else {
+            let mut now = Vec::new();
+            let rest = self.f.prepare(batch, &mut Collector::new(&mut now))?;
+            self.flush(&mut now)?;
+            rest
+        };
+        if !rest.is_empty() {
+            self.add_group(rest, 1)?;
+        }
+        self.emit_ready()?;
+        self.metrics.add_busy(start.elapsed());
+        Ok(())
+    }
+
+    fn control(&mut self, control: Control, snapshot: Snapshot<'_>) -> Result<()> {
+        match control {
+            Control::Open => self.open(),
+            Control::Watermark(w) => self.watermark(w),
+            Control::Idle => self.next.idle(),
+            Control::Tick(now) => self.tick(now),
+            Control::End => self.finish(),
+            Control::Barrier(_) => self.barrier(barrier_snapshot(snapshot)?),
+            Control::CheckpointComplete(id) => self.next.checkpoint_complete(id),
+        }
     }
 }

@@ -1,11 +1,11 @@
 //! Chained stateless operators and the sink at the end of a chain. Each is a plain call
 //! on the worker thread: no channel, no copy beyond the operator's own output.
 
-use super::{Next, Push};
+use super::{barrier_snapshot, Control, Next, Push, Snapshot};
 use crate::checkpoint::coordinator::TaskSnapshot;
 use crate::checkpoint::SinkCommit;
 use crate::metrics::OperatorMetrics;
-use crate::{Result, Sink, SinkContext, Timestamp};
+use crate::{Result, Sink, SinkContext};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -92,36 +92,6 @@ impl<T, U> Stateless<T, U> {
     }
 }
 
-/// Forwards the control calls of a node that only transforms data to `self.next`.
-macro_rules! forward_control {
-    () => {
-        fn open(&mut self) -> $crate::Result<()> {
-            self.next.open()
-        }
-        fn watermark(&mut self, watermark: $crate::Timestamp) -> $crate::Result<()> {
-            self.next.watermark(watermark)
-        }
-        fn idle(&mut self) -> $crate::Result<()> {
-            self.next.idle()
-        }
-        fn tick(&mut self, now: std::time::Instant) -> $crate::Result<()> {
-            self.next.tick(now)
-        }
-        fn finish(&mut self) -> $crate::Result<()> {
-            self.next.finish()
-        }
-        fn barrier(
-            &mut self,
-            snapshot: &mut $crate::checkpoint::coordinator::TaskSnapshot,
-        ) -> $crate::Result<()> {
-            self.next.barrier(snapshot)
-        }
-        fn checkpoint_complete(&mut self, id: u64) -> $crate::Result<()> {
-            self.next.checkpoint_complete(id)
-        }
-    };
-}
-
 impl<T: Send + 'static, U: Send + 'static> Push<T> for Stateless<T, U> {
     fn push(&mut self, batch: Vec<T>) -> Result<()> {
         let start = Instant::now();
@@ -135,7 +105,9 @@ impl<T: Send + 'static, U: Send + 'static> Push<T> for Stateless<T, U> {
         self.next.push(out)
     }
 
-    forward_control!();
+    fn control(&mut self, control: Control, snapshot: Snapshot<'_>) -> Result<()> {
+        self.next.control(control, snapshot)
+    }
 }
 
 /// A sink at the end of a chain.
@@ -167,31 +139,7 @@ impl<T, S> SinkNode<T, S> {
     }
 }
 
-impl<T: Send + 'static, S: Sink<T>> Push<T> for SinkNode<T, S> {
-    fn open(&mut self) -> Result<()> {
-        self.sink.open(&self.ctx)
-    }
-
-    fn push(&mut self, batch: Vec<T>) -> Result<()> {
-        let start = Instant::now();
-        self.metrics.record_in(batch.len());
-        self.sink.write(batch)?;
-        self.metrics.add_busy(start.elapsed());
-        Ok(())
-    }
-
-    fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
-        self.sink.on_watermark(watermark)
-    }
-
-    fn idle(&mut self) -> Result<()> {
-        Ok(())
-    }
-
-    fn tick(&mut self, _now: Instant) -> Result<()> {
-        Ok(())
-    }
-
+impl<T: Send + 'static, S: Sink<T>> SinkNode<T, S> {
     fn finish(&mut self) -> Result<()> {
         let start = Instant::now();
         // The input ended: what was prepared for checkpoints still in flight is final too.
@@ -230,5 +178,26 @@ impl<T: Send + 'static, S: Sink<T>> Push<T> for SinkNode<T, S> {
             self.sink.commit(done.into_values().collect())?;
         }
         Ok(())
+    }
+}
+
+impl<T: Send + 'static, S: Sink<T>> Push<T> for SinkNode<T, S> {
+    fn push(&mut self, batch: Vec<T>) -> Result<()> {
+        let start = Instant::now();
+        self.metrics.record_in(batch.len());
+        self.sink.write(batch)?;
+        self.metrics.add_busy(start.elapsed());
+        Ok(())
+    }
+
+    fn control(&mut self, control: Control, snapshot: Snapshot<'_>) -> Result<()> {
+        match control {
+            Control::Open => self.sink.open(&self.ctx),
+            Control::Watermark(w) => self.sink.on_watermark(w),
+            Control::Idle | Control::Tick(_) => Ok(()),
+            Control::End => self.finish(),
+            Control::Barrier(_) => self.barrier(barrier_snapshot(snapshot)?),
+            Control::CheckpointComplete(id) => self.checkpoint_complete(id),
+        }
     }
 }

@@ -10,7 +10,7 @@
 //! batches. The consumer never waits for it, since half a channel of batches is still
 //! queued when the sender is woken.
 
-use super::exchange::Message;
+use super::Message;
 use crossbeam_channel::{Receiver, Select, SelectedOperation, Sender, TryRecvError, TrySendError};
 use parking_lot::Mutex;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};

@@ -5,25 +5,14 @@
 
 use super::channel::{channel, Rx, SendError, Tx};
 use super::control::JobControl;
-use super::Push;
+use super::{Control, Message, Push, Snapshot};
 use crate::metrics::OperatorMetrics;
-use crate::{Error, Result, Timestamp};
+use crate::{Error, Result};
 use crossbeam_channel::TrySendError;
 use ferroflow_state::{key_group_for_key, worker_for_key_group, StateKey};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// What travels in a channel: data and control in one ordered stream.
-#[derive(Debug)]
-pub(crate) enum Message<T> {
-    Data(Vec<T>),
-    Watermark(Timestamp),
-    Idle,
-    /// Checkpoint barrier `n`.
-    Barrier(u64),
-    End,
-}
 
 /// How often a blocked sender wakes up to check for cancellation.
 const BLOCKED_POLL: Duration = Duration::from_millis(20);
@@ -188,37 +177,19 @@ impl<T: Send> Outbox<T> {
     }
 }
 
-/// The control calls of an exchange node: flush and broadcast through `self.outbox`.
-macro_rules! outbox_control {
-    () => {
-        fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
-            self.outbox.broadcast(|| Message::Watermark(watermark))
+impl<T: Send> Outbox<T> {
+    /// What an exchange node does with a control message: flush what is buffered and
+    /// broadcast watermarks, idleness, barriers and the end to every target; flush
+    /// lingering batches on ticks.
+    fn control(&mut self, control: Control) -> Result<()> {
+        match control {
+            Control::Open | Control::CheckpointComplete(_) => Ok(()),
+            Control::Tick(now) => self.after_input(now),
+            c @ (Control::Watermark(_) | Control::Idle | Control::Barrier(_) | Control::End) => {
+                self.broadcast(|| Message::Control(c))
+            }
         }
-
-        fn idle(&mut self) -> Result<()> {
-            self.outbox.broadcast(|| Message::Idle)
-        }
-
-        fn tick(&mut self, now: Instant) -> Result<()> {
-            self.outbox.after_input(now)
-        }
-
-        fn finish(&mut self) -> Result<()> {
-            self.outbox.broadcast(|| Message::End)
-        }
-
-        fn barrier(
-            &mut self,
-            snapshot: &mut crate::checkpoint::coordinator::TaskSnapshot,
-        ) -> Result<()> {
-            let id = snapshot.checkpoint;
-            self.outbox.broadcast(|| Message::Barrier(id))
-        }
-
-        fn checkpoint_complete(&mut self, _id: u64) -> Result<()> {
-            Ok(())
-        }
-    };
+    }
 }
 
 /// Routes each record to the worker owning its key's key group, as a `(key, value)`
@@ -256,10 +227,6 @@ where
     V: Send + 'static,
     F: Fn(T) -> (K, V) + Send + Sync + 'static,
 {
-    fn open(&mut self) -> Result<()> {
-        Ok(())
-    }
-
     fn push(&mut self, batch: Vec<T>) -> Result<()> {
         let start = Instant::now();
         self.metrics.record_in(batch.len());
@@ -286,7 +253,9 @@ where
         Ok(())
     }
 
-    outbox_control!();
+    fn control(&mut self, control: Control, _snapshot: Snapshot<'_>) -> Result<()> {
+        self.outbox.control(control)
+    }
 }
 
 /// How a [`BatchExchange`] picks a target.
@@ -318,10 +287,6 @@ impl<T> BatchExchange<T> {
 }
 
 impl<T: Send + 'static> Push<T> for BatchExchange<T> {
-    fn open(&mut self) -> Result<()> {
-        Ok(())
-    }
-
     fn push(&mut self, batch: Vec<T>) -> Result<()> {
         let start = Instant::now();
         self.metrics.record_in(batch.len());
@@ -343,5 +308,7 @@ impl<T: Send + 'static> Push<T> for BatchExchange<T> {
         Ok(())
     }
 
-    outbox_control!();
+    fn control(&mut self, control: Control, _snapshot: Snapshot<'_>) -> Result<()> {
+        self.outbox.control(control)
+    }
 }

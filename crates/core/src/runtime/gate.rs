@@ -3,23 +3,11 @@
 //! finished; it never goes back).
 
 use super::channel::Rx;
-use super::exchange::Message;
+use super::{Control, Message};
 use crate::{Error, Result, Timestamp, MIN_WATERMARK};
 use crossbeam_channel::{Select, TryRecvError};
 use std::collections::VecDeque;
 use std::time::Duration;
-
-/// What the gate hands to the task.
-#[derive(Debug)]
-pub(crate) enum GateEvent<T> {
-    Data(Vec<T>),
-    Watermark(Timestamp),
-    Idle,
-    /// Checkpoint barrier `n`, delivered once it has arrived on every live input.
-    Barrier(u64),
-    End,
-    Timeout,
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Input {
@@ -37,7 +25,7 @@ pub(crate) struct InputGate<T> {
     combined: Timestamp,
     reported_idle: bool,
     next: usize,
-    ready: VecDeque<GateEvent<T>>,
+    ready: VecDeque<Message<T>>,
     aligning: Option<u64>,
 }
 
@@ -64,20 +52,22 @@ impl<T> InputGate<T> {
         }
     }
 
-    /// The next event, waiting at most `timeout` for one.
-    pub(crate) fn poll(&mut self, timeout: Duration) -> Result<GateEvent<T>> {
+    /// The next message for the task, waiting at most `timeout` for one (`None`: nothing
+    /// came). Watermarks are the combined watermark, a barrier comes once it has arrived
+    /// on every live input, and `End` once every input ended.
+    pub(crate) fn poll(&mut self, timeout: Duration) -> Result<Option<Message<T>>> {
         loop {
-            if let Some(event) = self.ready.pop_front() {
-                return Ok(event);
+            if let Some(msg) = self.ready.pop_front() {
+                return Ok(Some(msg));
             }
             if self.live == 0 {
-                return Ok(GateEvent::End);
+                return Ok(Some(Message::Control(Control::End)));
             }
             let (i, msg) = match self.try_next()? {
                 Some(found) => found,
                 None => match self.wait(timeout)? {
                     Some(found) => found,
-                    None => return Ok(GateEvent::Timeout),
+                    None => return Ok(None),
                 },
             };
             self.handle(i, msg);
@@ -132,20 +122,20 @@ impl<T> InputGate<T> {
                     self.state[i].idle = false;
                     self.reported_idle = false;
                 }
-                self.ready.push_back(GateEvent::Data(batch));
+                self.ready.push_back(Message::Data(batch));
             }
-            Message::Watermark(w) => {
+            Message::Control(Control::Watermark(w)) => {
                 let s = &mut self.state[i];
                 s.watermark = s.watermark.max(w);
                 s.idle = false;
                 self.reported_idle = false;
                 self.advance();
             }
-            Message::Idle => {
+            Message::Control(Control::Idle) => {
                 self.state[i].idle = true;
                 self.advance();
             }
-            Message::Barrier(id) => {
+            Message::Control(Control::Barrier(id)) => {
                 if self.aligning.is_some_and(|a| a != id) {
                     tracing::warn!(aligning = ?self.aligning, barrier = id, "Barrier of another checkpoint while aligning.");
                 }
@@ -153,17 +143,21 @@ impl<T> InputGate<T> {
                 self.state[i].blocked = true;
                 self.check_aligned();
             }
-            Message::End => {
+            Message::Control(Control::End) => {
                 self.state[i].ended = true;
                 self.state[i].blocked = false;
                 self.live -= 1;
                 // An ended input has nothing more before any barrier: it counts as aligned.
                 self.check_aligned();
                 if self.live == 0 {
-                    self.ready.push_back(GateEvent::End);
+                    self.ready.push_back(Message::Control(Control::End));
                 } else {
                     self.advance();
                 }
+            }
+            // Never sent across a channel.
+            Message::Control(Control::Open | Control::Tick(_) | Control::CheckpointComplete(_)) => {
+                tracing::warn!("A task-local control message arrived through a channel; ignored.");
             }
         }
     }
@@ -176,7 +170,7 @@ impl<T> InputGate<T> {
                 s.blocked = false;
             }
             self.aligning = None;
-            self.ready.push_back(GateEvent::Barrier(id));
+            self.ready.push_back(Message::Control(Control::Barrier(id)));
         }
     }
 
@@ -192,11 +186,12 @@ impl<T> InputGate<T> {
         };
         if target > self.combined {
             self.combined = target;
-            self.ready.push_back(GateEvent::Watermark(target));
+            self.ready
+                .push_back(Message::Control(Control::Watermark(target)));
         }
         if active.is_none() && !self.reported_idle {
             self.reported_idle = true;
-            self.ready.push_back(GateEvent::Idle);
+            self.ready.push_back(Message::Control(Control::Idle));
         }
     }
 }
@@ -220,36 +215,60 @@ mod tests {
         (tx.into_iter().map(Sender).collect(), InputGate::new(rx))
     }
 
+    /// What the gate gave, as one flat enum for the assertions.
+    #[derive(Debug)]
+    enum GateEvent<T> {
+        Data(Vec<T>),
+        Watermark(Timestamp),
+        Idle,
+        Barrier(u64),
+        End,
+        Timeout,
+    }
+
     fn next(g: &mut InputGate<u32>) -> GateEvent<u32> {
-        g.poll(Duration::from_millis(1)).unwrap()
+        match g.poll(Duration::from_millis(1)).unwrap() {
+            None => GateEvent::Timeout,
+            Some(Message::Data(b)) => GateEvent::Data(b),
+            Some(Message::Control(Control::Watermark(w))) => GateEvent::Watermark(w),
+            Some(Message::Control(Control::Idle)) => GateEvent::Idle,
+            Some(Message::Control(Control::Barrier(id))) => GateEvent::Barrier(id),
+            Some(Message::Control(Control::End)) => GateEvent::End,
+            Some(Message::Control(c)) => panic!("a task-local message out of a gate: {c:?}"),
+        }
+    }
+
+    /// A control message as an upstream task sends it.
+    fn c(control: Control) -> Message<u32> {
+        Message::Control(control)
     }
 
     #[test]
     fn watermark_is_minimum_of_inputs() {
         let (tx, mut g) = gate(2);
-        tx[0].send(Message::Watermark(10)).unwrap();
+        tx[0].send(c(Control::Watermark(10))).unwrap();
         assert!(
             matches!(next(&mut g), GateEvent::Timeout),
             "input 1 still at MIN"
         );
-        tx[1].send(Message::Watermark(5)).unwrap();
+        tx[1].send(c(Control::Watermark(5))).unwrap();
         assert!(matches!(next(&mut g), GateEvent::Watermark(5)));
-        tx[1].send(Message::Watermark(20)).unwrap();
+        tx[1].send(c(Control::Watermark(20))).unwrap();
         assert!(matches!(next(&mut g), GateEvent::Watermark(10)));
     }
 
     #[test]
     fn idle_inputs_are_excluded_and_all_idle_is_reported() {
         let (tx, mut g) = gate(2);
-        tx[0].send(Message::Watermark(10)).unwrap();
-        tx[1].send(Message::Idle).unwrap();
+        tx[0].send(c(Control::Watermark(10))).unwrap();
+        tx[1].send(c(Control::Idle)).unwrap();
         assert!(matches!(next(&mut g), GateEvent::Watermark(10)));
-        tx[0].send(Message::Idle).unwrap();
+        tx[0].send(c(Control::Idle)).unwrap();
         assert!(matches!(next(&mut g), GateEvent::Idle));
         // Back from idle with an older watermark: the combined one does not go back.
-        tx[1].send(Message::Watermark(3)).unwrap();
+        tx[1].send(c(Control::Watermark(3))).unwrap();
         assert!(matches!(next(&mut g), GateEvent::Timeout));
-        tx[1].send(Message::Watermark(12)).unwrap();
+        tx[1].send(c(Control::Watermark(12))).unwrap();
         assert!(matches!(next(&mut g), GateEvent::Watermark(12)));
     }
 
@@ -257,11 +276,11 @@ mod tests {
     fn all_idle_advances_to_the_largest_watermark_whatever_the_order() {
         for first_quiet in [0, 1] {
             let (tx, mut g) = gate(2);
-            tx[0].send(Message::Watermark(100)).unwrap();
-            tx[1].send(Message::Watermark(5000)).unwrap();
+            tx[0].send(c(Control::Watermark(100))).unwrap();
+            tx[1].send(c(Control::Watermark(5000))).unwrap();
             assert!(matches!(next(&mut g), GateEvent::Watermark(100)));
-            tx[first_quiet].send(Message::Idle).unwrap();
-            tx[1 - first_quiet].send(Message::Idle).unwrap();
+            tx[first_quiet].send(c(Control::Idle)).unwrap();
+            tx[1 - first_quiet].send(c(Control::Idle)).unwrap();
             let mut events = Vec::new();
             while let e @ (GateEvent::Watermark(_) | GateEvent::Idle) = next(&mut g) {
                 events.push(format!("{e:?}"));
@@ -282,7 +301,7 @@ mod tests {
     fn barriers_align_blocking_inputs_that_delivered_them() {
         let (tx, mut g) = gate(2);
         tx[0].send(Message::Data(vec![1])).unwrap();
-        tx[0].send(Message::Barrier(7)).unwrap();
+        tx[0].send(c(Control::Barrier(7))).unwrap();
         tx[0].send(Message::Data(vec![2])).unwrap(); // after the barrier: must wait
         tx[1].send(Message::Data(vec![10])).unwrap();
         let mut seen = Vec::new();
@@ -295,7 +314,7 @@ mod tests {
         }
         assert_eq!(seen, vec![1, 10], "input 0 is blocked after its barrier");
         tx[1].send(Message::Data(vec![11])).unwrap();
-        tx[1].send(Message::Barrier(7)).unwrap();
+        tx[1].send(c(Control::Barrier(7))).unwrap();
         assert!(matches!(next(&mut g), GateEvent::Data(b) if b == vec![11]));
         assert!(matches!(next(&mut g), GateEvent::Barrier(7)));
         assert!(matches!(next(&mut g), GateEvent::Data(b) if b == vec![2]));
@@ -304,9 +323,9 @@ mod tests {
     #[test]
     fn an_ended_input_counts_as_aligned() {
         let (tx, mut g) = gate(2);
-        tx[0].send(Message::Barrier(3)).unwrap();
+        tx[0].send(c(Control::Barrier(3))).unwrap();
         assert!(matches!(next(&mut g), GateEvent::Timeout));
-        tx[1].send(Message::End).unwrap();
+        tx[1].send(c(Control::End)).unwrap();
         assert!(matches!(next(&mut g), GateEvent::Barrier(3)));
     }
 
@@ -314,11 +333,11 @@ mod tests {
     fn end_after_all_inputs_end_and_disconnect_is_cancellation() {
         let (tx, mut g) = gate(2);
         tx[0].send(Message::Data(vec![1])).unwrap();
-        tx[0].send(Message::End).unwrap();
+        tx[0].send(c(Control::End)).unwrap();
         assert!(matches!(next(&mut g), GateEvent::Data(_)));
-        tx[1].send(Message::Watermark(7)).unwrap();
+        tx[1].send(c(Control::Watermark(7))).unwrap();
         assert!(matches!(next(&mut g), GateEvent::Watermark(7)));
-        tx[1].send(Message::End).unwrap();
+        tx[1].send(c(Control::End)).unwrap();
         assert!(matches!(next(&mut g), GateEvent::End));
 
         let (tx, mut g) = gate(1);

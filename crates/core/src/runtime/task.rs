@@ -3,8 +3,8 @@
 //! ends, the job stops, or anything fails.
 
 use super::control::JobControl;
-use super::gate::{GateEvent, InputGate};
-use super::Next;
+use super::gate::InputGate;
+use super::{Control, ControlCalls, Message, Next};
 use crate::checkpoint::coordinator::CheckpointHub;
 use crate::checkpoint::SplitPositionEntry;
 use crate::metrics::OperatorMetrics;
@@ -407,22 +407,22 @@ impl<T: Send + 'static> Task for ChannelTask<T> {
                 return Err(Error::Cancelled);
             }
             match self.gate.poll(WAIT)? {
-                GateEvent::Data(batch) => self.chain.push(batch)?,
-                GateEvent::Watermark(w) => self.chain.watermark(w)?,
-                GateEvent::Idle => self.chain.idle()?,
-                GateEvent::Barrier(id) => {
+                None => {}
+                Some(Message::Data(batch)) => self.chain.push(batch)?,
+                Some(Message::Control(Control::Barrier(id))) => {
                     if let Some(c) = &mut self.checkpoint {
                         c.barrier(id, Vec::new(), &mut self.chain)?;
                     }
                 }
-                GateEvent::End => {
+                Some(Message::Control(Control::End)) => {
                     self.chain.finish()?;
                     if let Some(c) = &self.checkpoint {
                         c.hub.finished(c.task, None);
                     }
                     return Ok(());
                 }
-                GateEvent::Timeout => {}
+                // Watermarks and idleness go down the chain as they are.
+                Some(Message::Control(control)) => self.chain.control(control, None)?,
             }
             if let Some(c) = &mut self.checkpoint {
                 c.notify(&mut self.chain)?;
