@@ -11,12 +11,13 @@
 //! mix(z) = SplitMix64 finaliser
 //! u = mix(seed + (3i+1)·GOLDEN)   v = mix(seed + (3i+2)·GOLDEN)     (wrapping u64)
 //! user_id = u % users   item_id = v % items   category = item_id % categories
-//! ts = start_ts + ⌊i · span_ms / events⌋   (computed in f64, as the reference does)
+//! ts = start_ts + ⌊i · span (ms) / events⌋   (computed in f64, as the reference does)
 //! ```
 //!
 //! Options change the stream: `item_skew > 0` draws items from a Zipf distribution
-//! (item 0 most frequent); `max_disorder_ms > 0` moves each timestamp back by up to that
-//! much (`mix(seed + (3i+3)·GOLDEN) % (max_disorder_ms + 1)`); `rate_per_sec` throttles.
+//! (item 0 most frequent); a `max_disorder` above zero moves each timestamp back by up to
+//! that much (`mix(seed + (3i+3)·GOLDEN) % (max_disorder in ms + 1)`); `rate_per_sec`
+//! throttles.
 
 use crate::fastmod::Modulus;
 use ferroflow_core::{
@@ -55,7 +56,7 @@ pub struct ClickEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimestampMode {
-    /// `start_ts + i · span_ms / events`: deterministic, spread evenly over `span_ms`.
+    /// `start_ts + i · span / events`: deterministic, spread evenly over `span`.
     Spread,
     /// The wall clock when the event is generated (for live, throttled runs).
     WallClock,
@@ -78,15 +79,17 @@ pub struct GeneratorConfig {
     /// Event time of the first event, epoch ms. Default: 1,699,999,200,000
     /// (2023-11-14T22:00:00Z).
     pub start_ts: Timestamp,
-    /// Event time spanned by the whole stream, ms. Default: 86,400,000 (24 h).
-    pub span_ms: i64,
+    /// Event time spanned by the whole stream (`24h` in files). Default: 24 h.
+    #[serde(with = "humantime_serde")]
+    pub span: Duration,
     /// Timestamp source. Default: `spread`.
     pub timestamps: TimestampMode,
     /// Zipf exponent of the item distribution; 0 is uniform. Default: 0.
     pub item_skew: f64,
-    /// Largest amount an event's timestamp is moved back (out-of-orderness), ms.
-    /// Default: 0.
-    pub max_disorder_ms: i64,
+    /// Largest amount an event's timestamp is moved back (out-of-orderness).
+    /// Default: 0 s.
+    #[serde(with = "humantime_serde")]
+    pub max_disorder: Duration,
     /// Number of splits; 0 means one per worker. Default: 0.
     pub splits: usize,
     /// Events per second over all splits; 0 means unthrottled. Default: 0.
@@ -102,10 +105,10 @@ impl Default for GeneratorConfig {
             items: 10_000,
             categories: 100,
             start_ts: 1_699_999_200_000,
-            span_ms: 86_400_000,
+            span: Duration::from_secs(86_400),
             timestamps: TimestampMode::Spread,
             item_skew: 0.0,
-            max_disorder_ms: 0,
+            max_disorder: Duration::ZERO,
             splits: 0,
             rate_per_sec: 0,
         }
@@ -134,9 +137,11 @@ impl GeneratorConfig {
                 "generator.item_skew must be a finite number >= 0".into(),
             ));
         }
-        if self.max_disorder_ms < 0 || self.span_ms < 0 {
+        if self.max_disorder.as_millis() >= i64::MAX as u128
+            || self.span.as_millis() >= i64::MAX as u128
+        {
             return Err(Error::Config(
-                "generator.max_disorder_ms and span_ms must be >= 0".into(),
+                "generator.max_disorder and span must be shorter than i64::MAX ms".into(),
             ));
         }
         Ok(())
@@ -170,17 +175,17 @@ impl GeneratorConfig {
         self
     }
 
-    /// Sets `max_disorder_ms`.
+    /// Sets `max_disorder`.
     #[must_use]
     pub fn with_max_disorder(mut self, disorder: Duration) -> Self {
-        self.max_disorder_ms = i64::try_from(disorder.as_millis()).unwrap_or(i64::MAX);
+        self.max_disorder = disorder;
         self
     }
 
-    /// Sets `span_ms`: the event time covered by the whole stream.
+    /// Sets `span`: the event time covered by the whole stream.
     #[must_use]
     pub fn with_span(mut self, span: Duration) -> Self {
-        self.span_ms = i64::try_from(span.as_millis()).unwrap_or(i64::MAX);
+        self.span = span;
         self
     }
 
@@ -239,7 +244,7 @@ impl EventFn {
             users: Modulus::new(config.users),
             items: Modulus::new(config.items),
             categories: Modulus::new(config.categories),
-            disorder: Modulus::new((config.max_disorder_ms as u64).wrapping_add(1)),
+            disorder: Modulus::new(millis(config.max_disorder).wrapping_add(1)),
             config,
             zipf_cdf,
         }
@@ -259,11 +264,11 @@ impl EventFn {
         };
         let mut ts = match c.timestamps {
             TimestampMode::Spread => {
-                c.start_ts + (i as f64 * c.span_ms as f64 / c.events.max(1) as f64) as i64
+                c.start_ts + (i as f64 * millis(c.span) as f64 / c.events.max(1) as f64) as i64
             }
             TimestampMode::WallClock => now_millis(),
         };
-        if c.max_disorder_ms > 0 {
+        if !c.max_disorder.is_zero() {
             let d = mix(c.seed.wrapping_add((3 * i + 3).wrapping_mul(GOLDEN)));
             ts -= self.disorder.rem(d) as i64;
         }
@@ -417,6 +422,11 @@ impl SplitReader<ClickEvent> for GeneratorSplit {
     }
 }
 
+/// A duration in whole milliseconds (the generator's time unit).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,7 +484,7 @@ mod tests {
                 users,
                 items,
                 categories,
-                max_disorder_ms: disorder,
+                max_disorder: Duration::from_millis(disorder),
                 ..GeneratorConfig::default().with_events(100_000)
             };
             let src = GeneratorSource::new(c.clone()).unwrap();
@@ -486,7 +496,8 @@ mod tests {
                 assert_eq!(e.user_id, u % users);
                 assert_eq!(e.item_id, v % items);
                 assert_eq!(e.category, e.item_id % categories);
-                let spread = c.start_ts + (i as f64 * c.span_ms as f64 / c.events as f64) as i64;
+                let spread =
+                    c.start_ts + (i as f64 * millis(c.span) as f64 / c.events as f64) as i64;
                 let back = if disorder > 0 {
                     d % (disorder as u64 + 1)
                 } else {

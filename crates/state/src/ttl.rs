@@ -48,13 +48,14 @@ pub enum TtlUpdate {
 ///
 /// let desc = StateDescriptor::new("seen")
 ///     .with_ttl(StateTtl::event_time(Duration::from_secs(3600)));
-/// assert_eq!(desc.ttl().map(|t| t.ttl_ms), Some(3_600_000));
+/// assert_eq!(desc.ttl().map(|t| t.ttl), Some(Duration::from_secs(3600)));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateTtl {
-    /// Time to live in milliseconds of the chosen clock. Required, at least 1.
-    pub ttl_ms: u64,
+    /// Time to live on the chosen clock (`25h` in files). Required, at least 1 ms.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
     /// The clock. Default: processing time.
     #[serde(default)]
     pub time: TtlTime,
@@ -63,10 +64,10 @@ pub struct StateTtl {
     pub update: TtlUpdate,
     /// Interval, on the same clock, between sweeps that remove expired entries nobody
     /// reads. Default (`None`): half the TTL, so an entry is gone at most 1.5 × TTL after
-    /// its last write. `Some(0)` turns sweeps off (cleanup on access and, on RocksDB, by
+    /// its last write. `0s` turns sweeps off (cleanup on access and, on RocksDB, by
     /// compaction only).
-    #[serde(default)]
-    pub sweep_interval_ms: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub sweep_interval: Option<Duration>,
 }
 
 impl StateTtl {
@@ -82,10 +83,10 @@ impl StateTtl {
 
     fn new(ttl: Duration, time: TtlTime) -> Self {
         Self {
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            ttl,
             time,
             update: TtlUpdate::default(),
-            sweep_interval_ms: None,
+            sweep_interval: None,
         }
     }
 
@@ -99,17 +100,17 @@ impl StateTtl {
     /// Sets the sweep interval (`Duration::ZERO` turns sweeps off).
     #[must_use]
     pub fn with_sweep_interval(mut self, every: Duration) -> Self {
-        self.sweep_interval_ms = Some(u64::try_from(every.as_millis()).unwrap_or(u64::MAX));
+        self.sweep_interval = Some(every);
         self
     }
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
-        if self.ttl_ms == 0 || self.ttl_ms > i64::MAX as u64 {
+        if self.ttl < Duration::from_millis(1) || self.ttl.as_millis() > i64::MAX as u128 {
             return Err(Error::InvalidConfig(format!(
-                "a state TTL must be between 1 ms and {} ms, not {} ms",
+                "a state TTL must be between 1 ms and {} ms, not {:?}",
                 i64::MAX,
-                self.ttl_ms
+                self.ttl
             )));
         }
         Ok(())
@@ -117,7 +118,7 @@ impl StateTtl {
 
     pub(crate) fn spec(&self) -> TtlSpec {
         TtlSpec {
-            ttl: i64::try_from(self.ttl_ms).unwrap_or(i64::MAX),
+            ttl: millis(self.ttl),
             time: self.time,
             update: self.update,
         }
@@ -125,9 +126,17 @@ impl StateTtl {
 
     /// The sweep interval in milliseconds, `None` when sweeps are off.
     pub(crate) fn sweep_every(&self) -> Option<i64> {
-        let every = self.sweep_interval_ms.unwrap_or(self.ttl_ms / 2).max(1);
-        (self.sweep_interval_ms != Some(0)).then(|| i64::try_from(every).unwrap_or(i64::MAX))
+        match self.sweep_interval {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(millis(d).max(1)),
+            None => Some((millis(self.ttl) / 2).max(1)),
+        }
     }
+}
+
+/// A duration in whole milliseconds, as the clocks count.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Marks "no time yet" in clocks and stamps.
@@ -360,7 +369,7 @@ mod tests {
 
     #[test]
     fn config_validation_and_defaults() {
-        let t: StateTtl = serde_json::from_str(r#"{"ttl_ms": 1000}"#).unwrap();
+        let t: StateTtl = serde_json::from_str(r#"{"ttl": "1s"}"#).unwrap();
         assert_eq!(t.time, TtlTime::ProcessingTime);
         assert_eq!(t.update, TtlUpdate::OnCreateAndWrite);
         assert_eq!(t.sweep_every(), Some(500));
@@ -368,8 +377,8 @@ mod tests {
         assert!(StateTtl::processing_time(Duration::ZERO)
             .validate()
             .is_err());
-        let e: StateTtl = serde_json::from_str(r#"{"ttl_ms": 5, "time": "event_time"}"#).unwrap();
+        let e: StateTtl = serde_json::from_str(r#"{"ttl": "5ms", "time": "event_time"}"#).unwrap();
         assert_eq!(e.time, TtlTime::EventTime);
-        assert!(serde_json::from_str::<StateTtl>(r#"{"ttl_ms": 5, "tll": 1}"#).is_err());
+        assert!(serde_json::from_str::<StateTtl>(r#"{"ttl": "5ms", "tll": 1}"#).is_err());
     }
 }
