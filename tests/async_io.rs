@@ -1,5 +1,6 @@
 //! The async operator: calls with random delays, retries of inputs that cannot be
-//! answered yet, and failures of the job at many points. With either barrier mode and
+//! answered yet, failures of the job at many points, and the process killed with
+//! SIGKILL. With either barrier mode and
 //! either output order, the published output after a failure and a restore is exactly
 //! that of an uninterrupted run; ordered output keeps input order; the bound on calls in
 //! flight holds.
@@ -167,6 +168,63 @@ fn output_is_exactly_once_across_failures_in_every_mode() {
                 );
             }
         }
+    }
+}
+
+/// The job of `killed_with_sigkill_and_restored`, run in a child process of this test
+/// binary; without `FERROFLOW_ASYNC_CHILD_DIR` it does nothing.
+#[test]
+fn child_job() {
+    let Ok(root) = std::env::var("FERROFLOW_ASYNC_CHILD_DIR") else {
+        return;
+    };
+    run(Path::new(&root), &AsyncConfig::default(), None, latest()).unwrap();
+}
+
+/// The number of the newest complete checkpoint under `dir/checkpoints` (0: none).
+fn newest_checkpoint(dir: &Path) -> u64 {
+    common::newest_checkpoint_dir(&dir.join("checkpoints"))
+        .and_then(|p| p.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn killed_with_sigkill_and_restored() {
+    let want = expected();
+    for wait_for in [1u64, 3] {
+        let d = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["child_job", "--exact", "--nocapture"])
+            .env("FERROFLOW_ASYNC_CHILD_DIR", d.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while newest_checkpoint(d.path()) < wait_for {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the child job made no checkpoint"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the child job ended early"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().unwrap(); // SIGKILL, with calls in flight
+        child.wait().unwrap();
+        assert!(
+            published(d.path()).len() < want.len(),
+            "killed before the end"
+        );
+        run(d.path(), &AsyncConfig::default(), None, latest()).unwrap();
+        let got = published(d.path());
+        assert!(
+            got == want,
+            "killed after {wait_for} checkpoints: {}",
+            first_differences(&got, &want)
+        );
     }
 }
 
