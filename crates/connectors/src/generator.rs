@@ -499,7 +499,7 @@ mod tests {
                 let spread =
                     c.start_ts + (i as f64 * millis(c.span) as f64 / c.events as f64) as i64;
                 let back = if disorder > 0 {
-                    d % (disorder as u64 + 1)
+                    d % (disorder + 1)
                 } else {
                     0
                 };
