@@ -498,11 +498,7 @@ mod tests {
                 assert_eq!(e.category, e.item_id % categories);
                 let spread =
                     c.start_ts + (i as f64 * millis(c.span) as f64 / c.events as f64) as i64;
-                let back = if disorder > 0 {
-                    d % (disorder + 1)
-                } else {
-                    0
-                };
+                let back = if disorder > 0 { d % (disorder + 1) } else { 0 };
                 assert_eq!(e.ts, spread - back as i64);
             }
         }
