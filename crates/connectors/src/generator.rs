@@ -19,7 +19,6 @@
 //! that much (`mix(seed + (3i+3)·GOLDEN) % (max_disorder in ms + 1)`); `rate_per_sec`
 //! throttles.
 
-use crate::fastmod::Modulus;
 use ferroflow_core::{
     now_millis, Error, Result, Source, SplitPosition, SplitReader, SplitStatus, Timestamp,
 };
@@ -217,12 +216,12 @@ struct EventFn {
     config: GeneratorConfig,
     /// Cumulative Zipf weights over items, when skewed.
     zipf_cdf: Option<Arc<[f64]>>,
-    /// The remainders of the formula: by users, items, categories and the disorder's
-    /// range.
-    users: Modulus,
-    items: Modulus,
-    categories: Modulus,
-    disorder: Modulus,
+    /// The divisors of the formula's remainders: users, items, categories and the
+    /// disorder's range (each at least 1 once the configuration is valid).
+    users: u64,
+    items: u64,
+    categories: u64,
+    disorder: u64,
 }
 
 impl EventFn {
@@ -241,10 +240,10 @@ impl EventFn {
             Arc::from(cdf)
         });
         Self {
-            users: Modulus::new(config.users),
-            items: Modulus::new(config.items),
-            categories: Modulus::new(config.categories),
-            disorder: Modulus::new(millis(config.max_disorder).wrapping_add(1)),
+            users: config.users,
+            items: config.items,
+            categories: config.categories,
+            disorder: millis(config.max_disorder).wrapping_add(1),
             config,
             zipf_cdf,
         }
@@ -256,7 +255,7 @@ impl EventFn {
         let u = mix(c.seed.wrapping_add((3 * i + 1).wrapping_mul(GOLDEN)));
         let v = mix(c.seed.wrapping_add((3 * i + 2).wrapping_mul(GOLDEN)));
         let item_id = match &self.zipf_cdf {
-            None => self.items.rem(v),
+            None => rem(v, self.items),
             Some(cdf) => {
                 let x = (v >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
                 cdf.partition_point(|&p| p <= x).min(cdf.len() - 1) as u64
@@ -270,14 +269,14 @@ impl EventFn {
         };
         if !c.max_disorder.is_zero() {
             let d = mix(c.seed.wrapping_add((3 * i + 3).wrapping_mul(GOLDEN)));
-            ts -= self.disorder.rem(d) as i64;
+            ts -= rem(d, self.disorder) as i64;
         }
         ClickEvent {
             seq: i,
             ts,
-            user_id: self.users.rem(u),
+            user_id: rem(u, self.users),
             item_id,
-            category: self.categories.rem(item_id),
+            category: rem(item_id, self.categories),
         }
     }
 }
@@ -422,6 +421,12 @@ impl SplitReader<ClickEvent> for GeneratorSplit {
     }
 }
 
+/// `n % d`, and 0 for a divisor of 0 (which a valid configuration never has).
+#[inline]
+fn rem(n: u64, d: u64) -> u64 {
+    n.checked_rem(d).unwrap_or(0)
+}
+
 /// A duration in whole milliseconds (the generator's time unit).
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -470,10 +475,10 @@ mod tests {
         }
     }
 
-    /// The generator's remainders (without a division instruction) are the formula's
-    /// `%`, for sizes other than the defaults too.
+    /// The generator follows the formula for sizes other than the defaults too, up to
+    /// the largest.
     #[test]
-    fn events_follow_the_formula_with_division() {
+    fn events_follow_the_formula_for_any_sizes() {
         for (users, items, categories, disorder) in [
             (1_000_000, 10_000, 100, 0),
             (7, 3, 1, 999),

@@ -8,7 +8,6 @@
 //!   per-partition watermarks, and a Kafka sink.
 #![deny(missing_docs)]
 
-mod fastmod;
 pub mod generator;
 pub mod jsonl;
 #[cfg(feature = "kafka")]

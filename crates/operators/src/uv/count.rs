@@ -107,23 +107,6 @@ pub enum UvOutput {
     Late(LateRecord),
 }
 
-/// Frees what an input's users hold. A numeric user, the usual input, holds nothing: it
-/// is let go without the general drop, an out-of-line call that every input made.
-#[inline]
-fn release(users: Users) {
-    if matches!(users, Users::One(UserId::Int(_))) {
-        std::mem::forget(users);
-    } else {
-        drop_users(users);
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn drop_users(users: Users) {
-    drop(users);
-}
-
 /// The state of one key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Bucket {
@@ -445,7 +428,7 @@ impl UvCount {
         if let Some(end) = step_end {
             timers.register_event_time_timer(key, end - 1);
         }
-        release(users);
+        drop(users);
         Ok(())
     }
 
