@@ -18,7 +18,7 @@ pub struct EnvConfig {
     /// Records per batch passed between operators and workers. Default: 1024.
     pub batch_size: usize,
     /// Batches a channel between two workers holds before the sender blocks
-    /// (backpressure); a blocked sender goes on once half of them were taken. Default: 8.
+    /// (backpressure). Default: 8.
     pub channel_capacity: usize,
     /// Longest a partly filled batch may wait in an exchange before it is sent anyway
     /// (`5ms` in files). Default: 5 ms.

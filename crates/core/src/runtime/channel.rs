@@ -1,47 +1,22 @@
-//! The bounded channels of exchanges, with backpressure that wakes a blocked sender once
-//! per half channel rather than once per batch.
-//!
-//! When a producer outpaces its consumer, the channel between them stays full. A plain
-//! blocking send then parks the producer, and every batch the consumer takes wakes it to
-//! put in one more: a context switch on the producer's core and a wake-up call on the
-//! consumer's for every batch, work that does nothing for the job. Here a sender that
-//! finds its channel full parks until the receiver has taken it down to half its
-//! capacity, then fills it again without stopping: one wake-up for every half channel of
-//! batches. The consumer never waits for it, since half a channel of batches is still
-//! queued when the sender is woken.
+//! The bounded channels of exchanges: crossbeam's, with a send that waits while the
+//! channel is full (backpressure) and gives up when the job stops.
 
 use super::Message;
-use crossbeam_channel::{Receiver, Select, SelectedOperation, Sender, TryRecvError, TrySendError};
-use parking_lot::Mutex;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::Thread;
+use crossbeam_channel::{
+    Receiver, Select, SelectedOperation, SendTimeoutError, Sender, TryRecvError, TrySendError,
+};
 use std::time::Duration;
-
-/// What the two ends of one channel share: whether the sender waits for room, and its
-/// thread.
-#[derive(Debug, Default)]
-struct Room {
-    waiting: AtomicBool,
-    sender: Mutex<Option<Thread>>,
-    /// Times the receiver woke the sender.
-    wakes: AtomicU64,
-}
 
 /// The sending end of an exchange channel.
 #[derive(Debug)]
 pub(crate) struct Tx<T> {
     chan: Sender<Message<T>>,
-    room: Arc<Room>,
 }
 
 /// The receiving end of an exchange channel.
 #[derive(Debug)]
 pub(crate) struct Rx<T> {
     chan: Receiver<Message<T>>,
-    room: Arc<Room>,
-    /// The sender is woken once no more than this many messages are queued.
-    low: usize,
 }
 
 /// Why a send did not go through.
@@ -55,20 +30,8 @@ pub(crate) enum SendError {
 
 /// A channel holding at most `capacity` (at least 1) messages.
 pub(crate) fn channel<T>(capacity: usize) -> (Tx<T>, Rx<T>) {
-    let capacity = capacity.max(1);
-    let (tx, rx) = crossbeam_channel::bounded(capacity);
-    let room = Arc::new(Room::default());
-    (
-        Tx {
-            chan: tx,
-            room: Arc::clone(&room),
-        },
-        Rx {
-            chan: rx,
-            room,
-            low: capacity / 2,
-        },
-    )
+    let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+    (Tx { chan: tx }, Rx { chan: rx })
 }
 
 impl<T> Tx<T> {
@@ -77,43 +40,23 @@ impl<T> Tx<T> {
         self.chan.try_send(msg)
     }
 
-    /// Sends `msg`, waiting while the channel is full: parked until the receiver has
-    /// taken the channel down to half, or for at most `poll` at a time, after which
-    /// `stop` is asked whether to give up.
+    /// Sends `msg`, blocking while the channel is full, for at most `poll` at a time,
+    /// after which `stop` is asked whether to give up.
     pub(crate) fn send_waiting(
         &self,
         mut msg: Message<T>,
         poll: Duration,
         stop: impl Fn() -> bool,
     ) -> Result<(), SendError> {
-        {
-            // The thread to wake: this one (a sending end may move between threads).
-            let me = std::thread::current();
-            let mut sender = self.room.sender.lock();
-            if sender.as_ref().map(Thread::id) != Some(me.id()) {
-                *sender = Some(me);
-            }
-        }
         loop {
-            // Announced before the attempt: a receiver that takes the channel down to
-            // half after a failed attempt sees it and wakes this thread. The fences
-            // here and in `received` order each side's write before its read of the
-            // other's, so one of the two always sees the other's.
-            self.room.waiting.store(true, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
-            match self.chan.try_send(msg) {
-                Ok(()) => {
-                    self.room.waiting.store(false, Ordering::Relaxed);
-                    return Ok(());
-                }
-                Err(TrySendError::Full(m)) => msg = m,
-                Err(TrySendError::Disconnected(_)) => return Err(SendError::Disconnected),
+            match self.chan.send_timeout(msg, poll) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Disconnected(_)) => return Err(SendError::Disconnected),
+                Err(SendTimeoutError::Timeout(m)) => msg = m,
             }
             if stop() {
-                self.room.waiting.store(false, Ordering::Relaxed);
                 return Err(SendError::Stopped);
             }
-            std::thread::park_timeout(poll);
         }
     }
 }
@@ -121,9 +64,7 @@ impl<T> Tx<T> {
 impl<T> Rx<T> {
     /// The next message if one is queued.
     pub(crate) fn try_recv(&self) -> Result<Message<T>, TryRecvError> {
-        let msg = self.chan.try_recv()?;
-        self.received();
-        Ok(msg)
+        self.chan.try_recv()
     }
 
     /// Adds this channel to `select` (see [`Rx::recv_selected`]).
@@ -136,31 +77,7 @@ impl<T> Rx<T> {
         &self,
         op: SelectedOperation<'_>,
     ) -> Result<Message<T>, crossbeam_channel::RecvError> {
-        let msg = op.recv(&self.chan)?;
-        self.received();
-        Ok(msg)
-    }
-
-    /// After a message was taken: wakes a waiting sender once the channel is down to
-    /// half. A fence and the load of one flag while no sender waits.
-    #[inline]
-    fn received(&self) {
-        fence(Ordering::SeqCst);
-        if self.room.waiting.load(Ordering::Relaxed)
-            && self.chan.len() <= self.low
-            && self.room.waiting.swap(false, Ordering::SeqCst)
-        {
-            self.room.wakes.fetch_add(1, Ordering::Relaxed);
-            if let Some(sender) = self.room.sender.lock().as_ref() {
-                sender.unpark();
-            }
-        }
-    }
-
-    /// Times this end woke its sender.
-    #[cfg(test)]
-    fn wakes(&self) -> u64 {
-        self.room.wakes.load(Ordering::Relaxed)
+        op.recv(&self.chan)
     }
 }
 
@@ -179,10 +96,9 @@ mod tests {
     }
 
     /// Every message arrives once and in order, whatever the capacity, with a receiver
-    /// that takes its time; and a sender blocked on a full channel is woken once per
-    /// half channel at most, not once per message.
+    /// that takes its time, so that the sender keeps blocking on a full channel.
     #[test]
-    fn a_blocked_sender_is_woken_once_per_half_channel() {
+    fn a_blocked_sender_delivers_every_message_in_order() {
         for capacity in [1usize, 2, 3, 8] {
             let (tx, rx) = channel::<u64>(capacity);
             let n = 2_000u64;
@@ -209,14 +125,6 @@ mod tests {
             }
             sender.join().unwrap();
             assert_eq!(got, (0..n).collect::<Vec<_>>(), "capacity {capacity}");
-            // A wake needs the sender to have found the channel full since the last
-            // one: at least `capacity - low` sends apart.
-            let per_wake = (capacity - capacity / 2) as u64;
-            assert!(
-                rx.wakes() <= n / per_wake + 1,
-                "capacity {capacity}: {} wakes for {n} messages",
-                rx.wakes()
-            );
         }
     }
 
