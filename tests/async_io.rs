@@ -181,39 +181,19 @@ fn child_job() {
     run(Path::new(&root), &AsyncConfig::default(), None, latest()).unwrap();
 }
 
-/// The number of the newest complete checkpoint under `dir/checkpoints` (0: none).
-fn newest_checkpoint(dir: &Path) -> u64 {
-    common::newest_checkpoint_dir(&dir.join("checkpoints"))
-        .and_then(|p| p.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn killed_with_sigkill_and_restored() {
     let want = expected();
     for wait_for in [1u64, 3] {
         let d = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["child_job", "--exact", "--nocapture"])
-            .env("FERROFLOW_ASYNC_CHILD_DIR", d.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let t = std::time::Instant::now();
-        while newest_checkpoint(d.path()) < wait_for {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "the child job made no checkpoint"
-            );
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the child job ended early"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        child.kill().unwrap(); // SIGKILL, with calls in flight
-        child.wait().unwrap();
+        // Killed with calls in flight.
+        common::kill_after_checkpoint(
+            "child_job",
+            "FERROFLOW_ASYNC_CHILD_DIR",
+            d.path(),
+            &d.path().join("checkpoints"),
+            wait_for,
+        );
         assert!(
             published(d.path()).len() < want.len(),
             "killed before the end"

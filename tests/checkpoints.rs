@@ -10,26 +10,7 @@ use common::counting::*;
 use ferroflow::prelude::*;
 use ferroflow::{CheckpointConfig, RestoreFrom, SplitReader, SplitStatus};
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// The number of the newest complete checkpoint (0 if none).
-fn newest_checkpoint(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|e| {
-            e.flatten()
-                .filter(|e| e.path().join("_metadata").is_file())
-                .filter_map(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .trim_start_matches("chk-")
-                        .parse::<u64>()
-                        .ok()
-                })
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
-}
+use std::time::Duration;
 
 fn complete_checkpoints(dir: &Path) -> usize {
     std::fs::read_dir(dir)
@@ -151,27 +132,13 @@ fn killed_with_sigkill_and_restored() {
     for wait_for in [1u64, 6] {
         let d = dirs();
         let root = d.checkpoints.parent().unwrap().to_path_buf();
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["child_job", "--exact", "--nocapture"])
-            .env("FERROFLOW_CHILD_DIR", &root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while newest_checkpoint(&d.checkpoints) < wait_for {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "the child job made no checkpoint"
-            );
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the child job ended early"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        common::kill_after_checkpoint(
+            "child_job",
+            "FERROFLOW_CHILD_DIR",
+            &root,
+            &d.checkpoints,
+            wait_for,
+        );
         assert!(
             published(&d.output).len() < want.len(),
             "killed before the end"

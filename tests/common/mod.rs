@@ -60,6 +60,46 @@ pub fn newest_checkpoint_dir(dir: &std::path::Path) -> Option<std::path::PathBuf
         .map(|(_, p)| p)
 }
 
+/// Runs the test `child_test` of this test binary in a child process with `var` set to
+/// `dir`, and kills it with SIGKILL once `checkpoints` holds checkpoint `n` (complete).
+/// Fails if the child makes no checkpoint within 30 s or ends first.
+pub fn kill_after_checkpoint(
+    child_test: &str,
+    var: &str,
+    dir: &std::path::Path,
+    checkpoints: &std::path::Path,
+    n: u64,
+) {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([child_test, "--exact", "--nocapture"])
+        .env(var, dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let number = |p: std::path::PathBuf| -> Option<u64> {
+        p.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok()
+    };
+    let t = std::time::Instant::now();
+    while newest_checkpoint_dir(checkpoints)
+        .and_then(number)
+        .unwrap_or(0)
+        < n
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "the child job made no checkpoint"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child job ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
 /// A `try_map` function that passes records through and, when `n` is set, fails the job
 /// at the `n`-th record it sees (counted from 1, over every worker).
 pub fn fail_after<T: Send + 'static>(
