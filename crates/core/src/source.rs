@@ -118,13 +118,19 @@ pub trait SplitReader<T>: Send {
     }
 }
 
-/// A splittable input of records of type `Item`.
+/// A splittable input of records of type `Item`: implement `create_splits`.
 pub trait Source: Send + 'static {
     /// The record type.
     type Item: Send + 'static;
 
-    /// Name used in logs and metrics, e.g. `"generator"`.
-    fn name(&self) -> String;
+    /// Name used in logs, metrics and the operator's name in checkpoints, e.g.
+    /// `"generator"`. Default: the type's name in lower case (`MySource<T>` gives
+    /// `mysource`); a source whose type may be renamed should give a stable name.
+    fn name(&self) -> String {
+        let full = std::any::type_name::<Self>();
+        let base = full.split('<').next().unwrap_or(full);
+        base.rsplit("::").next().unwrap_or(base).to_lowercase()
+    }
 
     /// Divides the input into splits. `parallelism` (the number of workers that will read
     /// them) is a hint: a source may return more splits, fewer, or none.
@@ -135,4 +141,23 @@ pub trait Source: Send + 'static {
         &mut self,
         parallelism: usize,
     ) -> Result<Vec<Box<dyn SplitReader<Self::Item>>>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Clicks<T>(std::marker::PhantomData<T>);
+
+    impl<T: Send + 'static> Source for Clicks<T> {
+        type Item = T;
+        fn create_splits(&mut self, _p: usize) -> Result<Vec<Box<dyn SplitReader<T>>>> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn a_source_is_named_after_its_type_by_default() {
+        assert_eq!(Clicks::<String>(std::marker::PhantomData).name(), "clicks");
+    }
 }
