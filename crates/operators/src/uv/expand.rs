@@ -4,8 +4,6 @@ use super::values::Packer;
 use super::{Grain, Users, UvConfig, UvEvent, UvInput, UvKey};
 use ferroflow_core::Timestamp;
 
-const DAY: i64 = 86_400_000;
-
 /// The keyed inputs one event makes: one per dimension set (whose fields it has) × grain
 /// (whose bucket holds it).
 pub fn expand<E: UvEvent>(config: &UvConfig, e: &E) -> Vec<(UvKey, UvInput)> {
@@ -50,10 +48,9 @@ impl<'a> Expander<'a> {
         // Remembered only where every time in `[start, end)` is known to give the same
         // bucket: whole local days always are; fixed lengths are where nothing saturates
         // and the zone's offset does not change within the bucket.
-        let whole_days = zone.fixed_offset_ms().is_none() && g.length_ms() % DAY == 0;
         let exact = match g {
             Grain::Range { .. } => true,
-            _ if whole_days => start < end,
+            _ if g.follows_local_days(zone) => start < end,
             _ => {
                 let offset = zone.offset_ms_at(ts);
                 start.checked_add(g.length_ms()) == Some(end)

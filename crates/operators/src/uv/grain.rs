@@ -135,12 +135,23 @@ impl Grain {
         match self {
             Self::Range { end_ms, .. } => *end_ms,
             Self::Tumbling { size_ms, .. } | Self::Cumulative { size_ms, .. } => {
-                if zone.fixed_offset_ms().is_some() || size_ms % DAY != 0 {
-                    start.saturating_add(*size_ms)
-                } else {
+                if local_days(*size_ms, zone) {
                     tumbling_bucket(start, *size_ms, zone).1
+                } else {
+                    start.saturating_add(*size_ms)
                 }
             }
+        }
+    }
+
+    /// Whether this grain's buckets are local calendar days of `zone` (whole days in a
+    /// zone whose offset changes), so that they are not all of one length.
+    pub(super) fn follows_local_days(&self, zone: &Zone) -> bool {
+        match self {
+            Self::Tumbling { size_ms, .. } | Self::Cumulative { size_ms, .. } => {
+                local_days(*size_ms, zone)
+            }
+            Self::Range { .. } => false,
         }
     }
 
@@ -199,11 +210,18 @@ pub fn parse_duration_ms(text: &str) -> Result<i64> {
         .ok_or_else(|| Error::Config(format!("`{text}` is too long")))
 }
 
+/// Whether buckets of `size_ms` in `zone` are local calendar days: sizes of whole days in
+/// a zone whose offset changes. (In a fixed-offset zone, UTC included, a day is always
+/// 24 hours and plain arithmetic gives the same buckets.)
+fn local_days(size_ms: i64, zone: &Zone) -> bool {
+    zone.fixed_offset_ms().is_none() && size_ms % DAY == 0
+}
+
 /// The tumbling bucket of `size_ms` holding `ts` in `zone`: whole local days for sizes of
 /// whole days (counted from 1970-01-01 local), else fixed lengths aligned to the local
 /// clock at `ts`.
 fn tumbling_bucket(ts: Timestamp, size_ms: i64, zone: &Zone) -> (Timestamp, Timestamp) {
-    if size_ms % DAY == 0 && zone.fixed_offset_ms().is_none() {
+    if local_days(size_ms, zone) {
         let days = size_ms / DAY;
         let day = zone.local_day(ts);
         let first = day - day.rem_euclid(days);
