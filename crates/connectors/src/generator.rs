@@ -20,7 +20,8 @@
 //! throttles.
 
 use ferroflow_core::{
-    now_millis, Error, Result, Source, SplitPosition, SplitReader, SplitStatus, Timestamp,
+    duration_millis, now_millis, Error, Result, Source, SplitPosition, SplitReader, SplitStatus,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -243,7 +244,9 @@ impl EventFn {
             users: config.users,
             items: config.items,
             categories: config.categories,
-            disorder: millis(config.max_disorder).wrapping_add(1),
+            disorder: duration_millis(config.max_disorder)
+                .unsigned_abs()
+                .wrapping_add(1),
             config,
             zipf_cdf,
         }
@@ -263,7 +266,8 @@ impl EventFn {
         };
         let mut ts = match c.timestamps {
             TimestampMode::Spread => {
-                c.start_ts + (i as f64 * millis(c.span) as f64 / c.events.max(1) as f64) as i64
+                c.start_ts
+                    + (i as f64 * duration_millis(c.span) as f64 / c.events.max(1) as f64) as i64
             }
             TimestampMode::WallClock => now_millis(),
         };
@@ -427,11 +431,6 @@ fn rem(n: u64, d: u64) -> u64 {
     n.checked_rem(d).unwrap_or(0)
 }
 
-/// A duration in whole milliseconds (the generator's time unit).
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,8 +500,8 @@ mod tests {
                 assert_eq!(e.user_id, u % users);
                 assert_eq!(e.item_id, v % items);
                 assert_eq!(e.category, e.item_id % categories);
-                let spread =
-                    c.start_ts + (i as f64 * millis(c.span) as f64 / c.events as f64) as i64;
+                let spread = c.start_ts
+                    + (i as f64 * duration_millis(c.span) as f64 / c.events as f64) as i64;
                 let back = if disorder > 0 { d % (disorder + 1) } else { 0 };
                 assert_eq!(e.ts, spread - back as i64);
             }

@@ -70,7 +70,7 @@ pub use keyed::{
 pub use sink::{Sink, SinkContext};
 pub use source::{Source, SplitReader, SplitStatus};
 pub use stream::{DataStream, KeyedStream};
-pub use time::{now_millis, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
+pub use time::{duration_millis, now_millis, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 pub use timer::{TimeDomain, Timer};
 pub use watermark::WatermarkStrategy;
 pub use zone::Zone;

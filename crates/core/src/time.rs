@@ -1,6 +1,6 @@
 //! Event time: timestamps and watermarks.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A point in event or processing time: milliseconds since the Unix epoch, UTC.
 pub type Timestamp = i64;
@@ -16,5 +16,11 @@ pub const MAX_WATERMARK: Timestamp = Timestamp::MAX;
 pub fn now_millis() -> Timestamp {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, duration_millis)
+}
+
+/// A duration in whole milliseconds, as timestamps count time (saturating at
+/// `Timestamp::MAX`): for adding a configured `Duration` to a [`Timestamp`].
+pub fn duration_millis(d: Duration) -> Timestamp {
+    Timestamp::try_from(d.as_millis()).unwrap_or(Timestamp::MAX)
 }

@@ -6,7 +6,7 @@ use super::grain::time_text;
 use super::sizes::SizeHints;
 use super::{Mode, UvConfig};
 use ferroflow_core::{
-    now_millis, BatchContext, Collector, Error, KeyedBatchFunction, KeyedContext,
+    duration_millis, now_millis, BatchContext, Collector, Error, KeyedBatchFunction, KeyedContext,
     KeyedProcessFunction, OpenContext, Result, TimeDomain, Timer, TimerService, Timestamp,
 };
 
@@ -290,8 +290,8 @@ impl UvCount {
             .collect();
         let sizes = SizeHints::new(config.dimensions.len(), config.grains.len());
         Ok(Self {
-            lateness_ms: super::millis(config.lateness),
-            update_interval_ms: super::millis(config.update_interval),
+            lateness_ms: duration_millis(config.lateness),
+            update_interval_ms: duration_millis(config.update_interval),
             config,
             counters,
             states: Vec::new(),
@@ -491,7 +491,7 @@ impl KeyedProcessFunction for UvCount {
                 .length_ms()
                 .max(0)
                 .saturating_add(self.lateness_ms)
-                .saturating_add(super::millis(self.config.ttl_margin))
+                .saturating_add(duration_millis(self.config.ttl_margin))
                 .max(1);
             let desc = StateDescriptor::new(format!("uv-{}", g.name())).with_ttl(
                 StateTtl::event_time(Duration::from_millis(ttl.unsigned_abs())),
