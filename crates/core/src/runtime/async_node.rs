@@ -217,28 +217,32 @@ where
     /// Waits for one completion (or until the next retry is due, or a short while), takes
     /// every completion there is, issues due retries and emits what is ready.
     fn wait_once(&mut self) -> Result<()> {
-        if self.control.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
-        let now = Instant::now();
         // A retry that is due but has no room waits for a completion like the rest.
         let until_due = match self.held.peek() {
             Some(Reverse((due, _, _))) if self.in_flight < self.config.capacity => {
-                due.saturating_duration_since(now)
+                due.saturating_duration_since(Instant::now())
             }
             _ => WAIT,
         };
-        match self.done_rx.recv_timeout(until_due.min(WAIT)) {
-            Ok(done) => self.complete(done)?,
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(Error::Internal(format!(
-                    "async operator `{}` lost its completions",
-                    self.operator
-                )))
-            }
-        }
+        self.receive(until_due.min(WAIT))?;
         self.poll()
+    }
+
+    /// Applies the next completion, waiting at most `timeout` for one; fails if the job
+    /// was cancelled meanwhile.
+    fn receive(&mut self, timeout: Duration) -> Result<()> {
+        if self.control.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        match self.done_rx.recv_timeout(timeout) {
+            Ok(done) => self.complete(done),
+            Err(RecvTimeoutError::Timeout) => Ok(()),
+            // This node holds a sender itself.
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Internal(format!(
+                "async operator `{}` lost its completions",
+                self.operator
+            ))),
+        }
     }
 
     /// Takes every completion there is, issues due retries, emits what is ready.
@@ -511,14 +515,7 @@ where
     fn barrier(&mut self, snapshot: &mut TaskSnapshot) -> Result<()> {
         if self.config.on_barrier == OnBarrier::Drain {
             while self.in_flight > 0 {
-                if self.control.is_cancelled() {
-                    return Err(Error::Cancelled);
-                }
-                match self.done_rx.recv_timeout(WAIT) {
-                    Ok(done) => self.complete(done)?,
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
+                self.receive(WAIT)?;
             }
             self.emit_ready()?;
         }
