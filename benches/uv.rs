@@ -234,11 +234,9 @@ fn memory() {
     let mut config = per_item_hour(Mode::Exact);
     // One bucket spanning the whole stream: every pair stays in state until the end.
     let start = GeneratorConfig::default().start_ts;
-    config.grains = vec![Grain::Range {
-        name: "all".into(),
-        start_ms: start - 3_600_000,
-        end_ms: start + 25 * 3_600_000,
-    }];
+    config.grains = vec![
+        Grain::range("all", start - 3_600_000, start + 25 * 3_600_000).expect("a valid range"),
+    ];
     let (_, _, pairs, _) = run_case(
         1,
         &Case {

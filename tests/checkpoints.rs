@@ -8,7 +8,7 @@ mod common;
 use common::counting::*;
 
 use ferroflow::prelude::*;
-use ferroflow::{CheckpointConfig, RestoreFrom, SplitReader, SplitStatus};
+use ferroflow::{CheckpointConfig, RestoreFrom, SplitPosition, SplitReader, SplitStatus};
 use std::path::Path;
 use std::time::Duration;
 
@@ -164,11 +164,9 @@ fn checkpoints_need_replayable_sources() {
             Ok(vec![Box::new(Forever)])
         }
     }
+    // The split's id defaults to its type's name.
     struct Forever;
     impl SplitReader<u64> for Forever {
-        fn split_id(&self) -> String {
-            "forever".into()
-        }
         fn poll(&mut self, _max: usize, out: &mut Vec<u64>) -> Result<SplitStatus> {
             out.push(1);
             std::thread::sleep(Duration::from_millis(1));
@@ -187,6 +185,46 @@ fn checkpoints_need_replayable_sources() {
         err.to_string().contains("`forever`") && err.to_string().contains("replayable"),
         "{err}"
     );
+}
+
+/// Two replayable splits of one source that leave `split_id` at its default (the type's
+/// name) would overwrite each other's position: the checkpoint fails, naming the id.
+#[test]
+fn replayable_splits_need_ids_of_their_own() {
+    struct Twins;
+    impl Source for Twins {
+        type Item = u64;
+        fn create_splits(&mut self, _p: usize) -> Result<Vec<Box<dyn SplitReader<u64>>>> {
+            Ok(vec![Box::new(Counted(0)), Box::new(Counted(0))])
+        }
+    }
+    struct Counted(u64);
+    impl SplitReader<u64> for Counted {
+        fn poll(&mut self, _max: usize, out: &mut Vec<u64>) -> Result<SplitStatus> {
+            out.push(self.0);
+            self.0 += 1;
+            std::thread::sleep(Duration::from_millis(1));
+            Ok(SplitStatus::More)
+        }
+        fn position(&self) -> Option<SplitPosition> {
+            Some(self.0.into())
+        }
+    }
+    let d = dirs();
+    let env = common::env(1);
+    env.enable_checkpointing(
+        CheckpointConfig::new(&d.checkpoints).with_interval(Duration::from_secs(3600)),
+    );
+    env.from_source(Twins, WatermarkStrategy::none())
+        .sink(DiscardSink::new());
+    let handle = env.start().unwrap();
+    let err = handle.savepoint().unwrap_err().to_string();
+    assert!(
+        err.contains("twins") && err.contains("`counted`") && err.contains("unique"),
+        "{err}"
+    );
+    handle.stop();
+    handle.join().unwrap();
 }
 
 #[test]

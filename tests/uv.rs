@@ -46,7 +46,7 @@ impl UvEvent for Click {
 fn minute_config() -> UvConfig {
     UvConfig {
         dimensions: UvConfig::parse_dimensions(";platform"),
-        grains: vec![Grain::tumbling("1m", MINUTE)],
+        grains: vec![Grain::tumbling("1m", Duration::from_secs(60))],
         lateness: Duration::ZERO,
         update_interval: Duration::ZERO,
         ttl_margin: Duration::from_secs(60),
@@ -163,7 +163,10 @@ fn run_job(dir: &std::path::Path, fail_after: Option<u64>, restore: RestoreFrom)
         .try_map(common::fail_after(fail_after))
         .map(Click);
     let config = UvConfig {
-        grains: vec![Grain::tumbling("10m", 10 * MINUTE), Grain::hour()],
+        grains: vec![
+            Grain::tumbling("10m", Duration::from_secs(600)),
+            Grain::hour(),
+        ],
         mode: Mode::Exact,
         lateness: Duration::from_millis(10_000),
         update_interval: Duration::from_millis(20),

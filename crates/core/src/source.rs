@@ -20,22 +20,35 @@ pub enum SplitStatus {
     Finished,
 }
 
-/// Reads one split. Owned by one worker thread.
+/// A type's name without its path and parameters, in lower case (`MySource<T>` gives
+/// `mysource`): the default name of a source and id of a split.
+fn short_type_name<T: ?Sized>() -> String {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base).to_lowercase()
+}
+
+/// Reads one split. Owned by one worker thread. Implement `poll`; a split that can be
+/// replayed also implements `split_id`, `position` and `seek`.
 pub trait SplitReader<T>: Send {
-    /// A stable identifier of the split, unique within its source (e.g. a file path or
-    /// `generator-3/8`).
-    fn split_id(&self) -> String;
-
-    /// Called once on the worker thread before the first `poll`.
-    fn open(&mut self) -> Result<()> {
-        Ok(())
-    }
-
     /// Appends at most `max` records to `out` and says whether more may follow.
     ///
     /// # Errors
     /// A failing read stops the job with that error.
     fn poll(&mut self, max: usize, out: &mut Vec<T>) -> Result<SplitStatus>;
+
+    /// A stable identifier of the split, unique within its source (e.g. a file path or
+    /// `generator-3/8`): checkpoints record positions under it. Default: the reader's
+    /// type name, which is enough for a source of one split; a checkpoint in which two
+    /// splits of one source report a position under the same id fails, naming it.
+    fn split_id(&self) -> String {
+        short_type_name::<Self>()
+    }
+
+    /// Called once on the worker thread before the first `poll`.
+    fn open(&mut self) -> Result<()> {
+        Ok(())
+    }
 
     /// Called once when the split is finished or the job stops.
     fn close(&mut self) -> Result<()> {
@@ -127,9 +140,7 @@ pub trait Source: Send + 'static {
     /// `"generator"`. Default: the type's name in lower case (`MySource<T>` gives
     /// `mysource`); a source whose type may be renamed should give a stable name.
     fn name(&self) -> String {
-        let full = std::any::type_name::<Self>();
-        let base = full.split('<').next().unwrap_or(full);
-        base.rsplit("::").next().unwrap_or(base).to_lowercase()
+        short_type_name::<Self>()
     }
 
     /// Divides the input into splits. `parallelism` (the number of workers that will read

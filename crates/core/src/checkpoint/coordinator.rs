@@ -453,6 +453,17 @@ impl Coordinator {
     }
 
     fn complete(&mut self, p: Pending) {
+        if let Some(twice) = repeated_split(&p) {
+            let why = format!(
+                "two splits of source `{}` report a position under the id `{}`: a \
+                 replayable split must return an id unique within its source from \
+                 `SplitReader::split_id`",
+                twice.operator, twice.split
+            );
+            tracing::error!(checkpoint = p.id, "{why}");
+            self.give_up(p, crate::Error::Checkpoint(why));
+            return;
+        }
         let mut meta = CheckpointMetadata::new(p.id, self.max_parallelism);
         for snap in p.acks.into_iter().flatten() {
             meta.state_files.extend(snap.states);
@@ -615,4 +626,14 @@ pub(crate) fn next_checkpoint_id(root: &Path) -> u64 {
         .filter_map(|e| checkpoint_number(&e.file_name().to_string_lossy()))
         .max()
         .map_or(1, |n| n + 1)
+}
+
+/// A split position whose (source, split id) another task or split reported too.
+fn repeated_split(p: &Pending) -> Option<&SplitPositionEntry> {
+    let mut seen = std::collections::HashSet::new();
+    p.acks
+        .iter()
+        .flatten()
+        .flat_map(|snap| &snap.positions)
+        .find(|e| !seen.insert((&e.operator, &e.split)))
 }

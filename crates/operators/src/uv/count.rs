@@ -3,7 +3,6 @@
 
 use super::distinct::{ExactSet, Sketch, UserId};
 use super::grain::time_text;
-use super::sizes::SizeHints;
 use super::{Mode, UvConfig};
 use ferroflow_core::{
     duration_millis, now_millis, BatchContext, Collector, Error, KeyedBatchFunction, KeyedContext,
@@ -218,14 +217,6 @@ impl Distinct {
             Self::Hll(s) => s.estimate(),
         }
     }
-
-    /// An empty set of the same mode (and precision) with room for `n` users.
-    fn empty_with_capacity(&self, n: usize) -> Self {
-        match self {
-            Self::Exact(_) => Self::Exact(ExactSet::with_capacity(n)),
-            Self::Hll(s) => Self::Hll(s.empty_with_capacity(n)),
-        }
-    }
 }
 
 /// Counters shared by every worker of one counting operator.
@@ -262,8 +253,6 @@ pub struct UvCount {
     /// The fields of each dimension set and the name of each grain, as rows carry them.
     fields: Arc<[Vec<SmolStr>]>,
     grain_names: Arc<[SmolStr]>,
-    /// Room for users that new buckets get, learnt from closed ones (per worker).
-    sizes: SizeHints,
     /// `config.lateness` and `config.update_interval` in milliseconds.
     lateness_ms: i64,
     update_interval_ms: i64,
@@ -288,7 +277,6 @@ impl UvCount {
             .iter()
             .map(|g| SmolStr::new(g.name()))
             .collect();
-        let sizes = SizeHints::new(config.dimensions.len(), config.grains.len());
         Ok(Self {
             lateness_ms: duration_millis(config.lateness),
             update_interval_ms: duration_millis(config.update_interval),
@@ -298,7 +286,6 @@ impl UvCount {
             empty,
             fields,
             grain_names,
-            sizes,
         })
     }
 
@@ -340,20 +327,6 @@ impl UvCount {
             }
         }
         dims
-    }
-
-    /// The state of a new bucket for `key`: its users' table sized by the closed buckets
-    /// of its set and grain.
-    fn new_bucket(&self, key: &UvKey) -> Bucket {
-        match self.sizes.room(key.set, key.grain) {
-            0 => self.empty.clone(),
-            room => Bucket {
-                users: self.empty.users.empty_with_capacity(room),
-                pv: 0,
-                scheduled: false,
-                steps: Vec::new(),
-            },
-        }
     }
 
     /// The name of the key's grain.
@@ -411,7 +384,7 @@ impl UvCount {
         let step_end = self.config.grains[usize::from(key.grain)]
             .step_end(ts, key.bucket)
             .filter(|end| end.saturating_sub(1) > watermark && end.saturating_sub(1) < close);
-        let b = view.get_or_insert_with(key, || self.new_bucket(key))?;
+        let b = view.get_or_insert_with(key, || self.empty.clone())?;
         // Every input carries at least one page view: only a new bucket has none.
         let fresh = b.pv == 0 && b.steps.is_empty();
         b.add(step_end, &users, pv, &self.empty.users)?;
@@ -528,7 +501,6 @@ impl KeyedProcessFunction for UvCount {
                 if let Some(now) = self.current(state, ctx, false, Some(Timestamp::MAX))? {
                     state.clear(ctx)?;
                     self.counters.closed.fetch_add(1, Ordering::Relaxed);
-                    self.sizes.closed(key.set, key.grain, now.0);
                     out.collect(self.row(&key, now, None, true));
                 }
             }

@@ -187,15 +187,6 @@ impl PartialEq for ExactSet {
 }
 
 impl ExactSet {
-    /// An empty set that takes `n` integer ids (up to the small table's 256) before it
-    /// allocates again.
-    pub fn with_capacity(n: usize) -> Self {
-        Self {
-            small: SmallIds::with_capacity(n.min(SMALL)),
-            large: None,
-        }
-    }
-
     /// Adds a user; true if it was not there.
     pub fn insert(&mut self, id: &UserId) -> bool {
         match id {

@@ -121,6 +121,7 @@ fn expand_buckets<E: UvEvent>(
 mod tests {
     use super::*;
     use crate::uv::UserId;
+    use std::time::Duration;
 
     const MINUTE: i64 = 60_000;
     const HOUR: i64 = 60 * MINUTE;
@@ -150,12 +151,8 @@ mod tests {
         let grains = vec![
             Grain::hour(),
             Grain::day(),
-            Grain::day_cumulative(10 * MINUTE),
-            Grain::Range {
-                name: "promo".into(),
-                start_ms: 5 * HOUR,
-                end_ms: 7 * HOUR,
-            },
+            Grain::day_cumulative(Duration::from_secs(600)),
+            Grain::range("promo", 5 * HOUR, 7 * HOUR).unwrap(),
         ];
         let mut times: Vec<i64> = (0..400).map(|i| i * 7 * MINUTE - 3 * HOUR).collect();
         times.extend([

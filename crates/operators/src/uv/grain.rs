@@ -1,9 +1,10 @@
 //! Time grains: which bucket an event time falls in, when a bucket closes, and how a
 //! bucket is named in output.
 
-use ferroflow_core::{Error, Result, Timestamp, Zone};
+use ferroflow_core::{duration_millis, Error, Result, Timestamp, Zone};
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
+use std::time::Duration;
 
 const SECOND: i64 = 1_000;
 const HOUR: i64 = 3_600 * SECOND;
@@ -13,79 +14,110 @@ const DAY: i64 = 24 * HOUR;
 /// zone (UTC by default): grains of whole days follow the zone's calendar days (23 or 25
 /// hours long where clocks change); shorter grains align to the offset in force, so an
 /// hour grain has the hours of the local clock.
+///
+/// In TOML: `{ type = "tumbling", name = "5m", size = "5m" }`,
+/// `{ type = "cumulative", name = "day_cumulative", size = "1d", step = "1m" }`,
+/// `{ type = "range", name = "double11", start = "2025-11-11T00:00:00+08:00",
+/// end = "2025-11-12T00:00:00+08:00" }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Grain {
-    /// Consecutive buckets of `size_ms` (an hour, a day, or any length).
+    /// Consecutive buckets of `size` (an hour, a day, or any length).
     Tumbling {
         /// The name in output rows (`hour`, `day`, `5m`...).
         name: String,
-        /// Bucket length in milliseconds.
-        size_ms: i64,
+        /// Bucket length (`1h`, `1d`, `5m`).
+        #[serde(with = "humantime_serde")]
+        size: Duration,
     },
-    /// Buckets of `size_ms` whose running value is also emitted at the end of every
-    /// `step_ms` of event time within the bucket, like Flink's `CUMULATE` window: a
-    /// day-to-date UV updated every minute. Rows carry `until`, the end of the step.
+    /// Buckets of `size` whose running value is also emitted at the end of every `step`
+    /// of event time within the bucket, like Flink's `CUMULATE` window: a day-to-date UV
+    /// updated every minute. Rows carry `until`, the end of the step.
     Cumulative {
         /// The name in output rows.
         name: String,
-        /// Bucket length in milliseconds.
-        size_ms: i64,
-        /// Step length in milliseconds; divides `size_ms`.
-        step_ms: i64,
+        /// Bucket length.
+        #[serde(with = "humantime_serde")]
+        size: Duration,
+        /// Step length; divides `size`.
+        #[serde(with = "humantime_serde")]
+        step: Duration,
     },
-    /// One explicit range `[start_ms, end_ms)`, such as a promotion period. Events
-    /// outside it do not count in this grain.
+    /// One explicit range `[start, end)`, such as a promotion period. Events outside it
+    /// do not count in this grain.
     Range {
         /// The name in output rows (`double11`).
         name: String,
-        /// First millisecond of the range (epoch milliseconds, inclusive).
-        start_ms: i64,
-        /// End of the range (epoch milliseconds, exclusive).
-        end_ms: i64,
+        /// First instant of the range (inclusive), RFC 3339 with an offset.
+        start: jiff::Timestamp,
+        /// End of the range (exclusive).
+        end: jiff::Timestamp,
     },
 }
 
 impl Grain {
     /// Hourly buckets named `hour`.
     pub fn hour() -> Self {
-        Self::tumbling("hour", HOUR)
+        Self::tumbling("hour", Duration::from_secs(3_600))
     }
 
     /// Daily buckets named `day`.
     pub fn day() -> Self {
-        Self::tumbling("day", DAY)
+        Self::tumbling("day", Duration::from_secs(86_400))
     }
 
-    /// Buckets of `size_ms` named `name`.
-    pub fn tumbling(name: impl Into<String>, size_ms: i64) -> Self {
+    /// Buckets of `size` named `name`.
+    pub fn tumbling(name: impl Into<String>, size: Duration) -> Self {
         Self::Tumbling {
             name: name.into(),
-            size_ms,
+            size,
         }
     }
 
-    /// A day-to-date count updated every `step_ms`, named `day_cumulative`.
-    pub fn day_cumulative(step_ms: i64) -> Self {
+    /// A day-to-date count updated every `step`, named `day_cumulative`.
+    pub fn day_cumulative(step: Duration) -> Self {
         Self::Cumulative {
             name: "day_cumulative".into(),
-            size_ms: DAY,
-            step_ms,
+            size: Duration::from_secs(86_400),
+            step,
         }
     }
 
-    /// Parses `hour`, `day`, `day-cumulative:<step>` or `<n>{s,m,h,d}` (a tumbling grain
-    /// of that length, named by the text).
+    /// The range `[start, end)` named `name`, as epoch milliseconds.
+    ///
+    /// # Errors
+    /// When either end is outside the years -9999 to 9999.
+    pub fn range(name: impl Into<String>, start: Timestamp, end: Timestamp) -> Result<Self> {
+        let at = |ms| {
+            jiff::Timestamp::from_millisecond(ms)
+                .map_err(|e| Error::Config(format!("range grain: {ms} ms: {e}")))
+        };
+        Ok(Self::Range {
+            name: name.into(),
+            start: at(start)?,
+            end: at(end)?,
+        })
+    }
+
+    /// Parses `hour`, `day`, `day-cumulative:<step>` or a duration such as `15m` or `2h`
+    /// (a tumbling grain of that length, named by the text).
     pub fn parse(text: &str) -> Result<Self> {
         match text {
             "hour" => return Ok(Self::hour()),
             "day" => return Ok(Self::day()),
             _ => {}
         }
+        let duration = |t: &str| {
+            humantime::parse_duration(t).map_err(|e| {
+                Error::Config(format!(
+                    "grain `{text}`: `{t}` is not a duration like 30s, 5m, 1h or 1d ({e})"
+                ))
+            })
+        };
         if let Some(step) = text.strip_prefix("day-cumulative:") {
-            return Ok(Self::day_cumulative(parse_duration_ms(step)?));
+            return Ok(Self::day_cumulative(duration(step)?));
         }
-        Ok(Self::tumbling(text, parse_duration_ms(text)?))
+        Ok(Self::tumbling(text, duration(text)?))
     }
 
     /// The name in output rows.
@@ -99,69 +131,78 @@ impl Grain {
 
     /// Checks lengths and ranges.
     pub fn validate(&self) -> Result<()> {
-        let bad = |why: String| Err(Error::Config(format!("grain `{}`: {why}", self.name())));
+        let bad = |why: &str| Err(Error::Config(format!("grain `{}`: {why}", self.name())));
+        let whole_ms = |d: &Duration| d.subsec_nanos().is_multiple_of(1_000_000);
         match self {
-            Self::Tumbling { size_ms, .. } if *size_ms <= 0 => bad("size must be positive".into()),
-            Self::Cumulative {
-                size_ms, step_ms, ..
-            } if *size_ms <= 0 || *step_ms <= 0 || size_ms % step_ms != 0 => {
-                bad("size and step must be positive and the step must divide the size".into())
+            Self::Tumbling { size, .. } if size.is_zero() || !whole_ms(size) => {
+                bad("the size must be a positive whole number of milliseconds")
             }
-            Self::Range {
-                start_ms, end_ms, ..
-            } if end_ms <= start_ms => bad("the range must end after it starts".into()),
-            _ if self.name().is_empty() => bad("a grain needs a name".into()),
+            Self::Cumulative { size, step, .. }
+                if step.is_zero()
+                    || !whole_ms(size)
+                    || !whole_ms(step)
+                    || duration_millis(*size) % duration_millis(*step) != 0 =>
+            {
+                bad("size and step must be positive whole milliseconds and the step must divide the size")
+            }
+            Self::Range { start, end, .. } if end <= start => {
+                bad("the range must end after it starts")
+            }
+            _ if self.name().is_empty() => bad("a grain needs a name"),
             _ => Ok(()),
+        }
+    }
+
+    /// Bucket length of a tumbling or cumulative grain, ms.
+    fn size_ms(&self) -> Option<i64> {
+        match self {
+            Self::Tumbling { size, .. } | Self::Cumulative { size, .. } => {
+                Some(duration_millis(*size))
+            }
+            Self::Range { .. } => None,
+        }
+    }
+
+    /// A range grain's `[start, end)`, ms.
+    fn range_ms(&self) -> Option<(Timestamp, Timestamp)> {
+        match self {
+            Self::Range { start, end, .. } => Some((start.as_millisecond(), end.as_millisecond())),
+            _ => None,
         }
     }
 
     /// The bucket `[start, end)` holding `ts` in `zone`; `None` when `ts` is outside a
     /// range grain.
     pub fn bucket(&self, ts: Timestamp, zone: &Zone) -> Option<(Timestamp, Timestamp)> {
-        match self {
-            Self::Tumbling { size_ms, .. } | Self::Cumulative { size_ms, .. } => {
-                Some(tumbling_bucket(ts, *size_ms, zone))
-            }
-            Self::Range {
-                start_ms, end_ms, ..
-            } => (*start_ms..*end_ms)
-                .contains(&ts)
-                .then_some((*start_ms, *end_ms)),
+        match self.range_ms() {
+            Some((start, end)) => (start..end).contains(&ts).then_some((start, end)),
+            None => Some(tumbling_bucket(ts, self.size_ms()?, zone)),
         }
     }
 
     /// The end of the bucket that starts at `start` in `zone`.
     pub fn bucket_end(&self, start: Timestamp, zone: &Zone) -> Timestamp {
-        match self {
-            Self::Range { end_ms, .. } => *end_ms,
-            Self::Tumbling { size_ms, .. } | Self::Cumulative { size_ms, .. } => {
-                if local_days(*size_ms, zone) {
-                    tumbling_bucket(start, *size_ms, zone).1
-                } else {
-                    start.saturating_add(*size_ms)
-                }
-            }
+        match (self.range_ms(), self.size_ms()) {
+            (Some((_, end)), _) => end,
+            (None, Some(size)) if local_days(size, zone) => tumbling_bucket(start, size, zone).1,
+            (None, size) => start.saturating_add(size.unwrap_or(0)),
         }
     }
 
     /// Whether this grain's buckets are local calendar days of `zone` (whole days in a
     /// zone whose offset changes), so that they are not all of one length.
     pub(super) fn follows_local_days(&self, zone: &Zone) -> bool {
-        match self {
-            Self::Tumbling { size_ms, .. } | Self::Cumulative { size_ms, .. } => {
-                local_days(*size_ms, zone)
-            }
-            Self::Range { .. } => false,
-        }
+        self.size_ms().is_some_and(|size| local_days(size, zone))
     }
 
     /// For a cumulative grain, the end of the step holding `ts` within a bucket starting
     /// at `start`.
     pub fn step_end(&self, ts: Timestamp, start: Timestamp) -> Option<Timestamp> {
         match self {
-            Self::Cumulative { step_ms, .. } => {
+            Self::Cumulative { step, .. } => {
+                let step = duration_millis(*step);
                 let into = ts - start;
-                Some(start + (into - into.rem_euclid(*step_ms)) + step_ms)
+                Some(start + (into - into.rem_euclid(step)) + step)
             }
             _ => None,
         }
@@ -169,12 +210,10 @@ impl Grain {
 
     /// The nominal length of one bucket, ms (a day grain's days may be an hour shorter or
     /// longer where clocks change).
-    pub fn length_ms(&self) -> i64 {
-        match self {
-            Self::Tumbling { size_ms, .. } | Self::Cumulative { size_ms, .. } => *size_ms,
-            Self::Range {
-                start_ms, end_ms, ..
-            } => end_ms.saturating_sub(*start_ms),
+    pub(super) fn length_ms(&self) -> i64 {
+        match self.range_ms() {
+            Some((start, end)) => end.saturating_sub(start),
+            None => self.size_ms().unwrap_or(0),
         }
     }
 
@@ -182,32 +221,6 @@ impl Grain {
     pub fn is_cumulative(&self) -> bool {
         matches!(self, Self::Cumulative { .. })
     }
-}
-
-/// Parses `500ms`, `30s`, `5m`, `1h`, `1d` (or a plain number of milliseconds).
-pub fn parse_duration_ms(text: &str) -> Result<i64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: i64 = digits
-        .parse()
-        .map_err(|_| Error::Config(format!("`{text}` is not a duration like 30s, 5m, 1h or 1d")))?;
-    let unit_ms = match unit {
-        "" | "ms" => 1,
-        "s" => SECOND,
-        "m" | "min" => 60 * SECOND,
-        "h" => HOUR,
-        "d" => DAY,
-        _ => {
-            return Err(Error::Config(format!(
-                "`{text}`: unknown unit `{unit}` (ms, s, m, h or d)"
-            )))
-        }
-    };
-    n.checked_mul(unit_ms)
-        .ok_or_else(|| Error::Config(format!("`{text}` is too long")))
 }
 
 /// Whether buckets of `size_ms` in `zone` are local calendar days: sizes of whole days in
@@ -456,7 +469,7 @@ mod tests {
             "2025-10-26T02:00:00+01:00"
         );
         // A day-to-date count steps to the end of the long day, and no further.
-        let cum = Grain::day_cumulative(HOUR);
+        let cum = Grain::day_cumulative(Duration::from_secs(3_600));
         assert_eq!(cum.bucket_end(s, &berlin), e);
         assert_eq!(cum.step_end(e - 1, s), Some(e));
     }
@@ -475,18 +488,14 @@ mod tests {
             assert_eq!(format_time(s, &utc), "2025-11-20T16:00:00Z");
             assert_eq!(e - s, DAY);
         }
-        let promo = Grain::Range {
-            name: "promo".into(),
-            start_ms: ts,
-            end_ms: ts + 10,
-        };
+        let promo = Grain::range("promo", ts, ts + 10).unwrap();
         assert_eq!(promo.bucket(ts + 9, &utc), Some((ts, ts + 10)));
         assert_eq!(promo.bucket(ts + 10, &utc), None);
         assert_eq!(promo.bucket(ts - 1, &utc), None);
         assert_eq!(promo.length_ms(), 10);
         assert_eq!(promo.bucket_end(ts, &utc), ts + 10);
         assert_eq!(Grain::day().length_ms(), DAY);
-        let cum = Grain::day_cumulative(60_000);
+        let cum = Grain::day_cumulative(Duration::from_secs(60));
         let (s, _) = cum.bucket(ts, &utc).unwrap();
         assert_eq!(cum.step_end(s, s), Some(s + 60_000));
         assert_eq!(cum.step_end(s + 60_000, s), Some(s + 120_000));
@@ -497,24 +506,56 @@ mod tests {
         assert_eq!(Grain::parse("hour").unwrap(), Grain::hour());
         assert_eq!(
             Grain::parse("15m").unwrap(),
-            Grain::tumbling("15m", 900_000)
+            Grain::tumbling("15m", Duration::from_secs(900))
         );
         assert_eq!(
             Grain::parse("day-cumulative:1m").unwrap(),
-            Grain::day_cumulative(60_000)
+            Grain::day_cumulative(Duration::from_secs(60))
         );
         assert!(Grain::parse("weekly")
             .unwrap_err()
             .to_string()
             .contains("not a duration"));
-        assert!(Grain::parse("2w")
+        assert!(Grain::parse("2x")
             .unwrap_err()
             .to_string()
-            .contains("unknown unit"));
+            .contains("`2x` is not a duration"));
+        // Grains in TOML: durations and RFC 3339 instants, not milliseconds.
+        #[derive(serde::Deserialize)]
+        struct Config {
+            grains: Vec<Grain>,
+        }
+        let config: Config = toml::from_str(
+            r#"grains = [
+                { type = "tumbling", name = "5m", size = "5m" },
+                { type = "cumulative", name = "dtd", size = "1d", step = "1m" },
+                { type = "range", name = "double11", start = "2025-11-11T00:00:00+08:00",
+                  end = "2025-11-12T00:00:00+08:00" },
+            ]"#,
+        )
+        .unwrap();
+        let double11 = 1_762_790_400_000; // 2025-11-10T16:00:00Z
+        assert_eq!(
+            config.grains,
+            vec![
+                Grain::tumbling("5m", Duration::from_secs(300)),
+                Grain::Cumulative {
+                    name: "dtd".into(),
+                    size: Duration::from_secs(86_400),
+                    step: Duration::from_secs(60),
+                },
+                Grain::range("double11", double11, double11 + DAY).unwrap(),
+            ]
+        );
+        assert!(config.grains.iter().all(|g| g.validate().is_ok()));
+        assert!(toml::from_str::<Config>(
+            r#"grains = [{ type = "tumbling", name = "h", size_ms = 3600000 }]"#
+        )
+        .is_err());
         assert!(Grain::Cumulative {
             name: "x".into(),
-            size_ms: DAY,
-            step_ms: 7 * HOUR
+            size: Duration::from_secs(86_400),
+            step: Duration::from_secs(7 * 3_600)
         }
         .validate()
         .is_err());

@@ -30,7 +30,6 @@ pub mod distinct;
 mod expand;
 pub mod grain;
 mod key;
-mod sizes;
 mod sketch;
 mod small_set;
 mod values;
@@ -263,33 +262,6 @@ pub fn count<E: UvEvent>(
         .process_batched(op)
         .name("uv_count");
     Ok((out, counters))
-}
-
-/// A string as keys hold it (a dimension set's packed values, see [`DimValues`]): up
-/// to 23 bytes inline; a longer string shared, one allocation per distinct string and
-/// thread, so that expanded keys share it instead of copying it.
-pub fn dimension_value(value: &str) -> SmolStr {
-    /// Distinct long values kept per thread before the table starts over.
-    const MAX: usize = 1 << 20;
-    if value.len() <= SmolStr::INLINE_CAP {
-        return SmolStr::new(value);
-    }
-    thread_local! {
-        static VALUES: std::cell::RefCell<hashbrown::HashSet<SmolStr>> =
-            std::cell::RefCell::new(hashbrown::HashSet::new());
-    }
-    VALUES.with(|v| {
-        let mut set = v.borrow_mut();
-        if let Some(found) = set.get(value) {
-            return found.clone();
-        }
-        if set.len() >= MAX {
-            set.clear();
-        }
-        let new = SmolStr::new(value);
-        set.insert(new.clone());
-        new
-    })
 }
 
 /// Combines inputs per key (and, for cumulative grains, per step, so that step rows stay

@@ -132,15 +132,6 @@ impl Sketch {
         })
     }
 
-    /// An empty sketch of the same precision as this one, whose exact front takes `n`
-    /// users (up to its limit) before it allocates again.
-    pub fn empty_with_capacity(&self, n: usize) -> Self {
-        Self {
-            precision: self.precision,
-            form: Form::Ids(SmallIds::with_capacity(n.min(exact_limit(self.precision)))),
-        }
-    }
-
     fn empty_hll(precision: u8) -> Result<Box<HyperLogLogPlus<u64, StableState>>> {
         HyperLogLogPlus::new(precision, StableState)
             .map(Box::new)

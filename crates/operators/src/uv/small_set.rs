@@ -7,6 +7,12 @@
 //! three quarters full, so it takes at most twice the memory of a vector of the same
 //! ids (on average about as much as a vector grown by doubling).
 //!
+//! Measured against `hashbrown::HashSet<u64>` (its default hasher) in the same place, on
+//! the per-(item, hour) exact UV job (`uv_exact_memory/parallelism/1`, 20 M events, three
+//! runs each, back to back): 10.9–11.2 M events per CPU-second with this table,
+//! 7.7–8.6 M with hashbrown's (wall 17.7–18.6 M/s against 12.0–13.4 M/s). The dashboard
+//! job, whose buckets are larger and fewer, runs the same with either.
+//!
 //! While every id fits in 32 bits (numeric ids below 4,294,967,295), the slots are 32
 //! bits wide: half the memory, so more of the open buckets' tables stay in the CPU's
 //! caches. The first id that does not fit widens the table to 64-bit slots for good.
@@ -20,8 +26,7 @@ use serde::ser::{Serialize, SerializeSeq, Serializer};
 const EMPTY: u64 = u64::MAX;
 
 /// Bytes of the first table: one cache line, so that a bucket's first dozen users take
-/// one allocation and one cache miss (from four slots, the usual bucket's 83 users took
-/// six allocations; from one cache line, four).
+/// one allocation and one cache miss.
 const FIRST_TABLE_BYTES: usize = 64;
 
 /// A slot width: `u32` or `u64`, whose largest value marks an empty slot.
@@ -64,26 +69,6 @@ impl<S: Slot> Table<S> {
     /// Slots of a table's first allocation.
     fn first_slots() -> usize {
         FIRST_TABLE_BYTES / size_of::<S>()
-    }
-
-    /// An empty table that takes `n` ids (at most 2^20 are reserved) without growing;
-    /// no allocation for none.
-    fn with_capacity(n: usize) -> Self {
-        if n == 0 {
-            return Self {
-                slots: Box::default(),
-                len: 0,
-            };
-        }
-        // At most three quarters full with `n` ids, as `insert` keeps it.
-        let size = (n.min(1 << 20) * 4)
-            .div_ceil(3)
-            .next_power_of_two()
-            .max(Self::first_slots());
-        Self {
-            slots: vec![S::EMPTY; size].into_boxed_slice(),
-            len: 0,
-        }
     }
 
     /// The slot where `v`'s probe sequence starts (Fibonacci hashing: the high bits of
@@ -183,11 +168,6 @@ impl Default for SmallIds {
 }
 
 impl SmallIds {
-    /// An empty set that takes `n` ids (below 2^32) before its table grows.
-    pub(super) fn with_capacity(n: usize) -> Self {
-        Self::Narrow(Table::with_capacity(n))
-    }
-
     /// Number of ids.
     pub(super) fn len(&self) -> usize {
         match self {
@@ -357,36 +337,6 @@ mod tests {
         assert_eq!(set.len(), 1001);
         assert!((0..1000u64).all(|v| set.contains(v * 4_000_000)));
         assert!(set.contains(u64::from(u32::MAX)));
-    }
-
-    /// A set made with room for `n` ids takes them without growing, holds what a set
-    /// grown one id at a time holds, and grows past them as usual.
-    #[test]
-    fn room_made_up_front_takes_that_many_ids_without_growing() {
-        assert_eq!(SmallIds::with_capacity(0).heap_bytes(), 0);
-        for n in [1usize, 11, 12, 13, 83, 96, 97, 256] {
-            let mut set = SmallIds::with_capacity(n);
-            let bytes = set.heap_bytes();
-            assert!(bytes >= 64 && bytes.is_power_of_two(), "{n}: {bytes}");
-            let mut grown = SmallIds::default();
-            for i in 0..n as u64 {
-                let id = i.wrapping_mul(0x9e37_79b9) % 1_000_003;
-                assert_eq!(set.insert(id), grown.insert(id));
-            }
-            assert_eq!(set.heap_bytes(), bytes, "{n} ids grew the table");
-            // No more memory than growing one id at a time took.
-            assert!(bytes <= grown.heap_bytes(), "{n}");
-            let (mut a, mut b): (Vec<u64>, Vec<u64>) =
-                (set.iter().collect(), grown.iter().collect());
-            a.sort_unstable();
-            b.sort_unstable();
-            assert_eq!(a, b);
-            set.insert(u64::from(u32::MAX) - 1);
-            for i in 0..n as u64 {
-                set.insert(2_000_000 + i);
-            }
-            assert_eq!(set.len(), 2 * n + 1);
-        }
     }
 
     #[test]
