@@ -36,6 +36,7 @@ pub enum Reply<O> {
 pub struct AsyncOpenContext {
     pub(crate) worker: usize,
     pub(crate) parallelism: usize,
+    pub(crate) max_parallelism: u16,
     pub(crate) operator: String,
     pub(crate) handle: tokio::runtime::Handle,
 }
@@ -49,6 +50,15 @@ impl AsyncOpenContext {
     /// Number of workers running the function.
     pub fn parallelism(&self) -> usize {
         self.parallelism
+    }
+
+    /// Whether records keyed by `key` come to this worker (after a `key_by`, the
+    /// worker owns the key's key group): a worker that loads a share of a table keeps
+    /// the rows this says yes to.
+    pub fn owns<K: std::hash::Hash + ?Sized>(&self, key: &K) -> bool {
+        let group = ferroflow_state::key_group_for_key(key, self.max_parallelism);
+        ferroflow_state::worker_for_key_group(group, self.max_parallelism, self.parallelism)
+            == self.worker
     }
 
     /// The operator's name (for metrics and logs).

@@ -7,7 +7,8 @@ use crate::keyed::{
 };
 use crate::runtime::async_node::{AsyncNode, AsyncParts};
 use crate::runtime::chain::{
-    BatchFn, BatchMapFn, FilterFn, FlatMapFn, InspectFn, MapFn, SinkNode, Stateless, TryMapFn,
+    BatchFn, BatchMapFn, FilterFn, FlatMapFn, InspectFn, MapFn, SinkNode, SplitFn, SplitNode,
+    Stateless, TryMapFn,
 };
 use crate::runtime::exchange::{BatchExchange, KeyedExchange, Outbox, Route};
 use crate::runtime::gate::InputGate;
@@ -230,6 +231,7 @@ impl<T: Send + 'static> DataStream<T> {
                 operator,
                 worker: ctx.worker,
                 parallelism: ctx.parallelism,
+                max_parallelism: ctx.config.max_parallelism,
                 control: Arc::clone(&ctx.control),
                 io: Arc::clone(&ctx.io),
             };
@@ -319,6 +321,81 @@ impl<T: Send + 'static> DataStream<T> {
             });
         }
         channel_stage(graph, to, name, pools)
+    }
+
+    /// Splits the stream in two: records that `f` maps to `Ok` go on in this chain,
+    /// records it maps to `Err` go to the second stream (a side output: records given up
+    /// on, dead letters). The side stream runs in a chain of its own, fed by an exchange
+    /// (worker `i` to worker `i` when parallelisms match); watermarks, barriers and the
+    /// end of input reach both. Both streams must end in a sink.
+    ///
+    /// ```
+    /// use ferroflow_core::{sinks::CollectSink, StreamEnvironment};
+    ///
+    /// # fn main() -> ferroflow_core::Result<()> {
+    /// let env = StreamEnvironment::local(2);
+    /// let (numbers, words) = (CollectSink::new(), CollectSink::new());
+    /// let (n, w) = env
+    ///     .from_iter(["1", "two", "3"].map(String::from))
+    ///     .split(|s: String| s.parse::<u32>().map_err(|_| s));
+    /// n.sink(numbers.clone());
+    /// w.sink(words.clone());
+    /// env.execute()?;
+    /// assert_eq!((numbers.sorted(), words.sorted()), (vec![1, 3], vec!["two".to_string()]));
+    /// # Ok(()) }
+    /// ```
+    pub fn split<A, B, F>(self, f: F) -> (DataStream<A>, DataStream<B>)
+    where
+        A: Send + 'static,
+        B: Send + 'static,
+        F: Fn(T) -> std::result::Result<A, B> + Send + Sync + 'static,
+    {
+        let graph = Arc::clone(&self.graph);
+        let (side_name, main_name, exchange_name, to) = {
+            let mut g = graph.lock();
+            let side_name = g.op_name("side_output");
+            let main_name = g.op_name("split");
+            let exchange_name = g.op_name("exchange");
+            let to = g.add_stage(side_name.clone(), None);
+            (side_name, main_name, exchange_name, to)
+        };
+        let pool = ChannelPool::<B>::shared();
+        graph.lock().exchanges.push(crate::graph::Exchange {
+            from: self.stage,
+            to,
+            prepare: ChannelPool::preparer(&pool),
+        });
+        let f: Arc<SplitFn<T, A, B>> = Arc::new(f);
+        let upstream = self.wire;
+        let side_pool = Arc::clone(&pool);
+        let wire: Wire<A> = Arc::new(move |ctx: &WorkerCtx, next: Next<A>| {
+            let senders = side_pool.lock().take_senders(ctx.worker)?;
+            let metrics = ctx.metrics.register(&exchange_name, ctx.worker);
+            let outbox = Outbox::new(
+                senders,
+                ctx.config.batch_size,
+                ctx.config.linger,
+                Arc::clone(&ctx.control),
+                Arc::clone(&metrics),
+            );
+            let route = if outbox.targets() == ctx.parallelism {
+                Route::Fixed(ctx.worker)
+            } else {
+                Route::RoundRobin(ctx.worker % outbox.targets())
+            };
+            let side: Next<B> = Box::new(BatchExchange::new(outbox, route, metrics));
+            upstream(
+                ctx,
+                Box::new(SplitNode {
+                    f: Arc::clone(&f),
+                    main: next,
+                    side,
+                }),
+            )
+        });
+        let main = DataStream::new(Arc::clone(&graph), self.stage, wire, main_name);
+        let side = channel_stage(graph, to, side_name, vec![pool]);
+        (main, side)
     }
 
     /// Ends the stream in `sink`. Each worker runs its own clone of `sink`.

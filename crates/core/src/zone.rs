@@ -102,6 +102,31 @@ impl Zone {
         ts.saturating_add(self.offset_ms_at(ts)).div_euclid(DAY)
     }
 
+    /// The first instant after `after` at which local clocks in this zone show
+    /// `hour:minute` (on a day when that time does not exist, the instant clocks jump
+    /// past it; when it happens twice, the first).
+    pub fn next_local_time(&self, after: Timestamp, hour: i8, minute: i8) -> Timestamp {
+        let fallback = after.saturating_add(DAY);
+        let Ok(time) = jiff::civil::Time::new(hour, minute, 0, 0) else {
+            return fallback;
+        };
+        let today = to_jiff(after).to_zoned_datetime(self.tz.clone()).date();
+        let mut day = today;
+        for _ in 0..3 {
+            if let Ok(at) = day.to_datetime(time).to_zoned_datetime(self.tz.clone()) {
+                let ms = at.timestamp().as_millisecond();
+                if ms > after {
+                    return ms;
+                }
+            }
+            match day.tomorrow() {
+                Ok(next) => day = next,
+                Err(_) => break,
+            }
+        }
+        fallback
+    }
+
     /// The first instant of local calendar day `day` (days since 1970-01-01). Days are
     /// 23 or 25 hours long where clocks change; where midnight does not exist the day
     /// starts at the first time that does.
@@ -271,5 +296,37 @@ mod tests {
         let berlin = Zone::parse("Europe/Berlin").unwrap();
         let _ = berlin.day_start(berlin.local_day(i64::MIN));
         let _ = berlin.day_start(berlin.local_day(i64::MAX));
+    }
+
+    #[test]
+    fn the_next_local_time_of_day_follows_the_zones_clock() {
+        let berlin = Zone::parse("Europe/Berlin").unwrap();
+        // 02:30 in Berlin is 00:30Z in summer; asked at 00:00Z, it is today's.
+        assert_eq!(
+            berlin.next_local_time(utc(2025, 7, 1, 0, 0), 2, 30),
+            utc(2025, 7, 1, 0, 30)
+        );
+        // Asked just after it, tomorrow's.
+        assert_eq!(
+            berlin.next_local_time(utc(2025, 7, 1, 0, 30), 2, 30),
+            utc(2025, 7, 2, 0, 30)
+        );
+        // 2025-03-30 has no 02:30 in Berlin: the instant clocks jumped past it.
+        assert_eq!(
+            berlin.next_local_time(utc(2025, 3, 29, 23, 0), 2, 30),
+            utc(2025, 3, 30, 1, 30)
+        );
+        // 2025-10-26 has 02:30 twice: the first.
+        assert_eq!(
+            berlin.next_local_time(utc(2025, 10, 25, 23, 0), 2, 30),
+            utc(2025, 10, 26, 0, 30)
+        );
+        let shanghai = Zone::parse("Asia/Shanghai").unwrap();
+        assert_eq!(
+            shanghai.next_local_time(utc(2025, 11, 21, 8, 0), 10, 15),
+            utc(2025, 11, 22, 2, 15)
+        );
+        // An hour that is no time of day: a day later.
+        assert_eq!(Zone::utc().next_local_time(0, 25, 0), 86_400_000);
     }
 }

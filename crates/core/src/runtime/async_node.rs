@@ -72,6 +72,7 @@ pub(crate) struct AsyncNode<F: AsyncFunction> {
     operator: String,
     worker: usize,
     parallelism: usize,
+    max_parallelism: u16,
     next: Next<F::Out>,
     metrics: Arc<OperatorMetrics>,
     control: Arc<JobControl>,
@@ -97,6 +98,7 @@ pub(crate) struct AsyncParts<F: AsyncFunction> {
     pub(crate) operator: String,
     pub(crate) worker: usize,
     pub(crate) parallelism: usize,
+    pub(crate) max_parallelism: u16,
     pub(crate) metrics: Arc<OperatorMetrics>,
     pub(crate) control: Arc<JobControl>,
     pub(crate) io: Arc<IoRuntime>,
@@ -127,6 +129,7 @@ where
             operator: parts.operator,
             worker: parts.worker,
             parallelism: parts.parallelism,
+            max_parallelism: parts.max_parallelism,
             next,
             metrics: parts.metrics,
             control: parts.control,
@@ -475,6 +478,7 @@ where
         self.f.open(&AsyncOpenContext {
             worker: self.worker,
             parallelism: self.parallelism,
+            max_parallelism: self.max_parallelism,
             operator: self.operator.clone(),
             handle,
         })?;

@@ -69,6 +69,51 @@ impl<T, F: Fn(&T) + Send + Sync + 'static> BatchFn<T, T> for InspectFn<F> {
     }
 }
 
+/// What [`SplitNode`] asks of each record: `Ok` goes on, `Err` to the side.
+pub(crate) type SplitFn<T, A, B> = dyn Fn(T) -> std::result::Result<A, B> + Send + Sync;
+
+/// Sends each record on or to a side output; control messages reach both, the side
+/// first (so a barrier's snapshot holds the side exchange's part before the main
+/// chain's).
+pub(crate) struct SplitNode<T, A, B> {
+    pub(crate) f: Arc<SplitFn<T, A, B>>,
+    pub(crate) main: Next<A>,
+    pub(crate) side: Next<B>,
+}
+
+impl<T: Send + 'static, A: Send + 'static, B: Send + 'static> Push<T> for SplitNode<T, A, B> {
+    fn push(&mut self, batch: Vec<T>) -> Result<()> {
+        let mut main = Vec::with_capacity(batch.len());
+        let mut side = Vec::new();
+        for record in batch {
+            match (self.f)(record) {
+                Ok(a) => main.push(a),
+                Err(b) => side.push(b),
+            }
+        }
+        if !side.is_empty() {
+            self.side.push(side)?;
+        }
+        if !main.is_empty() {
+            self.main.push(main)?;
+        }
+        Ok(())
+    }
+
+    fn control(&mut self, control: Control, snapshot: Snapshot<'_>) -> Result<()> {
+        match snapshot {
+            Some(s) => {
+                self.side.control(control, Some(&mut *s))?;
+                self.main.control(control, Some(s))
+            }
+            None => {
+                self.side.control(control, None)?;
+                self.main.control(control, None)
+            }
+        }
+    }
+}
+
 /// Runs a [`BatchFn`] and passes its output on.
 pub(crate) struct Stateless<T, U> {
     op: Arc<dyn BatchFn<T, U>>,
