@@ -35,7 +35,7 @@ use ferroflow::CheckpointConfig;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use support::{bench_parallelism, cpu_time};
+use support::{bench_parallelism, cpu_time, proc_status, selected};
 
 const EVENTS: u64 = 20_000_000;
 const DISTINCT: u64 = 19_999_156;
@@ -218,16 +218,6 @@ fn dashboard(p: usize) -> (Duration, Duration) {
     (wall, cpu)
 }
 
-/// A field of `/proc/self/status` (`VmRSS`, `VmHWM`), bytes.
-fn proc_status(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn memory() {
     // Resident memory now (freed pages given back) and the peak during the job.
     let before = proc_status("VmRSS");
@@ -252,15 +242,6 @@ fn memory() {
         before as f64 / 1048576.0,
         peak.saturating_sub(before) as f64 / pairs as f64
     );
-}
-
-/// Whether the command line's filter (criterion's positional argument) selects `name`.
-fn selected(name: &str) -> bool {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-') && a != "--bench")
-        .collect();
-    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
 
 fn uv(c: &mut Criterion) {

@@ -69,7 +69,9 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupCache<K, 
                     .unwrap_or(u32::MAX)
                     .saturating_add(ENTRY_OVERHEAD)
             }),
-            None => builder.max_capacity(config.cache_rows),
+            None => builder
+                .max_capacity(config.cache_rows)
+                .initial_capacity(usize::try_from(config.cache_rows.min(1 << 20)).unwrap_or(0)),
         };
         if let Some(idle) = config.cache_idle {
             builder = builder.time_to_idle(idle);
@@ -93,10 +95,16 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupCache<K, 
         }
     }
 
-    /// Entries, and bytes when bounded by bytes (else entries again).
+    /// Entries, and bytes when bounded by bytes (else entries again), as of the cache's
+    /// last housekeeping.
     pub(super) fn size(&self) -> (u64, u64) {
-        self.cache.run_pending_tasks();
         (self.cache.entry_count(), self.cache.weighted_size())
+    }
+
+    /// Does the cache's pending housekeeping (evictions, counts) now.
+    #[cfg(test)]
+    pub(super) fn settle(&self) {
+        self.cache.run_pending_tasks();
     }
 
     /// The keys held (tests).

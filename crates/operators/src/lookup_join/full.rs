@@ -4,14 +4,25 @@
 use super::function::DynTable;
 use super::{LookupCounters, LookupKey, ReloadConfig};
 use ferroflow_core::{AsyncOpenContext, Error, Result, Zone};
+use hashbrown::HashMap;
 use parking_lot::RwLock;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Which keys this worker keeps.
 pub(super) type Owns<K> = Arc<dyn Fn(&K) -> bool + Send + Sync>;
+
+/// How a worker loads its share of a table.
+pub(super) struct Share<K> {
+    /// Which keys it keeps.
+    pub(super) owns: Owns<K>,
+    /// About what part of the table that is (the parallelism, or 1 unpartitioned).
+    pub(super) of: usize,
+    /// Held while a worker of the join loads, so that the workers load one at a time
+    /// and the whole table is in memory once, not once per worker.
+    pub(super) one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+}
 
 /// One worker's table. Dropping it stops its reloads.
 pub(super) struct FullTable<K, V> {
@@ -27,13 +38,17 @@ impl<K, V> Drop for FullTable<K, V> {
     }
 }
 
-/// Loads `table` and keeps the rows `owns` accepts.
+/// Loads `table` and keeps the worker's share.
 async fn load<K: LookupKey, V>(
     table: &Arc<dyn DynTable<K, V>>,
-    owns: &Owns<K>,
+    share: &Share<K>,
 ) -> Result<HashMap<K, V>> {
+    let _alone = share.one_at_a_time.lock().await;
     let rows = Arc::clone(table).load_boxed().await?;
-    Ok(rows.into_iter().filter(|(k, _)| owns(k)).collect())
+    let expected = rows.len() / share.of.max(1);
+    let mut kept = HashMap::with_capacity(expected + expected / 8);
+    kept.extend(rows.into_iter().filter(|(k, _)| (share.owns)(k)));
+    Ok(kept)
 }
 
 impl<K: LookupKey, V: Clone + Send + Sync + 'static> FullTable<K, V> {
@@ -43,7 +58,7 @@ impl<K: LookupKey, V: Clone + Send + Sync + 'static> FullTable<K, V> {
         table: Arc<dyn DynTable<K, V>>,
         config: &ReloadConfig,
         ctx: &AsyncOpenContext,
-        owns: Owns<K>,
+        share: Share<K>,
         counters: Arc<LookupCounters>,
     ) -> Result<Self> {
         let handle = ctx.runtime().clone();
@@ -52,7 +67,7 @@ impl<K: LookupKey, V: Clone + Send + Sync + 'static> FullTable<K, V> {
         let (version, rows) = handle.block_on(async {
             tokio::time::timeout(timeout, async {
                 let version = Arc::clone(&table).version_boxed().await?;
-                Ok::<_, Error>((version, load(&table, &owns).await?))
+                Ok::<_, Error>((version, load(&table, &share).await?))
             })
             .await
             .map_err(|_| {
@@ -78,7 +93,7 @@ impl<K: LookupKey, V: Clone + Send + Sync + 'static> FullTable<K, V> {
             };
             handle.spawn(reload_loop(
                 table,
-                owns,
+                share,
                 Arc::clone(&current),
                 schedule,
                 version,
@@ -95,7 +110,6 @@ impl<K: LookupKey, V: Clone + Send + Sync + 'static> FullTable<K, V> {
     }
 
     /// The table as it is now (one lock for many lookups).
-    #[allow(dead_code)]
     pub(super) fn snapshot(&self) -> Arc<HashMap<K, V>> {
         Arc::clone(&self.current.read())
     }
@@ -118,7 +132,7 @@ fn next_at(at: (i8, i8), zone: &Zone) -> Instant {
 
 async fn reload_loop<K: LookupKey, V: Send + Sync + 'static>(
     table: Arc<dyn DynTable<K, V>>,
-    owns: Owns<K>,
+    share: Share<K>,
     current: Arc<RwLock<Arc<HashMap<K, V>>>>,
     schedule: Schedule,
     mut version: Option<String>,
@@ -171,7 +185,7 @@ async fn reload_loop<K: LookupKey, V: Send + Sync + 'static>(
         if !due {
             continue;
         }
-        match load(&table, &owns).await {
+        match load(&table, &share).await {
             Ok(rows) => {
                 let n = rows.len();
                 *current.write() = Arc::new(rows);

@@ -2,7 +2,7 @@
 //! up in batches on the I/O runtime, one request per key at a time.
 
 use super::cache::LookupCache;
-use super::full::FullTable;
+use super::full::{FullTable, Share};
 use super::{
     CacheMode, JoinOutput, JoinType, Joined, LookupCounters, LookupJoinConfig, LookupKey,
     LookupSource, OnLookupTimeout, TableSource,
@@ -144,6 +144,8 @@ pub(super) struct LookupFunction<K, E, V> {
     backend: Backend<K, V>,
     config: Arc<LookupJoinConfig>,
     counters: Arc<LookupCounters>,
+    /// Shared by the workers: one loads its share of a full table at a time.
+    loading: Arc<tokio::sync::Mutex<()>>,
     worker: Option<Worker<K, V>>,
     _event: PhantomData<fn() -> E>,
 }
@@ -156,6 +158,7 @@ impl<K, E, V> Clone for LookupFunction<K, E, V> {
             backend: self.backend.clone(),
             config: Arc::clone(&self.config),
             counters: Arc::clone(&self.counters),
+            loading: Arc::clone(&self.loading),
             worker: None,
             _event: PhantomData,
         }
@@ -177,6 +180,7 @@ where
             backend,
             config,
             counters,
+            loading: Arc::default(),
             worker: None,
             _event: PhantomData,
         }
@@ -295,10 +299,6 @@ where
         };
         Ok(fut.boxed().shared())
     }
-
-    fn give_up(&self, w: &Worker<K, V>, event: E) -> Reply<JoinOutput<E, V>> {
-        give_up(&self.counters, &w.metrics, self.config.join, event)
-    }
 }
 
 fn give_up<E, V>(
@@ -309,10 +309,16 @@ fn give_up<E, V>(
 ) -> Reply<JoinOutput<E, V>> {
     counters.unmatched.fetch_add(1, Ordering::Relaxed);
     metrics.unmatched.increment(1);
-    Reply::Emit(match join {
+    Reply::Emit(given_up(join, event))
+}
+
+/// What a record given up on becomes: a left join's record without a row, or an inner
+/// join's unmatched record.
+fn given_up<E, V>(join: JoinType, event: E) -> JoinOutput<E, V> {
+    match join {
         JoinType::Left => JoinOutput::Joined(Joined { event, dim: None }),
         JoinType::Inner => JoinOutput::Unmatched(event),
-    })
+    }
 }
 
 fn matched<E, V>(counters: &LookupCounters, event: E, row: V) -> Reply<JoinOutput<E, V>> {
@@ -339,11 +345,16 @@ where
                 let partitioned = self.config.partitioned;
                 let ctx_owned = ctx.clone();
                 let owns = move |k: &K| !partitioned || ctx_owned.owns(k);
+                let share = Share {
+                    owns: Arc::new(owns),
+                    of: if partitioned { ctx.parallelism() } else { 1 },
+                    one_at_a_time: Arc::clone(&self.loading),
+                };
                 let full = FullTable::open(
                     Arc::clone(table),
                     &self.config.reload,
                     ctx,
-                    Arc::new(owns),
+                    share,
                     Arc::clone(&self.counters),
                 )?;
                 (None, Some(full))
@@ -377,26 +388,52 @@ where
         let w = self.worker()?;
         let give_up_now = self.config.retry.attempts == 0;
         let mut rest = Vec::new();
-        for (key, event) in batch {
-            let reply = match self.known(w, &key, 1) {
-                Some(Some(row)) => {
-                    self.count_first(w, Some(true));
-                    matched(&self.counters, event, row)
+        let (mut hits, mut known_missing) = (0u64, 0u64);
+        if let Some(table) = &w.table {
+            // One look at the current table for the whole batch.
+            let rows = table.snapshot();
+            for (key, event) in batch {
+                match rows.get(&key) {
+                    Some(row) => {
+                        hits += 1;
+                        out.collect(JoinOutput::Joined(Joined {
+                            event,
+                            dim: Some(row.clone()),
+                        }));
+                    }
+                    None if give_up_now => {
+                        known_missing += 1;
+                        out.collect(given_up(self.config.join, event));
+                    }
+                    // Counted by `call`, which sees it next.
+                    None => rest.push((key, event)),
                 }
-                Some(None) if give_up_now => {
-                    self.count_first(w, Some(false));
-                    self.give_up(w, event)
+            }
+        } else {
+            for (key, event) in batch {
+                match self.known(w, &key, 1) {
+                    Some(Some(row)) => {
+                        hits += 1;
+                        out.collect(JoinOutput::Joined(Joined {
+                            event,
+                            dim: Some(row),
+                        }));
+                    }
+                    Some(None) if give_up_now => {
+                        known_missing += 1;
+                        out.collect(given_up(self.config.join, event));
+                    }
+                    _ => rest.push((key, event)),
                 }
-                // Counted by `call`, which sees it next.
-                _ => {
-                    rest.push((key, event));
-                    continue;
-                }
-            };
-            if let Reply::Emit(record) = reply {
-                out.collect(record);
             }
         }
+        let c = &self.counters;
+        c.hits.fetch_add(hits, Ordering::Relaxed);
+        c.matched.fetch_add(hits, Ordering::Relaxed);
+        c.negative_hits.fetch_add(known_missing, Ordering::Relaxed);
+        c.unmatched.fetch_add(known_missing, Ordering::Relaxed);
+        w.metrics.hits.increment(hits + known_missing);
+        w.metrics.unmatched.increment(known_missing);
         Ok(rest)
     }
 
