@@ -34,6 +34,9 @@
 //! checkpoint, records waiting for a retry included.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use ferroflow::connectors::dimension::FileTable;
@@ -210,29 +213,24 @@ fn generated_item(i: i64) -> Item {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_tracing();
     let a = Args::parse();
     let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(a.parallelism));
     set_state(&env, &a)?;
-    let parts = sibling(&a.output, ".parts");
-    let unmatched_parts = sibling(&a.unmatched, ".parts");
+    let parts = common::sibling(&a.output, ".parts");
+    let unmatched_parts = common::sibling(&a.unmatched, ".parts");
     match &a.checkpoint_dir {
         Some(dir) => {
             env.enable_checkpointing(CheckpointConfig::new(dir.join("checkpoints")));
             env.restore_from(RestoreFrom::Latest { fallback: false });
         }
         None => {
-            remove_dir_if_exists(&parts)?;
-            remove_dir_if_exists(&unmatched_parts)?;
+            common::remove_dir_if_exists(&parts)?;
+            common::remove_dir_if_exists(&unmatched_parts)?;
         }
     }
 
-    let dead_letters = sibling(&a.output, ".dead-letter.jsonl");
+    let dead_letters = common::sibling(&a.output, ".dead-letter.jsonl");
     let (clicks, dead) = match &a.input {
         Some(path) => {
             let source = JsonLinesSource::<Click>::new(path).with_dead_letter(&dead_letters);
@@ -456,22 +454,6 @@ fn set_state(env: &StreamEnvironment, a: &Args) -> anyhow::Result<()> {
             )?);
             Ok(())
         }
-    }
-}
-
-/// `path` with `suffix` added to its file name.
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
-fn remove_dir_if_exists(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", dir.display()))
-        }
-        _ => Ok(()),
     }
 }
 

@@ -17,6 +17,9 @@
 //! ```
 #![allow(clippy::print_stdout)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use anyhow::Context as _;
 use clap::Parser;
 use ferroflow::connectors::{
@@ -143,12 +146,7 @@ fn sum(metrics: &[OperatorSnapshot], prefix: &str, out: bool) -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_tracing();
     let args = Args::parse();
     let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(args.parallelism));
     let disorder = Duration::from_millis(args.disorder_ms);

@@ -28,9 +28,15 @@
 //! resumes from its latest checkpoint. `--redis` also writes current values to Redis (key
 //! layout in `uv_dashboard/redis_sink.rs`).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+// Without the `redis` feature the Redis output (and what only it uses) is left out.
+#![cfg_attr(not(feature = "redis"), allow(dead_code))]
+
+#[path = "common/mod.rs"]
+mod common;
 
 #[path = "uv_dashboard/event.rs"]
 mod event;
+#[cfg(feature = "redis")]
 #[path = "uv_dashboard/redis_sink.rs"]
 mod redis_sink;
 #[path = "uv_dashboard/settings.rs"]
@@ -53,19 +59,14 @@ use ferroflow::state::{RocksDbBackend, RocksDbConfig};
 use ferroflow::{CheckpointConfig, RestoreFrom, SinkContext};
 use settings::{Args, Settings, StateKind};
 use std::io::{BufRead, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_tracing();
     let s = Settings::load(Args::parse())?;
     let uv_config = s.uv_config()?;
-    let parts = parts_dir(&s.output);
+    let parts = common::sibling(&s.output, ".parts");
 
     let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(s.parallelism));
     match s.state {
@@ -95,7 +96,7 @@ fn main() -> anyhow::Result<()> {
         env.restore_from(RestoreFrom::Latest { fallback: false });
     } else {
         // A fresh run: earlier output would otherwise be joined into this one.
-        remove_dir_if_exists(&parts)?;
+        common::remove_dir_if_exists(&parts)?;
     }
 
     let disorder = s.disorder();
@@ -156,10 +157,16 @@ fn main() -> anyhow::Result<()> {
     let (rows, counters) = uv::count(events, uv_config)?;
     let sink = JsonLinesPartSink::<UvOutput>::new(&parts);
     match &s.redis {
+        #[cfg(feature = "redis")]
         Some(url) => rows.global().sink(Tee::new(
             sink,
-            redis_sink::RedisSink::new(url, &s.redis_prefix, s.redis_ttl_secs),
+            redis_sink::sink(url, &s.redis_prefix, s.redis_ttl_secs),
         )),
+        #[cfg(not(feature = "redis"))]
+        Some(_) => anyhow::bail!(
+            "--redis: this build has no Redis connector; build with the `redis` feature \
+             (on by default)"
+        ),
         None => rows.global().sink(sink),
     }
 
@@ -203,22 +210,6 @@ fn sum_out(metrics: &[ferroflow::metrics::OperatorSnapshot], prefix: &str) -> u6
         .filter(|m| m.operator.starts_with(prefix))
         .map(|m| m.records_out)
         .sum()
-}
-
-/// Where the part files of `output` go.
-fn parts_dir(output: &Path) -> PathBuf {
-    let mut name = output.file_name().unwrap_or_default().to_os_string();
-    name.push(".parts");
-    output.with_file_name(name)
-}
-
-fn remove_dir_if_exists(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", dir.display()))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Joins the published parts, in the order they were written, into the row output and

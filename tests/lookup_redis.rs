@@ -95,16 +95,7 @@ fn run(
     source: RedisLookup<u64, Item>,
     config: LookupJoinConfig,
 ) -> Vec<(u64, Option<Item>)> {
-    let env = common::env(p);
-    let out = CollectSink::<Joined<Click, Item>>::new();
-    LookupJoin::partial(source, config)
-        .left(env.from_iter(input), |c: &Click| c.1)
-        .unwrap()
-        .sink(out.clone());
-    env.execute().unwrap();
-    let mut rows: Vec<_> = out.take().into_iter().map(|j| (j.event.0, j.dim)).collect();
-    rows.sort_by_key(|r| r.0);
-    rows
+    common::left_join(p, input, LookupJoin::partial(source, config))
 }
 
 #[test]

@@ -6,9 +6,7 @@
 mod common;
 
 use ferroflow::connectors::sql::SqlLookup;
-use ferroflow::operators::lookup_join::{
-    CacheMode, Joined, LookupJoin, LookupJoinConfig, MissRetry,
-};
+use ferroflow::operators::lookup_join::{CacheMode, LookupJoin, LookupJoinConfig, MissRetry};
 use ferroflow::sinks::CollectSink;
 use serde::{Deserialize, Serialize};
 use std::process::Command;
@@ -128,15 +126,7 @@ fn brute(input: &[Click], present: impl Fn(i64) -> bool) -> Vec<(u64, Option<Ite
 }
 
 fn run(input: Vec<Click>, join: LookupJoin<i64, Item>) -> Vec<(u64, Option<Item>)> {
-    let env = common::env(2);
-    let out = CollectSink::<Joined<Click, Item>>::new();
-    join.left(env.from_iter(input), |c: &Click| c.1)
-        .unwrap()
-        .sink(out.clone());
-    env.execute().unwrap();
-    let mut rows: Vec<_> = out.take().into_iter().map(|j| (j.event.0, j.dim)).collect();
-    rows.sort_by_key(|r| r.0);
-    rows
+    common::left_join(2, input, join)
 }
 
 fn table_name(server: Server, what: &str) -> String {

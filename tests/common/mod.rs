@@ -116,3 +116,26 @@ pub fn fail_after<T: Send + 'static>(
         Ok(record)
     }
 }
+
+/// Runs a left lookup join of `input` (sequence number, key) at parallelism `p`; returns
+/// each record's (sequence number, row) in sequence order.
+pub fn left_join<K, V>(
+    p: usize,
+    input: Vec<(u64, K)>,
+    join: ferroflow::operators::lookup_join::LookupJoin<K, V>,
+) -> Vec<(u64, Option<V>)>
+where
+    K: ferroflow::operators::lookup_join::LookupKey,
+    V: Clone + serde::Serialize + Send + Sync + 'static,
+{
+    use ferroflow::operators::lookup_join::Joined;
+    let env = env(p);
+    let out = ferroflow::sinks::CollectSink::<Joined<(u64, K), V>>::new();
+    join.left(env.from_iter(input), |c: &(u64, K)| c.1.clone())
+        .unwrap()
+        .sink(out.clone());
+    env.execute().unwrap();
+    let mut rows: Vec<_> = out.take().into_iter().map(|j| (j.event.0, j.dim)).collect();
+    rows.sort_by_key(|r| r.0);
+    rows
+}

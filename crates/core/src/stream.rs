@@ -312,11 +312,7 @@ impl<T: Send + 'static> DataStream<T> {
         let to = graph.lock().add_stage(name.clone(), None);
         for (input, pool) in [self, other].into_iter().zip(&pools) {
             input.finish_with_exchange(to, pool, |ctx, outbox, metrics| {
-                let route = if outbox.targets() == ctx.parallelism {
-                    Route::Fixed(ctx.worker)
-                } else {
-                    Route::RoundRobin(ctx.worker % outbox.targets())
-                };
+                let route = forward(ctx, outbox.targets());
                 Box::new(BatchExchange::new(outbox, route, metrics))
             });
         }
@@ -369,20 +365,8 @@ impl<T: Send + 'static> DataStream<T> {
         let upstream = self.wire;
         let side_pool = Arc::clone(&pool);
         let wire: Wire<A> = Arc::new(move |ctx: &WorkerCtx, next: Next<A>| {
-            let senders = side_pool.lock().take_senders(ctx.worker)?;
-            let metrics = ctx.metrics.register(&exchange_name, ctx.worker);
-            let outbox = Outbox::new(
-                senders,
-                ctx.config.batch_size,
-                ctx.config.linger,
-                Arc::clone(&ctx.control),
-                Arc::clone(&metrics),
-            );
-            let route = if outbox.targets() == ctx.parallelism {
-                Route::Fixed(ctx.worker)
-            } else {
-                Route::RoundRobin(ctx.worker % outbox.targets())
-            };
+            let (outbox, metrics) = outbox(ctx, &side_pool, &exchange_name)?;
+            let route = forward(ctx, outbox.targets());
             let side: Next<B> = Box::new(BatchExchange::new(outbox, route, metrics));
             upstream(
                 ctx,
@@ -464,18 +448,38 @@ impl<T: Send + 'static> DataStream<T> {
         g.finish_stage(
             self.stage,
             Box::new(move |ctx: &WorkerCtx| {
-                let senders = pool.lock().take_senders(ctx.worker)?;
-                let metrics = ctx.metrics.register(&exchange_name, ctx.worker);
-                let outbox = Outbox::new(
-                    senders,
-                    ctx.config.batch_size,
-                    ctx.config.linger,
-                    Arc::clone(&ctx.control),
-                    Arc::clone(&metrics),
-                );
+                let (outbox, metrics) = outbox(ctx, &pool, &exchange_name)?;
                 wire(ctx, tail(ctx, outbox, metrics))
             }),
         );
+    }
+}
+
+/// This worker's outbox into the exchange whose channels `pool` holds, with the job's
+/// batching, and the exchange's metrics.
+fn outbox<M: Send + 'static>(
+    ctx: &WorkerCtx,
+    pool: &Arc<Mutex<ChannelPool<M>>>,
+    exchange: &str,
+) -> Result<(Outbox<M>, Arc<crate::metrics::OperatorMetrics>)> {
+    let senders = pool.lock().take_senders(ctx.worker)?;
+    let metrics = ctx.metrics.register(exchange, ctx.worker);
+    let outbox = Outbox::new(
+        senders,
+        ctx.config.batch_size,
+        ctx.config.linger,
+        Arc::clone(&ctx.control),
+        Arc::clone(&metrics),
+    );
+    Ok((outbox, metrics))
+}
+
+/// Worker `i` to worker `i` when both sides have as many workers, in turn otherwise.
+fn forward(ctx: &WorkerCtx, targets: usize) -> Route {
+    if targets == ctx.parallelism {
+        Route::Fixed(ctx.worker)
+    } else {
+        Route::RoundRobin(ctx.worker % targets)
     }
 }
 

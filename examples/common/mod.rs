@@ -1,0 +1,33 @@
+//! What the example jobs share: logging, and the files next to their outputs.
+// Each example uses a different part of this module.
+#![allow(dead_code)]
+
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
+
+/// Logs to stderr, at `warn` unless `RUST_LOG` says otherwise.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// `path` with `suffix` added to its file name (`out.jsonl` → `out.jsonl.parts`).
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Removes `dir` and what it holds, if it is there.
+pub fn remove_dir_if_exists(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
