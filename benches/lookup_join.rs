@@ -193,8 +193,10 @@ fn partial(p: usize) -> (Duration, Duration) {
         cache_rows: 100_000,
         ..LookupJoinConfig::default()
     };
+    // Rows shared behind `Arc`s, as in the full-cache case: a cache hit clones a pointer.
     let source =
-        RedisLookup::<u64, DimText>::new(&redis_url(), "ffbench:item:{}", RedisRow::Hash).unwrap();
+        RedisLookup::<u64, Arc<DimText>>::new(&redis_url(), "ffbench:item:{}", RedisRow::Hash)
+            .unwrap();
     let join = LookupJoin::partial(source, config);
     let counters = join.counters();
     let clicks = env.from_source(events(PARTIAL_EVENTS, 1.1), WatermarkStrategy::none());

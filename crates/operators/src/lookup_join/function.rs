@@ -475,7 +475,20 @@ where
                             waits.push(r.clone());
                         }
                     }
-                    None => fresh.push(key),
+                    None => {
+                        // A request that answered since the look above has put its
+                        // answer in the cache before leaving the map of requests.
+                        if let Some(answer) = w
+                            .cache
+                            .as_ref()
+                            .filter(|_| attempt == 1)
+                            .and_then(|c| c.get(&key))
+                        {
+                            known.insert(key, answer);
+                        } else {
+                            fresh.push(key);
+                        }
+                    }
                 }
             }
             if !fresh.is_empty() {

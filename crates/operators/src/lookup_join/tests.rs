@@ -334,3 +334,27 @@ fn settings_read_from_toml_with_durations() {
     assert!(toml::from_str::<LookupJoinConfig>("cache_size = 1").is_err());
     let _ = BTreeMap::<u8, u8>::new();
 }
+
+#[test]
+fn a_first_load_that_takes_too_long_fails_the_start_clearly() {
+    let dim = table(10);
+    dim.set_latency(Duration::from_millis(500));
+    let config = LookupJoinConfig {
+        cache: CacheMode::Full,
+        reload: ReloadConfig {
+            first_load_timeout: Duration::from_millis(50),
+            ..ReloadConfig::default()
+        },
+        ..LookupJoinConfig::default()
+    };
+    let env = StreamEnvironment::local(1);
+    LookupJoin::full(dim, config)
+        .left(env.from_iter(clicks(10, 10)), |c: &Click| c.1)
+        .unwrap()
+        .sink(CollectSink::new());
+    let err = env.execute().unwrap_err().to_string();
+    assert!(
+        err.contains("first load") && err.contains("first_load_timeout"),
+        "{err}"
+    );
+}
