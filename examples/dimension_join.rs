@@ -71,9 +71,11 @@ struct Args {
     /// Joined records, JSON lines.
     #[arg(long, default_value = "joined.jsonl")]
     output: PathBuf,
-    /// Dimension file: CSV with a header, or JSON lines.
+    /// Dimension file: CSV with a header, JSON lines or Parquet (`parquet` feature); a
+    /// path, or an object-store URL such as s3://bucket/items.csv (credentials and
+    /// endpoint from the AWS_* environment variables).
     #[arg(long)]
-    dim_file: Option<PathBuf>,
+    dim_file: Option<String>,
     /// Redis server with a hash per item.
     #[arg(long)]
     dim_redis: Option<String>,
@@ -360,7 +362,7 @@ fn lookup(a: &Args) -> anyhow::Result<(LookupJoin<i64, Item>, Arc<LookupCounters
     let full = cache == Cache::Full;
     let join = if let Some(path) = &a.dim_file {
         anyhow::ensure!(full, "--dim-file needs --cache full");
-        LookupJoin::full(FileTable::new(path, "item_id")?, config)
+        LookupJoin::full(file_table(path)?, config)
     } else if let Some(url) = &a.dim_redis {
         anyhow::ensure!(
             !full,
@@ -383,6 +385,19 @@ fn lookup(a: &Args) -> anyhow::Result<(LookupJoin<i64, Item>, Arc<LookupCounters
     };
     let counters = join.counters();
     Ok((join, counters))
+}
+
+/// The table in a local file or at an object-store URL.
+fn file_table(location: &str) -> anyhow::Result<FileTable<i64, Item>> {
+    if location.contains("://") {
+        #[cfg(feature = "object-store")]
+        return Ok(FileTable::at_url(location, "item_id", Default::default())?);
+        #[cfg(not(feature = "object-store"))]
+        anyhow::bail!(
+            "--dim-file {location}: URLs need the `object-store` feature (on by default)"
+        );
+    }
+    Ok(FileTable::new(location, "item_id")?)
 }
 
 #[cfg(feature = "redis")]

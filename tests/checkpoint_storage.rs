@@ -104,8 +104,6 @@ fn storage_urls_are_checked_at_start() {
 mod rocksdb {
     use super::*;
     use std::collections::BTreeSet;
-    use std::process::{Child, Command, Stdio};
-    use std::time::Instant;
 
     /// In a `file://` store at `root`: the complete checkpoints, the shared files their
     /// metadata lists, and the shared files present.
@@ -177,73 +175,11 @@ mod rocksdb {
         );
     }
 
-    /// A local S3 server (`moto_server`, from PyPI's `moto[server]`) on a free loopback port.
-    struct S3Server {
-        child: Child,
-        endpoint: String,
-    }
-
-    impl Drop for S3Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn s3_server() -> S3Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = match Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => panic!(
-                "moto_server could not start ({e}): run `bash scripts/test` (it installs it), \
-                 or `pip install 'moto[server]'`"
-            ),
-        };
-        let server = S3Server {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if http_put(port, "/checkpoints").is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the S3 server on port {port} did not come up");
-    }
-
-    /// Creates a bucket with a bare HTTP request (the local server needs no signature).
-    fn http_put(port: u16, path: &str) -> std::io::Result<()> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        write!(
-            s,
-            "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut reply = String::new();
-        s.read_to_string(&mut reply)?;
-        if reply.starts_with("HTTP/1.1 200") {
-            Ok(())
-        } else {
-            Err(std::io::Error::other(reply))
-        }
-    }
-
     /// The exactly-once job checkpoints RocksDB state to S3, fails, loses its local files and
     /// resumes from S3 alone.
     #[test]
     fn s3_storage_restores_after_the_local_directory_is_lost() {
-        let server = s3_server();
+        let server = common::s3::server("checkpoints");
         let d = dirs();
         let s3 = |d: &Dirs| {
             config(d, "s3://checkpoints/jobs/count")

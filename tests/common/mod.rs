@@ -6,6 +6,8 @@
 pub mod counting;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "object-store")]
+pub mod s3;
 
 use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
 use ferroflow::{EnvConfig, Error, StreamEnvironment};

@@ -48,6 +48,8 @@ mod sink;
 pub mod sinks;
 mod source;
 pub mod sources;
+#[cfg(feature = "object-store")]
+pub mod storage;
 mod stream;
 pub mod testing;
 mod time;

@@ -1,12 +1,16 @@
-//! Dimension tables in files, for the full cache of a lookup join: CSV with a header, or
-//! JSON lines. The file is read whole at every load; its size and modification time are
-//! its version, so a lookup join that watches it reloads when it is rewritten.
+//! Dimension tables in files, for the full cache of a lookup join: CSV with a header,
+//! JSON lines, or Parquet (feature `parquet`), on the local disk or (feature
+//! `object-store`) at an object-store URL such as `s3://bucket/dim/items.parquet`. The
+//! file is read whole at every load; its version (size and modification time, or the
+//! object's ETag) tells a lookup join that watches it when it was rewritten.
 
 use ferroflow_core::{Error, Result};
 use ferroflow_operators::lookup_join::{LookupKey, TableSource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
+#[cfg(feature = "object-store")]
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -20,65 +24,146 @@ pub enum FileFormat {
     Csv,
     /// One JSON object per line.
     JsonLines,
+    /// Parquet (feature `parquet`): columns keep their types; decimals come as text.
+    Parquet,
 }
 
 impl FileFormat {
-    /// The format a file name's extension says: `.csv`, or `.jsonl`, `.ndjson`, `.json`.
-    pub fn of(path: &Path) -> Option<Self> {
-        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+    /// The format a file name's extension says: `.csv`, `.jsonl` (or `.ndjson`,
+    /// `.json`), `.parquet`.
+    pub fn of(name: &str) -> Option<Self> {
+        let ext = Path::new(name).extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
             "csv" => Some(Self::Csv),
             "jsonl" | "ndjson" | "json" => Some(Self::JsonLines),
+            "parquet" => Some(Self::Parquet),
             _ => None,
         }
     }
 }
 
-/// A dimension table in a local file; see the module documentation.
+/// Where the file is.
+enum Location {
+    Local(PathBuf),
+    #[cfg(feature = "object-store")]
+    Remote {
+        url: String,
+        options: BTreeMap<String, String>,
+    },
+}
+
+/// A dimension table in a file; see the module documentation.
 pub struct FileTable<K, V> {
-    path: PathBuf,
+    location: Location,
     key_column: String,
     format: FileFormat,
     _types: PhantomData<fn(K) -> V>,
 }
 
 impl<K, V> FileTable<K, V> {
-    /// The table in `path`, keyed by `key_column`, in the format its extension says.
+    /// The table in the local file `path`, keyed by `key_column`, in the format its
+    /// extension says.
     ///
     /// # Errors
     /// When the extension names no known format.
     pub fn new(path: impl Into<PathBuf>, key_column: impl Into<String>) -> Result<Self> {
         let path = path.into();
-        let format = FileFormat::of(&path).ok_or_else(|| {
-            Error::Config(format!(
-                "dimension file {}: name it .csv or .jsonl (or give the format)",
-                path.display()
-            ))
-        })?;
+        let format = format_of(&path.to_string_lossy())?;
         Ok(Self::with_format(path, key_column, format))
     }
 
-    /// The table in `path` in `format`.
+    /// The table in the local file `path` in `format`.
     pub fn with_format(
         path: impl Into<PathBuf>,
         key_column: impl Into<String>,
         format: FileFormat,
     ) -> Self {
         Self {
-            path: path.into(),
+            location: Location::Local(path.into()),
             key_column: key_column.into(),
             format,
             _types: PhantomData,
         }
     }
+
+    /// The table at an object-store URL (`s3://bucket/items.parquet`, `file:///...`),
+    /// in the format its extension says; `options` as for checkpoint storage
+    /// (`aws_endpoint`, `aws_region`, ...; credentials also from the environment).
+    ///
+    /// # Errors
+    /// When the extension names no known format.
+    #[cfg(feature = "object-store")]
+    pub fn at_url(
+        url: impl Into<String>,
+        key_column: impl Into<String>,
+        options: BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let url = url.into();
+        let format = format_of(&url)?;
+        Ok(Self {
+            location: Location::Remote { url, options },
+            key_column: key_column.into(),
+            format,
+            _types: PhantomData,
+        })
+    }
+
+    fn describe(&self) -> String {
+        match &self.location {
+            Location::Local(path) => path.display().to_string(),
+            #[cfg(feature = "object-store")]
+            Location::Remote { url, .. } => url.clone(),
+        }
+    }
+}
+
+fn format_of(name: &str) -> Result<FileFormat> {
+    let format = FileFormat::of(name).ok_or_else(|| {
+        Error::Config(format!(
+            "dimension file {name}: name it .csv, .jsonl or .parquet (or give the format)"
+        ))
+    })?;
+    if format == FileFormat::Parquet && !cfg!(feature = "parquet") {
+        return Err(Error::Config(format!(
+            "dimension file {name}: Parquet needs the `parquet` feature"
+        )));
+    }
+    Ok(format)
+}
+
+/// The store and path of a URL, opened on the runtime running this task.
+#[cfg(feature = "object-store")]
+fn store(
+    url: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<(
+    std::sync::Arc<dyn ferroflow_core::storage::object_store::ObjectStore>,
+    ferroflow_core::storage::object_store::path::Path,
+)> {
+    ferroflow_core::storage::open_store(url, options, &tokio::runtime::Handle::current())
 }
 
 impl<K: LookupKey, V: DeserializeOwned> FileTable<K, V> {
     fn error(&self, line: usize, why: impl std::fmt::Display) -> Error {
+        let at = if line > 0 {
+            format!(" line {line}")
+        } else {
+            String::new()
+        };
         Error::External {
             system: "file".into(),
-            context: format!("dimension file {} line {line}", self.path.display()),
+            context: format!("dimension file {}{at}", self.describe()),
             source: why.to_string().into(),
             retryable: false,
+        }
+    }
+
+    fn io(&self, e: impl std::fmt::Display, retryable: bool) -> Error {
+        Error::External {
+            system: "file".into(),
+            context: format!("reading dimension file {}", self.describe()),
+            source: e.to_string().into(),
+            retryable,
         }
     }
 
@@ -94,14 +179,27 @@ impl<K: LookupKey, V: DeserializeOwned> FileTable<K, V> {
         Ok((key, value))
     }
 
-    fn read(&self) -> Result<Vec<(K, V)>> {
-        let io = |e: std::io::Error| {
-            Error::io(format!("reading dimension file {}", self.path.display()), e)
-        };
+    /// The file's bytes.
+    async fn bytes(&self) -> Result<Vec<u8>> {
+        match &self.location {
+            Location::Local(path) => {
+                tokio::task::block_in_place(|| std::fs::read(path)).map_err(|e| self.io(e, false))
+            }
+            #[cfg(feature = "object-store")]
+            Location::Remote { url, options } => {
+                use ferroflow_core::storage::object_store::ObjectStoreExt;
+                let (store, path) = store(url, options)?;
+                let got = store.get(&path).await.map_err(|e| self.io(e, true))?;
+                Ok(got.bytes().await.map_err(|e| self.io(e, true))?.to_vec())
+            }
+        }
+    }
+
+    /// Every row of the file's `bytes`.
+    fn parse(&self, bytes: &[u8]) -> Result<Vec<(K, V)>> {
         match self.format {
             FileFormat::Csv => {
-                let mut reader =
-                    csv::Reader::from_path(&self.path).map_err(|e| self.error(0, e))?;
+                let mut reader = csv::Reader::from_reader(bytes);
                 let headers = reader.headers().map_err(|e| self.error(1, e))?.clone();
                 let mut rows = Vec::new();
                 for (i, record) in reader.records().enumerate() {
@@ -123,10 +221,9 @@ impl<K: LookupKey, V: DeserializeOwned> FileTable<K, V> {
                 Ok(rows)
             }
             FileFormat::JsonLines => {
-                let file = std::fs::File::open(&self.path).map_err(io)?;
                 let mut rows = Vec::new();
-                for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                    let line = line.map_err(io)?;
+                for (i, line) in bytes.lines().enumerate() {
+                    let line = line.map_err(|e| self.io(e, false))?;
                     if line.trim().is_empty() {
                         continue;
                     }
@@ -137,7 +234,33 @@ impl<K: LookupKey, V: DeserializeOwned> FileTable<K, V> {
                 }
                 Ok(rows)
             }
+            FileFormat::Parquet => self.parse_parquet(bytes),
         }
+    }
+
+    #[cfg(feature = "parquet")]
+    fn parse_parquet(&self, bytes: &[u8]) -> Result<Vec<(K, V)>> {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes))
+            .and_then(|b| b.build())
+            .map_err(|e| self.error(0, e))?;
+        let mut rows = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(|e| self.error(0, e))?;
+            let maps: Vec<Map<String, Value>> =
+                serde_arrow::from_record_batch(&batch).map_err(|e| self.error(0, e))?;
+            for map in maps {
+                // Rows are counted from 1, as lines are in the text formats.
+                let n = rows.len() + 1;
+                rows.push(self.row(n, map)?);
+            }
+        }
+        Ok(rows)
+    }
+
+    #[cfg(not(feature = "parquet"))]
+    fn parse_parquet(&self, _: &[u8]) -> Result<Vec<(K, V)>> {
+        Err(self.error(0, "Parquet needs the `parquet` feature"))
     }
 }
 
@@ -164,22 +287,39 @@ where
     type Value = V;
 
     async fn load_all(&self) -> Result<Vec<(K, V)>> {
-        tokio::task::block_in_place(|| self.read())
+        let bytes = self.bytes().await?;
+        tokio::task::block_in_place(|| self.parse(&bytes))
     }
 
     async fn version(&self) -> Result<Option<String>> {
-        let meta = std::fs::metadata(&self.path)
-            .map_err(|e| Error::io(format!("reading dimension file {}", self.path.display()), e))?;
-        let modified = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        Ok(Some(format!("{}:{modified}", meta.len())))
+        match &self.location {
+            Location::Local(path) => {
+                let meta = std::fs::metadata(path).map_err(|e| self.io(e, false))?;
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                Ok(Some(format!("{}:{modified}", meta.len())))
+            }
+            #[cfg(feature = "object-store")]
+            Location::Remote { url, options } => {
+                use ferroflow_core::storage::object_store::ObjectStoreExt;
+                let (store, path) = store(url, options)?;
+                let meta = store.head(&path).await.map_err(|e| self.io(e, true))?;
+                Ok(Some(meta.e_tag.unwrap_or_else(|| {
+                    format!(
+                        "{}:{}",
+                        meta.size,
+                        meta.last_modified.timestamp_nanos_opt().unwrap_or(0)
+                    )
+                })))
+            }
+        }
     }
 
     fn name(&self) -> String {
-        format!("file:{}", self.path.display())
+        format!("file:{}", self.describe())
     }
 }
 
@@ -258,5 +398,73 @@ mod tests {
         std::fs::write(&csv, "item_id,brand,price\n7,acme,1.00\n8,acme,2.00\n").unwrap();
         assert_ne!(rt.block_on(table.version()).unwrap(), v1);
         assert!(FileTable::<i64, Item>::new(dir.path().join("items.xlsx"), "id").is_err());
+    }
+
+    #[cfg(feature = "parquet")]
+    #[test]
+    fn parquet_files_keep_their_column_types() {
+        use arrow::datatypes::{DataType, Field};
+        #[derive(Serialize)]
+        struct Written {
+            item_id: i64,
+            brand: String,
+            category2: Option<String>,
+            price: String,
+        }
+        let rows = vec![
+            Written {
+                item_id: 7,
+                brand: "acme".into(),
+                category2: None,
+                price: "12.50".into(),
+            },
+            Written {
+                item_id: 9,
+                brand: "zeta".into(),
+                category2: Some("totes".into()),
+                price: "0.00".into(),
+            },
+        ];
+        let fields = vec![
+            std::sync::Arc::new(Field::new("item_id", DataType::Int64, false)),
+            std::sync::Arc::new(Field::new("brand", DataType::Utf8, false)),
+            std::sync::Arc::new(Field::new("category2", DataType::Utf8, true)),
+            std::sync::Arc::new(Field::new("price", DataType::Utf8, false)),
+        ];
+        let batch = serde_arrow::to_record_batch(&fields, &rows).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("items.parquet");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let got = load(&FileTable::<i64, Item>::new(&path, "item_id").unwrap()).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    7,
+                    Item {
+                        brand: "acme".into(),
+                        category2: None,
+                        price: "12.50".into()
+                    }
+                ),
+                (
+                    9,
+                    Item {
+                        brand: "zeta".into(),
+                        category2: Some("totes".into()),
+                        price: "0.00".into()
+                    }
+                ),
+            ]
+        );
+        // A key column of the wrong type names the column and the row.
+        let err = load(&FileTable::<bool, Item>::new(&path, "item_id").unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("item_id") && err.to_string().contains("line 1"),
+            "{err}"
+        );
     }
 }

@@ -76,71 +76,6 @@ fn storage_err(context: String, e: object_store::Error) -> Error {
     }
 }
 
-fn config_err(url: &str, why: impl std::fmt::Display) -> Error {
-    Error::Config(format!("checkpoint storage {url}: {why}"))
-}
-
-/// The store and the path inside it that a storage URL names.
-fn open_store(
-    config: &CheckpointConfig,
-    url_text: &str,
-    runtime: &tokio::runtime::Runtime,
-) -> Result<(Arc<dyn ObjectStore>, StorePath)> {
-    #[cfg(not(feature = "hdfs"))]
-    let _ = runtime;
-    let url = url::Url::parse(url_text).map_err(|e| config_err(url_text, e))?;
-    let prefix = StorePath::parse(url.path()).map_err(|e| config_err(url_text, e))?;
-    let options = &config.storage_options;
-    let store: Arc<dyn ObjectStore> = match url.scheme() {
-        "s3" | "s3a" => {
-            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url_text);
-            for (key, value) in options {
-                let key = key.parse().map_err(|e| config_err(url_text, e))?;
-                builder = builder.with_config(key, value);
-            }
-            Arc::new(builder.build().map_err(|e| config_err(url_text, e))?)
-        }
-        #[cfg(feature = "hdfs")]
-        "hdfs" | "viewfs" => {
-            let _entered = runtime.enter();
-            let authority = &url[..url::Position::BeforePath];
-            let store = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
-                .with_url(authority)
-                .with_config(options.clone())
-                .with_io_runtime(runtime.handle().clone())
-                .build()
-                .map_err(|e| config_err(url_text, e))?;
-            Arc::new(store)
-        }
-        #[cfg(not(feature = "hdfs"))]
-        "hdfs" | "viewfs" => {
-            return Err(config_err(
-                url_text,
-                "HDFS needs ferroflow built with the `hdfs` feature",
-            ))
-        }
-        "file" => {
-            if let Some(key) = options.keys().next() {
-                return Err(config_err(
-                    url_text,
-                    format!("a file:// location takes no options (got `{key}`)"),
-                ));
-            }
-            let none = std::iter::empty::<(&str, &str)>();
-            let (store, _) =
-                object_store::parse_url_opts(&url, none).map_err(|e| config_err(url_text, e))?;
-            Arc::from(store)
-        }
-        other => {
-            return Err(config_err(
-                url_text,
-                format!("unsupported scheme `{other}` (use s3, file or hdfs)"),
-            ))
-        }
-    };
-    Ok((store, prefix))
-}
-
 impl Remote {
     /// Opens `config.storage`; `None` without storage.
     pub(crate) fn open(config: &CheckpointConfig) -> Result<Option<Self>> {
@@ -153,7 +88,13 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| Error::io("starting the checkpoint upload runtime", e))?;
-        let (store, prefix) = open_store(config, url, &runtime)?;
+        let (store, prefix) =
+            crate::storage::open_store(url, &config.storage_options, runtime.handle()).map_err(
+                |e| match e {
+                    Error::Config(why) => Error::Config(format!("checkpoint storage {why}")),
+                    other => other,
+                },
+            )?;
         let remote = Self {
             inner: Arc::new(Inner {
                 store,
