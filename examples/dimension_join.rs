@@ -292,11 +292,11 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_secs(1));
         let (n, t) = (done(&counters), started.elapsed().as_secs_f64());
         eprintln!(
-            "{t:6.1}s  joined {n:>10} ({:>6.2} M/s)  hit rate {:>5.1}%  store requests {:>8}  retries {:>7}  unmatched {:>7}",
+            "{t:6.1}s  joined {n:>10} ({:>6.2} M/s)  hit rate {:>5.1}%  store requests {:>8}  held {:>7}  unmatched {:>7}",
             n.saturating_sub(last) as f64 / (t - last_t).max(1e-3) / 1e6,
             counters.hit_rate() * 100.0,
             LookupCounters::get(&counters.requests),
-            LookupCounters::get(&counters.retries),
+            counters.held(),
             LookupCounters::get(&counters.unmatched),
         );
         (last, last_t) = (n, t);

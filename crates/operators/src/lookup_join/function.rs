@@ -532,6 +532,12 @@ where
                 }
             }
             let retry = &config.retry;
+            if attempt > 1 {
+                // These inputs were held for this retry: they are answered now, or held
+                // again below.
+                let n = i64::try_from(inputs.len()).unwrap_or(i64::MAX);
+                counters.held_now.fetch_sub(n, Ordering::Relaxed);
+            }
             Ok(inputs
                 .into_iter()
                 .map(|(key, event)| match known.get(&key) {
@@ -539,6 +545,7 @@ where
                     None if timed_out => give_up(&counters, &metrics, config.join, event),
                     _ if attempt <= retry.attempts => {
                         counters.retries.fetch_add(1, Ordering::Relaxed);
+                        counters.held_now.fetch_add(1, Ordering::Relaxed);
                         Reply::RetryAfter(retry.delay_after(attempt))
                     }
                     _ => give_up(&counters, &metrics, config.join, event),

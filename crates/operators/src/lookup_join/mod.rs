@@ -53,7 +53,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// What a join key must be: hashable for partitioning and the cache, serializable for
@@ -188,6 +188,8 @@ pub struct LookupCounters {
     pub failures: AtomicU64,
     /// Records waiting for a delayed retry, summed over retries.
     pub retries: AtomicU64,
+    /// Records waiting for a delayed retry now (see [`LookupCounters::held`]).
+    pub held_now: AtomicI64,
     /// Records that matched.
     pub matched: AtomicU64,
     /// Records given up on after their last attempt.
@@ -202,6 +204,12 @@ impl LookupCounters {
     /// The value of one counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Records waiting for a delayed retry now, in this process (records restored from a
+    /// checkpoint while waiting are not counted until they wait again).
+    pub fn held(&self) -> u64 {
+        u64::try_from(self.held_now.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     /// Share of records answered from the cache, 0 to 1 (0 before any record).

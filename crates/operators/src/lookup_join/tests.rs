@@ -125,6 +125,7 @@ fn rows_written_after_the_start_are_joined_through_retries() {
     assert_eq!(rows, brute(&input, 200));
     assert!(LookupCounters::get(&counters.retries) > 0);
     assert_eq!(LookupCounters::get(&counters.unmatched), 0);
+    assert_eq!(counters.held(), 0, "nothing waits once the job ended");
 }
 
 #[test]
@@ -357,4 +358,23 @@ fn a_first_load_that_takes_too_long_fails_the_start_clearly() {
         err.contains("first load") && err.contains("first_load_timeout"),
         "{err}"
     );
+}
+
+#[test]
+fn lookups_that_time_out_can_give_their_records_up() {
+    let dim = table(100);
+    dim.set_latency(Duration::from_millis(300));
+    let config = LookupJoinConfig {
+        lookup_timeout: Duration::from_millis(30),
+        on_timeout: OnLookupTimeout::Unmatched,
+        ..LookupJoinConfig::default()
+    };
+    let input = clicks(500, 100);
+    let started = std::time::Instant::now();
+    let (rows, counters) = run_left(1, input.clone(), LookupJoin::partial(dim, config));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(rows.len(), input.len());
+    assert!(rows.iter().all(|r| r.1.is_none()), "every lookup timed out");
+    assert_eq!(LookupCounters::get(&counters.unmatched), 500);
+    assert!(LookupCounters::get(&counters.failures) > 0);
 }
