@@ -33,8 +33,8 @@ use ferroflow::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
-use support::{bench_parallelism, cpu_time, proc_status, selected};
+use std::time::Duration;
+use support::{bench_parallelism, execute_timed, proc_status, selected};
 
 const DIM_ROWS: u64 = 1_000_000;
 const FULL_EVENTS: u64 = 10_000_000;
@@ -105,9 +105,7 @@ fn full(p: usize) -> (Duration, Duration) {
             Vec::<()>::new()
         })
         .sink(DiscardSink::new());
-    let (cpu0, t0) = (cpu_time(), Instant::now());
-    env.execute().expect("job");
-    let (wall, cpu) = (t0.elapsed(), cpu_time() - cpu0);
+    let (wall, cpu) = execute_timed(&env);
     assert_eq!(
         matched.load(Ordering::Relaxed),
         FULL_EVENTS,
@@ -203,9 +201,7 @@ fn partial(p: usize) -> (Duration, Duration) {
     join.left(clicks, |c: &ClickEvent| c.item_id)
         .unwrap()
         .sink(DiscardSink::new());
-    let (cpu0, t0) = (cpu_time(), Instant::now());
-    env.execute().expect("job");
-    let (wall, cpu) = (t0.elapsed(), cpu_time() - cpu0);
+    let (wall, cpu) = execute_timed(&env);
     let get = |c: &AtomicU64| LookupCounters::get(c);
     assert_eq!(get(&counters.matched), PARTIAL_EVENTS);
     eprintln!(

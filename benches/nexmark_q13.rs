@@ -25,8 +25,8 @@ use nexmark::event::{Bid, Event, EventType};
 use nexmark::EventGenerator;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use support::{bench_parallelism, cpu_time};
+use std::time::Duration;
+use support::{bench_parallelism, execute_timed};
 
 const BIDS: u64 = 5_000_000;
 const SIDE_ROWS: u64 = 10_000;
@@ -116,9 +116,7 @@ fn q13(p: usize) -> (Duration, Duration) {
             Vec::<()>::new()
         })
         .sink(DiscardSink::new());
-    let (cpu0, t0) = (cpu_time(), Instant::now());
-    env.execute().expect("job");
-    let (wall, cpu) = (t0.elapsed(), cpu_time() - cpu0);
+    let (wall, cpu) = execute_timed(&env);
     assert_eq!(
         matched.load(Ordering::Relaxed),
         BIDS,

@@ -20,6 +20,13 @@ pub fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// Runs the job built in `env` to its end; returns its (wall, CPU) time.
+pub fn execute_timed(env: &StreamEnvironment) -> (Duration, Duration) {
+    let (cpu0, t0) = (cpu_time(), std::time::Instant::now());
+    env.execute().expect("job");
+    (t0.elapsed(), cpu_time() - cpu0)
+}
+
 /// Wall and CPU totals over the iterations of one benchmark.
 #[derive(Default)]
 pub struct Totals {

@@ -335,6 +335,19 @@ mod tests {
         price: String,
     }
 
+    /// Items 7 and 9, as the files of these tests hold them.
+    fn acme_and_zeta() -> Vec<(i64, Item)> {
+        let item = |brand: &str, category2: Option<&str>, price: &str| Item {
+            brand: brand.into(),
+            category2: category2.map(Into::into),
+            price: price.into(),
+        };
+        vec![
+            (7, item("acme", None, "12.50")),
+            (9, item("zeta, inc", Some("totes"), "0.00")),
+        ]
+    }
+
     fn load<K: LookupKey>(table: &FileTable<K, Item>) -> Result<Vec<(K, Item)>> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -351,27 +364,7 @@ mod tests {
         let csv = dir.path().join("items.csv");
         std::fs::write(&csv, "item_id,brand,category1,category2,price\n7,acme,shoes,,12.50\n9,\"zeta, inc\",bags,totes,0.00\n").unwrap();
         let rows = load(&FileTable::<i64, Item>::new(&csv, "item_id").unwrap()).unwrap();
-        assert_eq!(
-            rows,
-            vec![
-                (
-                    7,
-                    Item {
-                        brand: "acme".into(),
-                        category2: None,
-                        price: "12.50".into()
-                    }
-                ),
-                (
-                    9,
-                    Item {
-                        brand: "zeta, inc".into(),
-                        category2: Some("totes".into()),
-                        price: "0.00".into()
-                    }
-                ),
-            ]
-        );
+        assert_eq!(rows, acme_and_zeta());
         let jsonl = dir.path().join("items.jsonl");
         std::fs::write(
             &jsonl,
@@ -420,7 +413,7 @@ mod tests {
             },
             Written {
                 item_id: 9,
-                brand: "zeta".into(),
+                brand: "zeta, inc".into(),
                 category2: Some("totes".into()),
                 price: "0.00".into(),
             },
@@ -439,27 +432,7 @@ mod tests {
         writer.write(&batch).unwrap();
         writer.close().unwrap();
         let got = load(&FileTable::<i64, Item>::new(&path, "item_id").unwrap()).unwrap();
-        assert_eq!(
-            got,
-            vec![
-                (
-                    7,
-                    Item {
-                        brand: "acme".into(),
-                        category2: None,
-                        price: "12.50".into()
-                    }
-                ),
-                (
-                    9,
-                    Item {
-                        brand: "zeta".into(),
-                        category2: Some("totes".into()),
-                        price: "0.00".into()
-                    }
-                ),
-            ]
-        );
+        assert_eq!(got, acme_and_zeta());
         // A key column of the wrong type names the column and the row.
         let err = load(&FileTable::<bool, Item>::new(&path, "item_id").unwrap()).unwrap_err();
         assert!(
