@@ -13,6 +13,15 @@ use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
 use ferroflow::{EnvConfig, Error, StreamEnvironment};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A loopback port nothing listens on now, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// An environment for tests: `parallelism` workers, small batches so that exchanges and
 /// watermarks are exercised, no signal handling.
 pub fn env(parallelism: usize) -> StreamEnvironment {

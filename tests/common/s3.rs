@@ -21,11 +21,7 @@ impl Drop for S3Server {
 
 /// A server with the bucket `bucket`.
 pub fn server(bucket: &str) -> S3Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::free_port();
     let child = match Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())

@@ -70,7 +70,7 @@ pub use keyed::{
     OpenContext, TimerService, ViewsAndTimers,
 };
 pub use sink::{Sink, SinkContext};
-pub use source::{Source, SplitReader, SplitStatus};
+pub use source::{short_type_name, Source, SplitReader, SplitStatus};
 pub use stream::{DataStream, KeyedStream};
 pub use time::{duration_millis, now_millis, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 pub use timer::{TimeDomain, Timer};

@@ -21,8 +21,8 @@ pub enum SplitStatus {
 }
 
 /// A type's name without its path and parameters, in lower case (`MySource<T>` gives
-/// `mysource`): the default name of a source and id of a split.
-fn short_type_name<T: ?Sized>() -> String {
+/// `mysource`): the default name of a source, of a split and of other pluggable parts.
+pub fn short_type_name<T: ?Sized>() -> String {
     let full = std::any::type_name::<T>();
     let base = full.split('<').next().unwrap_or(full);
     base.rsplit("::").next().unwrap_or(base).to_lowercase()

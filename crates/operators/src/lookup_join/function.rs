@@ -258,7 +258,10 @@ where
                     timed_out: true,
                 }),
                 Ok(Err(e)) => Err(Failure {
-                    message: format!("lookup in `{name}` (first key {:?}): {e}", keys.first()),
+                    message: match keys.first() {
+                        Some(key) => format!("lookup in `{name}` (first key {key:?}): {e}"),
+                        None => format!("lookup in `{name}`: {e}"),
+                    },
                     retryable: e.is_retryable(),
                     timed_out: false,
                 }),

@@ -117,7 +117,7 @@ pub trait LookupSource: Send + Sync + 'static {
     /// The store's name in errors, logs and metrics (`redis`, `postgres:dim_item`).
     /// Default: the type's name.
     fn name(&self) -> String {
-        short_type_name::<Self>()
+        ferroflow_core::short_type_name::<Self>()
     }
 }
 
@@ -142,15 +142,8 @@ pub trait TableSource: Send + Sync + 'static {
 
     /// The table's name in errors, logs and metrics. Default: the type's name.
     fn name(&self) -> String {
-        short_type_name::<Self>()
+        ferroflow_core::short_type_name::<Self>()
     }
-}
-
-/// A type's name without its path and parameters, in lower case.
-fn short_type_name<T: ?Sized>() -> String {
-    let full = std::any::type_name::<T>();
-    let base = full.split('<').next().unwrap_or(full);
-    base.rsplit("::").next().unwrap_or(base).to_lowercase()
 }
 
 /// A record and the dimension row found for it (`None` in a left join when there was
