@@ -12,9 +12,14 @@
 //!   hashes, and a sink of idempotent hash and sorted-set writes.
 //! - [`sql`] (feature `sql`): a lookup and table source on PostgreSQL and
 //!   MySQL/MariaDB.
+//! - [`filesystem`] (feature `filesystem`, `parquet`): bucketed Parquet, JSON-lines
+//!   and CSV files on the local disk, S3 and HDFS, exactly once, with
+//!   partition commit.
 #![deny(missing_docs)]
 
 pub mod dimension;
+#[cfg(feature = "filesystem")]
+pub mod filesystem;
 pub mod generator;
 pub mod jsonl;
 #[cfg(feature = "kafka")]

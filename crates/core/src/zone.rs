@@ -127,6 +127,21 @@ impl Zone {
         fallback
     }
 
+    /// The instant at which the local wall-clock time `local` (milliseconds since
+    /// 1970-01-01T00:00 on this zone's clocks) occurs. A time that occurs twice (clocks
+    /// turned back) gives the earlier instant; one skipped (clocks turned forward) is
+    /// read with the offset from before the change, which lands after the gap.
+    pub fn local_to_utc(&self, local: i64) -> Timestamp {
+        if let Some(fixed) = self.fixed {
+            return local.saturating_sub(fixed);
+        }
+        let civil = to_jiff(local).to_zoned_datetime(TimeZone::UTC).datetime();
+        match civil.to_zoned_datetime(self.tz.clone()) {
+            Ok(z) => z.timestamp().as_millisecond(),
+            Err(_) => local.saturating_sub(self.offset_ms_at(local)),
+        }
+    }
+
     /// The first instant of local calendar day `day` (days since 1970-01-01). Days are
     /// 23 or 25 hours long where clocks change; where midnight does not exist the day
     /// starts at the first time that does.

@@ -1,0 +1,254 @@
+//! The sink's view of its storage: one object store (local disk, S3, HDFS) under a root,
+//! driven from the worker thread through a small runtime of its own.
+
+use bytes::Bytes;
+use ferroflow_core::storage::object_store::{
+    self, path::Path as StorePath, ObjectStore, ObjectStoreExt,
+};
+use ferroflow_core::{Error, Result};
+use futures_util::StreamExt;
+use object_store::{PutPayload, WriteMultipart};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Read;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// Parts of this size are uploaded while a finished file is read from the spool disk.
+const PART_BYTES: usize = 16 << 20;
+
+pub(crate) fn store_err(context: String, e: object_store::Error) -> Error {
+    let retryable = !matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+    );
+    Error::external("object store", context, e, retryable)
+}
+
+/// The URL of a local path (made absolute) or the URL given.
+pub(crate) fn url_of(path: &str) -> Result<String> {
+    if path.contains("://") {
+        return Ok(path.to_string());
+    }
+    let p = std::path::Path::new(path);
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::io("file sink: reading the current directory", e))?
+            .join(p)
+    };
+    std::fs::create_dir_all(&abs)
+        .map_err(|e| Error::io(format!("file sink: creating {}", abs.display()), e))?;
+    let url = url::Url::from_directory_path(&abs).map_err(|()| {
+        Error::Config(format!(
+            "file sink: `{}` is not a usable path",
+            abs.display()
+        ))
+    })?;
+    Ok(url.to_string())
+}
+
+pub(crate) struct Store {
+    store: Arc<dyn ObjectStore>,
+    root: StorePath,
+    url: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Store {
+    pub(crate) fn open(path: &str, options: &BTreeMap<String, String>) -> Result<Self> {
+        let url = url_of(path)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ferroflow-filesink-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("file sink: starting its I/O runtime", e))?;
+        let (store, root) = ferroflow_core::storage::open_store(&url, options, runtime.handle())?;
+        Ok(Self {
+            store,
+            root,
+            url: url.trim_end_matches('/').to_string(),
+            runtime,
+        })
+    }
+
+    /// The URL of the sink's root, without a trailing `/`.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn location(&self, rel: &str) -> StorePath {
+        let mut loc = self.root.clone();
+        for part in rel.split('/').filter(|p| !p.is_empty()) {
+            loc = loc.clone().join(part);
+        }
+        loc
+    }
+
+    /// Runs `work` to its end. From a thread that is itself inside an async runtime
+    /// (a job started from async code) it runs on a helper thread.
+    pub(crate) fn block_on<T: Send>(&self, work: impl Future<Output = T> + Send) -> T {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.runtime.block_on(work);
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| self.runtime.block_on(work))
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// Starts storing `bytes` at `rel`.
+    pub(crate) fn spawn_put(&self, rel: &str, bytes: Vec<u8>) -> JoinHandle<Result<()>> {
+        let store = Arc::clone(&self.store);
+        let loc = self.location(rel);
+        let context = format!("{}: writing {rel}", self.url);
+        self.runtime.spawn(async move {
+            store
+                .put(&loc, PutPayload::from(bytes))
+                .await
+                .map(drop)
+                .map_err(|e| store_err(context, e))
+        })
+    }
+
+    /// Stores `bytes` at `rel`.
+    pub(crate) fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        let task = self.spawn_put(rel, bytes);
+        self.join(task)
+    }
+
+    /// Starts uploading the local file `local` to `rel` (in parts for a large file),
+    /// then removes `local`.
+    pub(crate) fn spawn_upload(
+        &self,
+        rel: &str,
+        local: std::path::PathBuf,
+    ) -> JoinHandle<Result<()>> {
+        let store = Arc::clone(&self.store);
+        let loc = self.location(rel);
+        let context = format!("{}: uploading {rel}", self.url);
+        self.runtime.spawn(async move {
+            let read_err = |e| Error::io(format!("file sink: reading {}", local.display()), e);
+            let size = std::fs::metadata(&local).map_err(read_err)?.len();
+            if size <= PART_BYTES as u64 {
+                let bytes = std::fs::read(&local).map_err(read_err)?;
+                store
+                    .put(&loc, PutPayload::from(bytes))
+                    .await
+                    .map_err(|e| store_err(context.clone(), e))?;
+            } else {
+                let upload = store
+                    .put_multipart(&loc)
+                    .await
+                    .map_err(|e| store_err(context.clone(), e))?;
+                let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+                let mut file = std::fs::File::open(&local).map_err(read_err)?;
+                let mut buf = vec![0u8; PART_BYTES];
+                loop {
+                    let n = file.read(&mut buf).map_err(read_err)?;
+                    if n == 0 {
+                        break;
+                    }
+                    writer
+                        .wait_for_capacity(4)
+                        .await
+                        .map_err(|e| store_err(context.clone(), e))?;
+                    writer.write(&buf[..n]);
+                }
+                writer
+                    .finish()
+                    .await
+                    .map_err(|e| store_err(context.clone(), e))?;
+            }
+            std::fs::remove_file(&local).map_err(read_err)
+        })
+    }
+
+    /// Waits for `task`.
+    pub(crate) fn join<T: Send>(&self, task: JoinHandle<Result<T>>) -> Result<T> {
+        self.block_on(task)
+            .map_err(|e| Error::Internal(format!("file sink: an upload task failed: {e}")))?
+    }
+
+    /// The object at `rel`, or `None` if there is none.
+    pub(crate) fn get(&self, rel: &str) -> Result<Option<Bytes>> {
+        let loc = self.location(rel);
+        let context = format!("{}: reading {rel}", self.url);
+        self.block_on(async {
+            match self.store.get(&loc).await {
+                Ok(got) => got.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .map_err(|e| store_err(context, e))
+    }
+
+    /// Whether an object exists at `rel`.
+    pub(crate) fn exists(&self, rel: &str) -> Result<bool> {
+        let loc = self.location(rel);
+        let context = format!("{}: looking up {rel}", self.url);
+        self.block_on(async {
+            match self.store.head(&loc).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(store_err(context, e)),
+            }
+        })
+    }
+
+    /// Moves `from` to `to` (on S3 a copy and a delete). `Ok(false)` if `from` is gone.
+    pub(crate) fn rename(&self, from: &str, to: &str) -> Result<bool> {
+        let (a, b) = (self.location(from), self.location(to));
+        let context = format!("{}: moving {from} to {to}", self.url);
+        self.block_on(async {
+            match self.store.rename(&a, &b).await {
+                Ok(()) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(store_err(context, e)),
+            }
+        })
+    }
+
+    /// Deletes the objects at `rels`; those already gone are fine.
+    pub(crate) fn delete(&self, rels: &[String]) -> Result<()> {
+        self.block_on(async {
+            for rel in rels {
+                match self.store.delete(&self.location(rel)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(store_err(format!("{}: deleting {rel}", self.url), e)),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The objects under directory `prefix`, relative to the root.
+    pub(crate) fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let loc = self.location(prefix);
+        let root = self.root.as_ref().to_string();
+        let context = format!("{}: listing {prefix}", self.url);
+        self.block_on(async {
+            let mut out = Vec::new();
+            let mut items = self.store.list(Some(&loc));
+            while let Some(item) = items.next().await {
+                let meta = item.map_err(|e| store_err(context.clone(), e))?;
+                let full = meta.location.as_ref();
+                let rel = full
+                    .strip_prefix(root.as_str())
+                    .unwrap_or(full)
+                    .trim_start_matches('/');
+                out.push(rel.to_string());
+            }
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,55 @@
+"""Reads a table written by the file sink back with pyarrow (the Apache Parquet C++
+reader), as an independent check: prints JSON with every visible file, every row
+(user_id, ts in ms, item_id, price as text, the partition directory it is in, and the
+partition its event time belongs in, computed here), the schema, and the partitions
+holding _SUCCESS.
+
+    python3 read_table.py ROOT [S3_ENDPOINT]
+"""
+import datetime
+import json
+import sys
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+root = sys.argv[1]
+if root.startswith("s3://"):
+    fs = pafs.S3FileSystem(access_key="test", secret_key="test", region="us-east-1",
+                           endpoint_override=sys.argv[2], scheme="http")
+    base = root[len("s3://"):].rstrip("/")
+else:
+    fs = pafs.LocalFileSystem()
+    base = root.rstrip("/")
+zone = ZoneInfo("Asia/Shanghai")
+out = {"visible": [], "success": [], "rows": [], "schemas": []}
+for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+    if info.type != pafs.FileType.File:
+        continue
+    rel = info.path[len(base):].lstrip("/")
+    parts = rel.split("/")
+    if any(p.startswith(("_", ".")) for p in parts[:-1]):
+        continue
+    name, directory = parts[-1], "/".join(parts[:-1])
+    if name == "_SUCCESS":
+        out["success"].append(directory)
+        continue
+    if name.startswith(("_", ".")):
+        continue
+    out["visible"].append(rel)
+    table = pq.read_table(info.path, filesystem=fs)
+    schema = str(table.schema.remove_metadata())
+    if schema not in out["schemas"]:
+        out["schemas"].append(schema)
+    ts = table.column("ts").cast(pa.int64()).to_pylist()
+    users = table.column("user_id").to_pylist()
+    items = table.column("item_id").to_pylist()
+    prices = table.column("price").to_pylist()
+    for u, t, i, p in zip(users, ts, items, prices):
+        local = datetime.datetime.fromtimestamp(t / 1000, zone)
+        local = local.replace(minute=local.minute - local.minute % 5, second=0, microsecond=0)
+        expected = local.strftime("dt=%Y-%m-%d/hm=%H%M")
+        out["rows"].append([u, t, i, None if p is None else str(p), directory, expected])
+print(json.dumps(out))
