@@ -25,17 +25,8 @@ use std::time::{Duration, Instant};
 const HOUR: i64 = 3_600_000;
 const START: i64 = 1_763_712_000_000; // 2025-11-21T08:00:00Z
 
-/// The example binary, built by `cargo test` / `cargo nextest run` beside the tests.
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("examples").join("uv_dashboard");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test` or `cargo nextest run`, which build the examples",
-        bin.display()
-    );
-    bin
+    common::example("uv_dashboard")
 }
 
 const PLATFORMS: [&str; 3] = ["app", "web", "mini"];

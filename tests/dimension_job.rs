@@ -4,22 +4,15 @@
 //! dead-letter files hold what they should.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The example binary, built by `cargo test` / `cargo nextest run` beside the tests.
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("examples").join("dimension_join");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test` or `cargo nextest run`, which build the examples",
-        bin.display()
-    );
-    bin
+    common::example("dimension_join")
 }
 
 /// Items 0..80 have rows; 80..100 do not.

@@ -14,15 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("examples").join("kafka_to_hive");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test` or `cargo nextest run`, which build the examples",
-        bin.display()
-    );
-    bin
+    common::example("kafka_to_hive")
 }
 
 /// 2026-12-05T15:50:00Z: the input crosses midnight in Shanghai (16:00Z).

@@ -13,6 +13,20 @@ use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
 use ferroflow::{EnvConfig, Error, StreamEnvironment};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The example binary `name`, built by `cargo test` / `cargo nextest run` beside the
+/// tests.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(std::path::Path::parent).unwrap();
+    let bin = dir.join("examples").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test` or `cargo nextest run`, which build the examples",
+        bin.display()
+    );
+    bin
+}
+
 /// A loopback port nothing listens on now, for a server a test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

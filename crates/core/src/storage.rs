@@ -10,6 +10,21 @@ use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Whether trying `e` again may succeed: not for a missing object, a bad path or
+/// configuration, an unsupported call or refused credentials.
+pub fn is_retryable(e: &object_store::Error) -> bool {
+    !matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::UnknownConfigurationKey { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+    )
+}
+
 fn config_err(url: &str, why: impl std::fmt::Display) -> Error {
     Error::Config(format!("{url}: {why}"))
 }

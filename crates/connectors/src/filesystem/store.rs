@@ -18,15 +18,7 @@ use tokio::task::JoinHandle;
 const PART_BYTES: usize = 16 << 20;
 
 pub(crate) fn store_err(context: String, e: object_store::Error) -> Error {
-    let retryable = !matches!(
-        e,
-        object_store::Error::NotFound { .. }
-            | object_store::Error::InvalidPath { .. }
-            | object_store::Error::NotSupported { .. }
-            | object_store::Error::NotImplemented { .. }
-            | object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. }
-    );
+    let retryable = ferroflow_core::storage::is_retryable(&e);
     Error::external("object store", context, e, retryable)
 }
 

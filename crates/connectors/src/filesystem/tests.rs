@@ -35,7 +35,13 @@ fn sink(root: &Path, format: Format, tweak: impl FnOnce(&mut FileSinkConfig)) ->
     tweak(&mut cfg);
     let schema = schema();
     let buckets = TimeBuckets::new(&cfg.partition, |r: &Row| r.ts).unwrap();
-    FileSink::new(cfg, Arc::clone(&schema), SerdeEncoder::new(&schema), buckets).unwrap()
+    FileSink::new(
+        cfg,
+        Arc::clone(&schema),
+        SerdeEncoder::new(&schema),
+        buckets,
+    )
+    .unwrap()
 }
 
 fn ctx(

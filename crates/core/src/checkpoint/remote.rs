@@ -59,16 +59,7 @@ impl std::fmt::Debug for Remote {
 }
 
 fn storage_err(context: String, e: object_store::Error) -> Error {
-    let retryable = !matches!(
-        e,
-        object_store::Error::NotFound { .. }
-            | object_store::Error::InvalidPath { .. }
-            | object_store::Error::NotSupported { .. }
-            | object_store::Error::NotImplemented { .. }
-            | object_store::Error::UnknownConfigurationKey { .. }
-            | object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. }
-    );
+    let retryable = crate::storage::is_retryable(&e);
     Error::Storage {
         context,
         source: Box::new(e),
