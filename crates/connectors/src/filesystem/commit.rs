@@ -30,10 +30,10 @@ impl CommittedPartition {
 }
 
 /// Runs when a partition is committed, after its files are published (and `_SUCCESS`
-/// written, when on): registering it in a metastore, telling a scheduler. Late data
-/// commits a partition again, and a partition written by several workers may be
-/// committed by more than one of them, so a policy must be idempotent (`ADD PARTITION
-/// IF NOT EXISTS`). Closures `Fn(&CommittedPartition) -> Result<()>` are policies.
+/// written, when on): registering it in a metastore, telling a scheduler. A partition
+/// written by several workers is committed by the one with the smallest index; late
+/// data commits a partition again, as can workers finishing at the same moment when the
+/// input ends, so a policy must be idempotent (`ADD PARTITION IF NOT EXISTS`). Closures `Fn(&CommittedPartition) -> Result<()>` are policies.
 pub trait PartitionCommitPolicy: Send + Sync + 'static {
     /// Commits `partition`.
     ///

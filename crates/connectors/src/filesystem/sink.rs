@@ -251,14 +251,15 @@ where
     }
 
     /// Records this worker's progress and commits the partitions that every worker's
-    /// watermark has passed: `own` the ones this worker wrote to, or with `all` every
-    /// partition any worker listed.
+    /// watermark has passed: of `own`, the ones this worker wrote to, those no worker
+    /// with a smaller index lists (that worker commits them); with `all` (the input
+    /// ended) every partition any worker listed.
     fn commit_partitions(
         &mut self,
         watermark: Timestamp,
         own: Vec<(String, Option<Timestamp>)>,
         all: bool,
-    ) -> Result<()> {
+    ) -> Result<Option<Timestamp>> {
         let run = self.run.as_ref().ok_or_else(run_err)?;
         let marker = Marker {
             run: run.attempt,
@@ -271,6 +272,8 @@ where
             .put(&marker_path(run.parallelism, run.worker), bytes)?;
         let mut min = watermark;
         let mut listed = own;
+        // Partitions a worker with a smaller index lists: committed by that worker.
+        let mut theirs = std::collections::HashSet::new();
         for w in (0..run.parallelism).filter(|w| *w != run.worker) {
             let other = match run.store.get(&marker_path(run.parallelism, w))? {
                 Some(b) => serde_json::from_slice::<Marker>(&b).ok(),
@@ -281,11 +284,14 @@ where
                     min = min.min(m.watermark);
                     if all {
                         listed.extend(m.partitions);
+                    } else if w < run.worker {
+                        theirs.extend(m.partitions.into_iter().map(|(path, _)| path));
                     }
                 }
-                _ => return Ok(()),
+                _ => return Ok(None),
             }
         }
+        listed.retain(|(path, _)| !theirs.contains(path));
         listed.sort();
         listed.dedup();
         let delay = run.delay_ms;
@@ -316,7 +322,7 @@ where
             tracing::info!(partition = %partition.url, "file sink: committed a partition");
             self.counters.partition_committed();
         }
-        Ok(())
+        Ok(Some(min))
     }
 
     /// Adopts the open files of a restored checkpoint: their rows are read back from
@@ -552,8 +558,13 @@ where
                     .filter_map(|(path, _)| run.known.get(path).map(|(_, n)| (path.clone(), *n)))
                     .collect()
             };
-            self.commit_partitions(p.watermark, p.partitions.clone(), false)?;
-            // Forget partitions now complete in which no file was opened since.
+            let Some(min) = self.commit_partitions(p.watermark, p.partitions.clone(), false)?
+            else {
+                self.counters.commit_took(started.elapsed());
+                return Ok(());
+            };
+            // Forget partitions every worker passed (committed, here or by the worker
+            // with the smallest index that lists them) in which no file was opened since.
             let run = self.run.as_mut().ok_or_else(run_err)?;
             let delay = run.delay_ms;
             let open: Vec<String> = run
@@ -562,9 +573,7 @@ where
                 .map(|x| x.bucket.path.to_string())
                 .collect();
             run.known.retain(|path, (end, n)| {
-                !(due(*end, delay, p.watermark)
-                    && snapshot.get(path) == Some(n)
-                    && !open.contains(path))
+                !(due(*end, delay, min) && snapshot.get(path) == Some(n) && !open.contains(path))
             });
         }
         self.counters.commit_took(started.elapsed());
@@ -587,5 +596,6 @@ where
             .collect();
         self.publish(&files)?;
         self.commit_partitions(watermark, partitions, true)
+            .map(drop)
     }
 }

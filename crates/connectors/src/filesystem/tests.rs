@@ -265,7 +265,16 @@ fn a_partition_is_committed_only_when_every_worker_passed_it() {
     b.on_watermark(HOUR).unwrap();
     let cb = b.prepare_commit(1).unwrap().unwrap();
     b.commit(vec![cb]).unwrap();
+    assert_eq!(visible(root).len(), 2, "one CSV file per worker");
+    // Worker 1 leaves the partition to worker 0, which lists it too: it commits it at
+    // its next checkpoint.
+    assert!(commits.lock().is_empty());
+    assert!(!root.join("dt=1970-01-01/h=00/_SUCCESS").exists());
+    let ca = a.prepare_commit(2).unwrap().unwrap();
+    a.commit(vec![ca]).unwrap();
     assert!(root.join("dt=1970-01-01/h=00/_SUCCESS").exists());
     assert_eq!(*commits.lock(), vec!["dt=1970-01-01/h=00".to_string()]);
-    assert_eq!(visible(root).len(), 2, "one CSV file per worker");
+    let cb = b.prepare_commit(2).unwrap().unwrap();
+    b.commit(vec![cb]).unwrap();
+    assert_eq!(commits.lock().len(), 1, "committed once");
 }
