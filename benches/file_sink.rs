@@ -1,10 +1,10 @@
 //! The bucketed file sink on the job of Flink's `file_sink` benchmark: generated events
 //! `(ts, user_id, item_id, category)` over 24 hours of event time into hourly partitions
 //! `dt=yyyy-MM-dd/hour=HH` on the local disk, checkpoints every 10 s, in CSV, JSON lines
-//! and Parquet (zstd). Prints rows per second and per CPU-second, files per partition,
+//! Parquet (zstd) and ORC (zstd). Prints rows per second and per CPU-second, files per partition,
 //! the longest commit after a checkpoint completed, and the peak resident memory.
 //!
-//! `cargo bench --features parquet --bench file_sink`
+//! `cargo bench --features parquet,orc --bench file_sink`
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -118,11 +118,15 @@ fn jsonl(p: usize) -> (Duration, Duration) {
 fn parquet(p: usize) -> (Duration, Duration) {
     run(p, "parquet")
 }
+fn orc(p: usize) -> (Duration, Duration) {
+    run(p, "orc")
+}
 
 fn file_sink(c: &mut Criterion) {
     bench_parallelism(c, "file_sink_csv", ROWS, csv);
     bench_parallelism(c, "file_sink_jsonl", ROWS, jsonl);
     bench_parallelism(c, "file_sink_parquet", ROWS, parquet);
+    bench_parallelism(c, "file_sink_orc", ROWS, orc);
 }
 
 criterion_group!(benches, file_sink);

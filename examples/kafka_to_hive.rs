@@ -3,10 +3,10 @@
 //! once, with `_SUCCESS` in each partition once it is complete.
 //!
 //! ```text
-//! cargo run --release --features parquet --example kafka_to_hive        # generated clicks
-//! cargo run --release --features parquet --example kafka_to_hive -- --input clicks.jsonl \
+//! cargo run --release --features orc,parquet --example kafka_to_hive        # generated clicks
+//! cargo run --release --features orc,parquet --example kafka_to_hive -- --input clicks.jsonl \
 //!     --output s3://lake/clicks --checkpoint-dir /var/lib/k2h --ddl clicks.sql
-//! cargo run --release --features parquet --example kafka_to_hive -- --kafka-brokers \
+//! cargo run --release --features orc,parquet --example kafka_to_hive -- --kafka-brokers \
 //!     127.0.0.1:9092 --topic clicks --output hdfs://namenode:9000/warehouse/clicks
 //! ```
 //!
@@ -15,8 +15,8 @@
 //! output>/dead-letters.jsonl` and is counted. Output URLs: a path, `file:///path`,
 //! `s3://bucket/prefix` (credentials, region and endpoint from the `AWS_*` environment
 //! variables, e.g. `AWS_ENDPOINT=http://127.0.0.1:5000 AWS_ALLOW_HTTP=true`) or
-//! `hdfs://host:port/path` (`hdfs` feature). Formats: `parquet` (default), `jsonl`,
-//! `csv`. The Hive `CREATE EXTERNAL TABLE` statement is printed, or written with `--ddl`.
+//! `hdfs://host:port/path` (`hdfs` feature). Formats: `orc` (default), `parquet`,
+//! `jsonl`, `csv`. The Hive `CREATE EXTERNAL TABLE` statement is printed, or written with `--ddl`.
 //!
 //! With `--checkpoint-dir` the job checkpoints every `--checkpoint-interval` and, started
 //! again with the same directory after a crash (kill -9 included), resumes from its
@@ -69,8 +69,8 @@ struct Args {
     /// Where the table goes: a path, file:///path, s3://bucket/prefix, hdfs://host:port/path.
     #[arg(long, default_value = "target/kafka_to_hive")]
     output: String,
-    /// parquet, jsonl or csv.
-    #[arg(long, default_value = "parquet")]
+    /// orc, parquet, jsonl or csv.
+    #[arg(long, default_value = "orc")]
     format: String,
     /// Length of a partition (must divide a day).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]

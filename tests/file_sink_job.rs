@@ -1,5 +1,5 @@
 //! The `kafka_to_hive` example as a user runs it, its files read back by pyarrow (the
-//! Apache Parquet C++ reader): every input row exactly once with its types, partitions
+//! Apache Parquet and ORC C++ readers): every input row exactly once with its types, partitions
 //! as the template says, `_SUCCESS` in each complete partition, no visible in-progress
 //! file; and the same after kill -9 at many points with restarts at other parallelisms,
 //! on the local disk and on S3 (a local S3 server).
@@ -20,16 +20,26 @@ fn binary() -> PathBuf {
 /// 2026-12-05T15:50:00Z: the input crosses midnight in Shanghai (16:00Z).
 const START: i64 = 1_796_485_800_000;
 
-/// `rows` good clicks (user `u<i>`, 36 ms apart) and three malformed lines.
-fn write_input(path: &Path, rows: i64) -> BTreeMap<String, (i64, i64, String)> {
+/// What a row must read back as: ts, item_id, price, site, is_new.
+type Want = BTreeMap<String, (i64, i64, Option<String>, Option<String>, Option<bool>)>;
+
+/// `rows` good clicks (user `u<i>`, 36 ms apart; every seventh without `site`,
+/// `is_new` and `price`) and three malformed lines.
+fn write_input(path: &Path, rows: i64) -> Want {
     let mut text = String::new();
     let mut want = BTreeMap::new();
     for i in 0..rows {
         let ts = START + i * 36;
         let price = format!("{}.{:02}", i % 1000, i % 100);
-        let line = json!({"ts": ts, "user_id": format!("u{i}"), "item_id": i % 5000,
+        let mut line = json!({"ts": ts, "user_id": format!("u{i}"), "item_id": i % 5000,
             "site": "main", "platform": "ios", "category1": "c1", "category2": "c2",
             "province": "Zhejiang", "activity": "none", "is_new": i % 2 == 0, "price": price});
+        let sparse = i % 7 == 3;
+        if sparse {
+            for field in ["site", "is_new", "price"] {
+                line.as_object_mut().unwrap().remove(field);
+            }
+        }
         text.push_str(&line.to_string());
         text.push('\n');
         if i == 10 {
@@ -41,15 +51,36 @@ fn write_input(path: &Path, rows: i64) -> BTreeMap<String, (i64, i64, String)> {
             text.push_str(&json!({"user_id": "no-ts", "item_id": 1}).to_string());
             text.push('\n');
         }
-        want.insert(format!("u{i}"), (ts, i % 5000, price));
+        want.insert(
+            format!("u{i}"),
+            if sparse {
+                (ts, i % 5000, None, None, None)
+            } else {
+                (
+                    ts,
+                    i % 5000,
+                    Some(price),
+                    Some("main".into()),
+                    Some(i % 2 == 0),
+                )
+            },
+        );
     }
     std::fs::write(path, text).unwrap();
     want
 }
 
-fn start(input: &Path, output: &str, dir: &Path, parallelism: usize, s3: Option<&str>) -> Child {
+fn start(
+    format: &str,
+    input: &Path,
+    output: &str,
+    dir: &Path,
+    parallelism: usize,
+    s3: Option<&str>,
+) -> Child {
     let mut cmd = Command::new(binary());
     cmd.args(["--input", input.to_str().unwrap(), "--output", output])
+        .args(["--format", format])
         .args([
             "--checkpoint-dir",
             dir.to_str().unwrap(),
@@ -103,7 +134,7 @@ fn read_back(root: &str, s3: Option<&str>) -> Value {
 
 /// Checks the table against the input: every row once, values, types, partitions,
 /// `_SUCCESS` everywhere (the input ended), no hidden file visible.
-fn check(table: &Value, want: &BTreeMap<String, (i64, i64, String)>) {
+fn check(format: &str, table: &Value, want: &Want) {
     let mut seen = BTreeMap::new();
     let mut partitions = std::collections::BTreeSet::new();
     for row in table["rows"].as_array().unwrap() {
@@ -111,7 +142,9 @@ fn check(table: &Value, want: &BTreeMap<String, (i64, i64, String)>) {
         let got = (
             row[1].as_i64().unwrap(),
             row[2].as_i64().unwrap(),
-            row[3].as_str().unwrap().to_string(),
+            row[3].as_str().map(String::from),
+            row[6].as_str().map(String::from),
+            row[7].as_bool(),
         );
         assert_eq!(row[4], row[5], "row {user} is in the wrong partition");
         partitions.insert(row[4].as_str().unwrap().to_string());
@@ -127,13 +160,26 @@ fn check(table: &Value, want: &BTreeMap<String, (i64, i64, String)>) {
     let schemas = table["schemas"].as_array().unwrap();
     assert_eq!(schemas.len(), 1, "{schemas:?}");
     let schema = schemas[0].as_str().unwrap();
-    for column in [
-        "ts: timestamp[ms, tz=UTC] not null",
-        "user_id: string not null",
-        "item_id: int64 not null",
-        "is_new: bool",
-        "price: decimal128(12, 2)",
-    ] {
+    // ORC has no required columns, and its timestamps come back in nanoseconds
+    // without a zone (stored as UTC).
+    let columns = if format == "orc" {
+        [
+            "ts: timestamp[ns]",
+            "user_id: string",
+            "item_id: int64",
+            "is_new: bool",
+            "price: decimal128(12, 2)",
+        ]
+    } else {
+        [
+            "ts: timestamp[ms, tz=UTC] not null",
+            "user_id: string not null",
+            "item_id: int64 not null",
+            "is_new: bool",
+            "price: decimal128(12, 2)",
+        ]
+    };
+    for column in columns {
         assert!(schema.contains(column), "{column} in {schema}");
     }
     let success: std::collections::BTreeSet<String> = table["success"]
@@ -149,19 +195,20 @@ fn check(table: &Value, want: &BTreeMap<String, (i64, i64, String)>) {
     for f in table["visible"].as_array().unwrap() {
         let f = f.as_str().unwrap();
         assert!(
-            f.ends_with(".parquet") && f.contains("/part-"),
+            f.ends_with(&format!(".{format}")) && f.contains("/part-"),
             "unexpected visible file {f}"
         );
     }
 }
 
-#[test]
-fn a_table_pyarrow_reads_back_with_every_row_once() {
+/// One run of the job into a local directory, read back and checked.
+fn one_run(format: &str) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clicks.jsonl");
     let want = write_input(&input, 20_000);
     let out = dir.path().join("table");
     finish(start(
+        format,
         &input,
         out.to_str().unwrap(),
         &dir.path().join("run"),
@@ -169,7 +216,7 @@ fn a_table_pyarrow_reads_back_with_every_row_once() {
         None,
     ));
     let table = read_back(out.to_str().unwrap(), None);
-    check(&table, &want);
+    check(format, &table, &want);
     // 12 minutes of event time across Shanghai midnight: 23:50 and 23:55 on 2026-12-05,
     // 00:00 on 2026-12-06, one file per worker at most in each.
     let success = table["success"].as_array().unwrap();
@@ -182,19 +229,37 @@ fn a_table_pyarrow_reads_back_with_every_row_once() {
     let ddl = std::fs::read_to_string(dir.path().join("run/clicks.sql")).unwrap();
     assert!(
         ddl.contains("price decimal(12,2)")
-            && ddl.contains("PARTITIONED BY (dt string, hm string)"),
+            && ddl.contains("PARTITIONED BY (dt string, hm string)")
+            && ddl.contains(&format!("STORED AS {}", format.to_uppercase())),
         "{ddl}"
     );
 }
 
+#[test]
+fn an_orc_table_pyarrow_reads_back_with_every_row_once() {
+    one_run("orc");
+}
+
+#[test]
+fn a_parquet_table_pyarrow_reads_back_with_every_row_once() {
+    one_run("parquet");
+}
+
 /// Runs the job, killing it with SIGKILL a little after each of several checkpoints
 /// and starting it again at another parallelism, until it finishes by itself.
-fn run_with_kills(input: &Path, output: &str, dir: &Path, s3: Option<&str>, seed: u64) -> usize {
+fn run_with_kills(
+    format: &str,
+    input: &Path,
+    output: &str,
+    dir: &Path,
+    s3: Option<&str>,
+    seed: u64,
+) -> usize {
     let checkpoints = dir.join("checkpoints");
     let mut rng = seed;
     for round in 0.. {
         let parallelism = [1, 2, 3][round % 3];
-        let mut child = start(input, output, dir, parallelism, s3);
+        let mut child = start(format, input, output, dir, parallelism, s3);
         rng = rng
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -247,6 +312,7 @@ fn kill_9_at_many_points_and_rescale_lose_and_repeat_nothing() {
     let want = write_input(&input, 60_000);
     let out = dir.path().join("table");
     let kills = run_with_kills(
+        "orc",
         &input,
         out.to_str().unwrap(),
         &dir.path().join("run"),
@@ -254,7 +320,7 @@ fn kill_9_at_many_points_and_rescale_lose_and_repeat_nothing() {
         7,
     );
     assert!(kills >= 2, "the job was killed {kills} times only");
-    check(&read_back(out.to_str().unwrap(), None), &want);
+    check("orc", &read_back(out.to_str().unwrap(), None), &want);
 }
 
 #[test]
@@ -264,6 +330,7 @@ fn on_s3_after_kill_9_every_row_once() {
     let input = dir.path().join("clicks.jsonl");
     let want = write_input(&input, 40_000);
     let kills = run_with_kills(
+        "parquet",
         &input,
         "s3://lake/clicks",
         &dir.path().join("run"),
@@ -271,5 +338,9 @@ fn on_s3_after_kill_9_every_row_once() {
         11,
     );
     assert!(kills >= 1, "the job was never killed");
-    check(&read_back("s3://lake/clicks", Some(&s3.endpoint)), &want);
+    check(
+        "parquet",
+        &read_back("s3://lake/clicks", Some(&s3.endpoint)),
+        &want,
+    );
 }

@@ -1,8 +1,8 @@
 """Reads a table written by the file sink back with pyarrow (the Apache Parquet C++
-reader), as an independent check: prints JSON with every visible file, every row
-(user_id, ts in ms, item_id, price as text, the partition directory it is in, and the
-partition its event time belongs in, computed here), the schema, and the partitions
-holding _SUCCESS.
+and ORC readers), as an independent check: prints JSON with every visible file, every
+row (user_id, ts in ms, item_id, price as text, the partition directory it is in, the
+partition its event time belongs in, computed here, site and is_new), the schemas, and
+the partitions holding _SUCCESS.
 
     python3 read_table.py ROOT [S3_ENDPOINT]
 """
@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.orc as po
 import pyarrow.parquet as pq
 
 root = sys.argv[1]
@@ -39,17 +40,24 @@ for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
     if name.startswith(("_", ".")):
         continue
     out["visible"].append(rel)
-    table = pq.read_table(info.path, filesystem=fs)
+    if name.endswith(".orc"):
+        with fs.open_input_file(info.path) as f:
+            table = po.ORCFile(f).read()
+    else:
+        table = pq.read_table(info.path, filesystem=fs)
     schema = str(table.schema.remove_metadata())
     if schema not in out["schemas"]:
         out["schemas"].append(schema)
-    ts = table.column("ts").cast(pa.int64()).to_pylist()
+    ts_col = table.column("ts")
+    ts = ts_col.cast(pa.timestamp("ms", tz=ts_col.type.tz)).cast(pa.int64()).to_pylist()
+    sites = table.column("site").to_pylist()
+    news = table.column("is_new").to_pylist()
     users = table.column("user_id").to_pylist()
     items = table.column("item_id").to_pylist()
     prices = table.column("price").to_pylist()
-    for u, t, i, p in zip(users, ts, items, prices):
+    for u, t, i, p, site, new in zip(users, ts, items, prices, sites, news):
         local = datetime.datetime.fromtimestamp(t / 1000, zone)
         local = local.replace(minute=local.minute - local.minute % 5, second=0, microsecond=0)
         expected = local.strftime("dt=%Y-%m-%d/hm=%H%M")
-        out["rows"].append([u, t, i, None if p is None else str(p), directory, expected])
+        out["rows"].append([u, t, i, None if p is None else str(p), directory, expected, site, new])
 print(json.dumps(out))

@@ -11,6 +11,8 @@ use std::time::Duration;
 pub enum Format {
     /// Apache Parquet (feature `parquet`).
     Parquet(ParquetOptions),
+    /// Apache ORC (feature `orc`).
+    Orc(OrcOptions),
     /// One JSON object per line.
     Jsonl,
     /// Comma-separated values with a header line.
@@ -18,26 +20,28 @@ pub enum Format {
 }
 
 impl Format {
-    /// The file name extension (`parquet`, `jsonl`, `csv`).
+    /// The file name extension (`parquet`, `orc`, `jsonl`, `csv`).
     pub fn extension(&self) -> &'static str {
         match self {
             Format::Parquet(_) => "parquet",
+            Format::Orc(_) => "orc",
             Format::Jsonl => "jsonl",
             Format::Csv => "csv",
         }
     }
 
-    /// The format named `name` (`parquet`, `jsonl`, `csv`) with default options.
+    /// The format named `name` (`parquet`, `orc`, `jsonl`, `csv`) with default options.
     ///
     /// # Errors
     /// [`Error::Config`] for another name.
     pub fn named(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
             "parquet" => Ok(Format::Parquet(ParquetOptions::default())),
+            "orc" => Ok(Format::Orc(OrcOptions::default())),
             "jsonl" | "json" | "ndjson" => Ok(Format::Jsonl),
             "csv" => Ok(Format::Csv),
             other => Err(Error::Config(format!(
-                "unknown file format `{other}` (use parquet, jsonl or csv)"
+                "unknown file format `{other}` (use parquet, orc, jsonl or csv)"
             ))),
         }
     }
@@ -77,6 +81,26 @@ impl Default for ParquetOptions {
             row_group_rows: 1 << 20,
             dictionary: true,
             statistics: true,
+        }
+    }
+}
+
+/// ORC writer options. Defaults: zstd, stripes of 32 MiB.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrcOptions {
+    /// Stream compression: `none`, `snappy` or `zstd`.
+    pub compression: Compression,
+    /// A stripe is written once the rows gathered for it take this many bytes (before
+    /// compression); it is what an open ORC file holds in memory.
+    pub stripe_bytes: usize,
+}
+
+impl Default for OrcOptions {
+    fn default() -> Self {
+        Self {
+            compression: Compression::Zstd,
+            stripe_bytes: 32 << 20,
         }
     }
 }
@@ -236,6 +260,13 @@ impl FileSinkConfig {
                     ));
                 }
             }
+            Format::Orc(o) => {
+                if o.stripe_bytes == 0 {
+                    return Err(Error::Config(
+                        "file sink: `format.stripe_bytes` must be positive".into(),
+                    ));
+                }
+            }
             Format::Jsonl | Format::Csv => {}
         }
         Ok(())
@@ -286,10 +317,11 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("row_group_rows"));
-        assert!(Format::named("orc")
+        assert!(Format::named("avro")
             .unwrap_err()
             .to_string()
-            .contains("orc"));
+            .contains("avro"));
+        assert_eq!(Format::named("ORC").unwrap().extension(), "orc");
         assert_eq!(Format::named("JSONL").unwrap().extension(), "jsonl");
     }
 }

@@ -49,6 +49,8 @@ fn encode_err(path: &Path, e: impl std::fmt::Display) -> Error {
 enum Inner {
     #[cfg(feature = "parquet")]
     Parquet(parquet::arrow::ArrowWriter<Counting>),
+    #[cfg(feature = "orc")]
+    Orc(super::orc::OrcWriter<Counting>),
     Json(arrow::json::LineDelimitedWriter<Counting>),
     Csv(arrow::csv::Writer<Counting>),
 }
@@ -76,6 +78,19 @@ pub(crate) fn check_schema(format: &Format, schema: &SchemaRef) -> Result<()> {
                 return Err(Error::Config(
                     "file sink: Parquet needs ferroflow built with the `parquet` feature".into(),
                 ));
+            }
+            Format::Orc(_) => {
+                #[cfg(not(feature = "orc"))]
+                return Err(Error::Config(
+                    "file sink: ORC needs ferroflow built with the `orc` feature".into(),
+                ));
+                #[cfg(feature = "orc")]
+                if let Some(why) = super::orc::unsupported(t) {
+                    return Err(Error::Config(format!(
+                        "file sink: column `{}` cannot be written as ORC: {why}",
+                        field.name()
+                    )));
+                }
             }
             Format::Jsonl => {}
             Format::Csv => {
@@ -121,6 +136,11 @@ impl FileWriter {
                     .map_err(|e| encode_err(path, e))?;
                 Inner::Parquet(w)
             }
+            #[cfg(feature = "orc")]
+            Format::Orc(o) => Inner::Orc(
+                super::orc::OrcWriter::new(out, schema, o.compression, o.stripe_bytes)
+                    .map_err(|e| io_err(path, e))?,
+            ),
             Format::Jsonl => Inner::Json(arrow::json::LineDelimitedWriter::new(out)),
             Format::Csv => Inner::Csv(
                 arrow::csv::WriterBuilder::new()
@@ -149,6 +169,8 @@ impl FileWriter {
         match &mut self.inner {
             #[cfg(feature = "parquet")]
             Inner::Parquet(w) => w.write(batch).map_err(|e| encode_err(path, e)),
+            #[cfg(feature = "orc")]
+            Inner::Orc(w) => w.write(batch).map_err(|e| io_err(path, e)),
             Inner::Json(w) => w.write(batch).map_err(|e| encode_err(path, e)),
             Inner::Csv(w) => w.write(batch).map_err(|e| encode_err(path, e)),
         }
@@ -161,6 +183,8 @@ impl FileWriter {
         match &self.inner {
             #[cfg(feature = "parquet")]
             Inner::Parquet(w) => written + w.in_progress_size() as u64,
+            #[cfg(feature = "orc")]
+            Inner::Orc(w) => written + w.buffered() as u64 / 4,
             _ => written,
         }
     }
@@ -171,6 +195,8 @@ impl FileWriter {
         let out = match self.inner {
             #[cfg(feature = "parquet")]
             Inner::Parquet(w) => w.into_inner().map_err(|e| encode_err(&path, e))?,
+            #[cfg(feature = "orc")]
+            Inner::Orc(w) => w.close().map_err(|e| io_err(&path, e))?,
             Inner::Json(mut w) => {
                 w.finish().map_err(|e| encode_err(&path, e))?;
                 w.into_inner()

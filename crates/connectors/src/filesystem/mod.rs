@@ -1,5 +1,5 @@
-//! Bucketed files (feature `filesystem`, with `parquet` for the bulk format): a stream
-//! written as Parquet, JSON-lines or CSV files under time partitions
+//! Bucketed files (feature `filesystem`, with `parquet` and `orc` for the bulk formats):
+//! a stream written as Parquet, ORC, JSON-lines or CSV files under time partitions
 //! (`dt=2026-12-05/hm=1405`) of a directory on the local disk, S3 or HDFS (feature
 //! `hdfs`), exactly once, with partition commit, and files of a target size however
 //! often checkpoints are taken.
@@ -80,6 +80,8 @@ mod commit;
 mod config;
 mod encode;
 mod format;
+#[cfg(feature = "orc")]
+mod orc;
 mod part;
 mod sink;
 mod store;
@@ -89,7 +91,7 @@ mod tests;
 pub use bucket::{Bucket, BucketAssigner, TimeBuckets};
 pub use commit::{CommittedPartition, FileSinkCounters, PartitionCommitPolicy};
 pub use config::{
-    CommitConfig, Compression, FileSinkConfig, Format, ParquetOptions, PartitionConfig,
+    CommitConfig, Compression, FileSinkConfig, Format, OrcOptions, ParquetOptions, PartitionConfig,
     RollingPolicy,
 };
 pub use encode::{BatchEncoder, SerdeEncoder};

@@ -278,3 +278,45 @@ fn a_partition_is_committed_only_when_every_worker_passed_it() {
     b.commit(vec![cb]).unwrap();
     assert_eq!(commits.lock().len(), 1, "committed once");
 }
+
+#[test]
+fn a_schema_the_format_cannot_write_is_refused_at_start() {
+    let list = Arc::new(Schema::new(vec![Field::new(
+        "tags",
+        DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+        true,
+    )]));
+    let zoned = Arc::new(Schema::new(vec![Field::new(
+        "ts",
+        DataType::Timestamp(
+            arrow::datatypes::TimeUnit::Millisecond,
+            Some("Asia/Shanghai".into()),
+        ),
+        false,
+    )]));
+    let attempt = |format: Format, schema: &arrow::datatypes::SchemaRef| {
+        let cfg = FileSinkConfig::new("/tmp/never-written", format);
+        let buckets = TimeBuckets::new(&cfg.partition, |r: &Row| r.ts).unwrap();
+        FileSink::<Row, _, _>::new(cfg, Arc::clone(schema), SerdeEncoder::new(schema), buckets)
+            .err()
+            .map(|e| e.to_string())
+    };
+    let csv = attempt(Format::Csv, &list).unwrap();
+    assert!(csv.contains("`tags`") && csv.contains("CSV"), "{csv}");
+    #[cfg(feature = "orc")]
+    {
+        let orc = attempt(Format::named("orc").unwrap(), &list).unwrap();
+        assert!(orc.contains("`tags`") && orc.contains("ORC"), "{orc}");
+        let orc = attempt(Format::named("orc").unwrap(), &zoned).unwrap();
+        assert!(orc.contains("Asia/Shanghai"), "{orc}");
+    }
+    #[cfg(not(feature = "orc"))]
+    {
+        let orc = attempt(Format::named("orc").unwrap(), &zoned).unwrap();
+        assert!(orc.contains("`orc` feature"), "{orc}");
+    }
+    assert!(
+        attempt(Format::Jsonl, &list).is_none(),
+        "JSON lines write lists"
+    );
+}
