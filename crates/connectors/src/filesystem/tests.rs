@@ -1,6 +1,7 @@
 //! The sink driven by hand, as the runtime drives it, on the local disk.
 
 use super::*;
+#[cfg(feature = "parquet")]
 use arrow::array::{Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use ferroflow_core::{Sink, SinkContext, MAX_WATERMARK};
@@ -196,6 +197,7 @@ fn many_checkpoints_make_one_file_and_a_restore_continues_it() {
     assert!(root.join("dt=1970-01-01/h=00/_SUCCESS").exists());
 }
 
+#[cfg(feature = "parquet")]
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
