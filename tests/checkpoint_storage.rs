@@ -199,4 +199,24 @@ mod rocksdb {
             .unwrap();
         assert_eq!(published(&d.output), expected());
     }
+
+    /// The same on a real HDFS (a NameNode and a DataNode started for the test).
+    #[cfg(feature = "hdfs")]
+    #[test]
+    fn hdfs_storage_restores_after_the_local_directory_is_lost() {
+        let hdfs = common::hdfs::start();
+        let d = dirs();
+        let url = format!("{}/checkpoints/jobs/count", hdfs.url);
+        let latest = RestoreFrom::Latest { fallback: false };
+        assert!(
+            job_with(&d, 2, Some(15_000), latest.clone(), true, config(&d, &url))
+                .execute()
+                .is_err()
+        );
+        lose_local_state(&d);
+        job_with(&d, 2, None, latest, true, config(&d, &url))
+            .execute()
+            .unwrap();
+        assert_eq!(published(&d.output), expected());
+    }
 }

@@ -344,3 +344,16 @@ fn on_s3_after_kill_9_every_row_once() {
         &want,
     );
 }
+
+#[cfg(feature = "hdfs")]
+#[test]
+fn on_hdfs_after_kill_9_every_row_once() {
+    let hdfs = common::hdfs::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    let want = write_input(&input, 40_000);
+    let table = format!("{}/warehouse/clicks", hdfs.url);
+    let kills = run_with_kills("orc", &input, &table, &dir.path().join("run"), None, 13);
+    assert!(kills >= 1, "the job was never killed");
+    check("orc", &read_back(&table, None), &want);
+}

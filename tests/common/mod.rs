@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod counting;
+#[cfg(feature = "hdfs")]
+pub mod hdfs;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "object-store")]

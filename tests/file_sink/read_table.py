@@ -17,7 +17,36 @@ import pyarrow.orc as po
 import pyarrow.parquet as pq
 
 root = sys.argv[1]
-if root.startswith("s3://"):
+
+
+class Hdfs:
+    """The bits of a pyarrow file system the walk below uses, over hdfs-native's client
+    (pyarrow's own HDFS client needs libhdfs and a Hadoop install)."""
+
+    def __init__(self, url):
+        import hdfs_native
+        self.client = hdfs_native.Client(url)
+
+    def get_file_info(self, selector):
+        class Info:
+            pass
+        for st in self.client.list_status(selector.base_dir, recursive=True):
+            info = Info()
+            info.path = st.path
+            info.type = pafs.FileType.Directory if st.isdir else pafs.FileType.File
+            yield info
+
+    def open_input_file(self, path):
+        import io
+        with self.client.read(path) as f:
+            return pa.BufferReader(f.read())
+
+
+if root.startswith("hdfs://"):
+    authority, _, path = root[len("hdfs://"):].partition("/")
+    fs = Hdfs("hdfs://" + authority)
+    base = "/" + path.rstrip("/")
+elif root.startswith("s3://"):
     fs = pafs.S3FileSystem(access_key="test", secret_key="test", region="us-east-1",
                            endpoint_override=sys.argv[2], scheme="http")
     base = root[len("s3://"):].rstrip("/")
@@ -40,11 +69,8 @@ for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
     if name.startswith(("_", ".")):
         continue
     out["visible"].append(rel)
-    if name.endswith(".orc"):
-        with fs.open_input_file(info.path) as f:
-            table = po.ORCFile(f).read()
-    else:
-        table = pq.read_table(info.path, filesystem=fs)
+    f = fs.open_input_file(info.path)
+    table = po.ORCFile(f).read() if name.endswith(".orc") else pq.read_table(f)
     schema = str(table.schema.remove_metadata())
     if schema not in out["schemas"]:
         out["schemas"].append(schema)

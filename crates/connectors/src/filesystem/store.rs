@@ -205,7 +205,11 @@ impl Store {
             match self.store.rename(&a, &b).await {
                 Ok(()) => Ok(true),
                 Err(object_store::Error::NotFound { .. }) => Ok(false),
-                Err(e) => Err(store_err(context, e)),
+                // Some stores (HDFS) report a missing source as a generic error.
+                Err(e) => match self.store.head(&a).await {
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    _ => Err(store_err(context, e)),
+                },
             }
         })
     }
