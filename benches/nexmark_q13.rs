@@ -20,61 +20,15 @@ use ferroflow::operators::lookup_join::{
     CacheMode, Joined, LookupJoin, LookupJoinConfig, MemoryTable, MissRetry,
 };
 use ferroflow::prelude::*;
-use ferroflow::{SplitReader, SplitStatus};
-use nexmark::event::{Bid, Event, EventType};
-use nexmark::EventGenerator;
+use nexmark::event::Bid;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use support::bids::Bids;
 use support::{bench_parallelism, execute_timed};
 
 const BIDS: u64 = 5_000_000;
 const SIDE_ROWS: u64 = 10_000;
-
-/// The bids of the Nexmark stream: one split per worker, each taking every `p`-th bid.
-struct Bids {
-    total: u64,
-}
-
-impl Source for Bids {
-    type Item = Bid;
-
-    fn create_splits(&mut self, parallelism: usize) -> Result<Vec<Box<dyn SplitReader<Bid>>>> {
-        let p = parallelism.max(1) as u64;
-        Ok((0..p)
-            .map(|i| {
-                let generator = EventGenerator::default()
-                    .with_type_filter(EventType::Bid)
-                    .with_offset(i)
-                    .with_step(p);
-                let left = self.total / p + u64::from(i < self.total % p);
-                Box::new(BidSplit { generator, left }) as Box<dyn SplitReader<Bid>>
-            })
-            .collect())
-    }
-}
-
-struct BidSplit {
-    generator: EventGenerator,
-    left: u64,
-}
-
-impl SplitReader<Bid> for BidSplit {
-    fn poll(&mut self, max: usize, out: &mut Vec<Bid>) -> Result<SplitStatus> {
-        let n = (max as u64).min(self.left);
-        for _ in 0..n {
-            if let Some(Event::Bid(bid)) = self.generator.next() {
-                out.push(bid);
-            }
-        }
-        self.left -= n;
-        Ok(if self.left == 0 {
-            SplitStatus::Finished
-        } else {
-            SplitStatus::More
-        })
-    }
-}
 
 fn q13(p: usize) -> (Duration, Duration) {
     let env = StreamEnvironment::new(

@@ -2,6 +2,8 @@
 // Each bench uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod bids;
+
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ferroflow::connectors::ClickEvent;
 use ferroflow::prelude::*;

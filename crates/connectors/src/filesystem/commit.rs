@@ -87,6 +87,8 @@ pub struct FileSinkCounters {
     partitions_committed: AtomicU64,
     commit_micros_last: AtomicU64,
     commit_micros_max: AtomicU64,
+    commit_micros_total: AtomicU64,
+    commits: AtomicU64,
     segments_missing: AtomicU64,
 }
 
@@ -119,6 +121,15 @@ impl FileSinkCounters {
     /// The longest commit so far.
     pub fn max_commit(&self) -> std::time::Duration {
         std::time::Duration::from_micros(self.commit_micros_max.load(Ordering::Relaxed))
+    }
+    /// The mean time of commits so far.
+    pub fn mean_commit(&self) -> std::time::Duration {
+        let n = self.commits.load(Ordering::Relaxed).max(1);
+        std::time::Duration::from_micros(self.commit_micros_total.load(Ordering::Relaxed) / n)
+    }
+    /// Commits so far (one per completed checkpoint and worker).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
     /// Recovery segments a restore did not find (their file had been published by a
     /// later checkpoint than the one restored).
@@ -153,6 +164,8 @@ impl FileSinkCounters {
         let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
         self.commit_micros_last.store(us, Ordering::Relaxed);
         self.commit_micros_max.fetch_max(us, Ordering::Relaxed);
+        self.commit_micros_total.fetch_add(us, Ordering::Relaxed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("ferroflow_filesink_commit_seconds").record(took.as_secs_f64());
     }
     pub(crate) fn segment_missing(&self) {

@@ -322,3 +322,71 @@ fn a_schema_the_format_cannot_write_is_refused_at_start() {
         "JSON lines write lists"
     );
 }
+
+#[test]
+fn late_rows_commit_their_partition_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let commits = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&commits);
+    let mut s = sink(root, Format::Jsonl, |_| {}).with_policy(move |p: &CommittedPartition| {
+        seen.lock().push(p.path.clone());
+        Ok(())
+    });
+    s.open(&ctx(0, 1, 5, vec![])).unwrap();
+    s.write(rows(0..5, 0)).unwrap();
+    s.on_watermark(2 * HOUR).unwrap();
+    let c = s.prepare_commit(1).unwrap().unwrap();
+    s.commit(vec![c]).unwrap();
+    assert_eq!(commits.lock().len(), 1);
+    // Two late rows for hour 0: a second file, and the partition committed again.
+    s.write(rows(5..7, 0)).unwrap();
+    let c = s.prepare_commit(2).unwrap().unwrap();
+    s.commit(vec![c]).unwrap();
+    assert_eq!(
+        *commits.lock(),
+        vec![
+            "dt=1970-01-01/h=00".to_string(),
+            "dt=1970-01-01/h=00".to_string()
+        ]
+    );
+    assert_eq!(visible(root).len(), 2);
+    // Nothing new: no third commit.
+    let c = s.prepare_commit(3).unwrap().unwrap();
+    s.commit(vec![c]).unwrap();
+    assert_eq!(commits.lock().len(), 2);
+}
+
+#[test]
+fn restoring_an_older_checkpoint_after_later_ones_committed_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut s = sink(root, Format::Jsonl, |_| {});
+    s.open(&ctx(0, 1, 1, vec![])).unwrap();
+    s.write(rows(0..10, 0)).unwrap();
+    let old = s.prepare_commit(1).unwrap().unwrap();
+    s.commit(vec![old.clone()]).unwrap();
+    // Checkpoint 2 rolls and publishes the file (its segments are deleted).
+    s.write(rows(10..20, 0)).unwrap();
+    s.on_watermark(HOUR).unwrap();
+    let c = s.prepare_commit(2).unwrap().unwrap();
+    s.commit(vec![c]).unwrap();
+    drop(s);
+    // Back to checkpoint 1 (a savepoint, say): the job starts; the rows it had in its
+    // open file are in the published file, not written twice.
+    let mut s = sink(root, Format::Jsonl, |_| {});
+    s.open(&ctx(0, 1, 2, vec![old])).unwrap();
+    assert_eq!(s.counters().segments_missing(), 1);
+    s.on_watermark(MAX_WATERMARK).unwrap();
+    s.finish().unwrap();
+    let lines: usize = visible(root)
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(root.join(f))
+                .unwrap()
+                .lines()
+                .count()
+        })
+        .sum();
+    assert_eq!(lines, 20);
+}
