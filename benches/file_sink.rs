@@ -130,7 +130,7 @@ fn orc(p: usize) -> (Duration, Duration) {
 
 /// Nexmark q10: every bid logged as `(auction, bidder, price, dateTime, extra)` into
 /// `dt=yyyy-MM-dd/hm=HHmm` partitions of one minute (UTC), `_SUCCESS` once the watermark
-/// passed a partition by a minute, a checkpoint every 10 s.
+/// passed a partition by a minute.
 const BIDS: u64 = 5_000_000;
 
 fn q10_schema() -> SchemaRef {
@@ -176,10 +176,8 @@ fn q10(p: usize, format: &str) -> (Duration, Duration) {
             .with_parallelism(p)
             .with_signal_handling(false),
     );
-    env.enable_checkpointing(
-        CheckpointConfig::new(dir.path().join("checkpoints"))
-            .with_interval(Duration::from_secs(10)),
-    );
+    // No checkpoints: the run is shorter than an interval, and the Nexmark source keeps
+    // no positions; files are published and partitions committed when the input ends.
     let mut config = FileSinkConfig::new(
         dir.path().join("out").to_str().unwrap(),
         Format::named(format).unwrap(),

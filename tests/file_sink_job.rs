@@ -282,7 +282,7 @@ fn run_with_kills(
             }
             if round < 6 && common::newest_checkpoint_dir(&checkpoints).map_or(0, number) >= target
             {
-                std::thread::sleep(Duration::from_millis((rng >> 40) % 60));
+                std::thread::sleep(Duration::from_millis((rng >> 40) % 150));
                 if child.try_wait().unwrap().is_some() {
                     break false;
                 }

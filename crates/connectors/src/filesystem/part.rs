@@ -30,8 +30,12 @@ pub(crate) struct OpenPart<T> {
     rows: Vec<T>,
     writer: FileWriter,
     pub(crate) spool: PathBuf,
-    /// Batches since the last checkpoint, in Arrow IPC stream format.
-    segment: Option<StreamWriter<Vec<u8>>>,
+    /// Batches since the last checkpoint, in Arrow IPC stream format, in a file on the
+    /// spool disk; `None` until the first batch after a checkpoint.
+    segment: Option<(PathBuf, StreamWriter<std::io::BufWriter<std::fs::File>>)>,
+    /// Whether the job takes checkpoints (without, there are no segments).
+    recoverable: bool,
+    segment_count: u32,
     /// Durable segments with every row of the file up to the last checkpoint.
     pub(crate) segments: Vec<String>,
     pub(crate) row_count: u64,
@@ -50,6 +54,7 @@ impl<T: 'static> OpenPart<T> {
         format: &Format,
         schema: &SchemaRef,
         spool: PathBuf,
+        recoverable: bool,
     ) -> Result<Self> {
         let writer = FileWriter::create(format, schema, &spool)?;
         let now = Instant::now();
@@ -60,6 +65,8 @@ impl<T: 'static> OpenPart<T> {
             writer,
             spool,
             segment: None,
+            recoverable,
+            segment_count: 0,
             segments: Vec::new(),
             row_count: 0,
             opened: now,
@@ -92,14 +99,25 @@ impl<T: 'static> OpenPart<T> {
         let batch = encoder.encode(&self.rows)?;
         self.rows.clear();
         self.writer.write(&batch)?;
-        let segment = match &mut self.segment {
-            Some(s) => s,
-            None => self.segment.insert(
-                StreamWriter::try_new(Vec::with_capacity(1 << 16), &batch.schema())
-                    .map_err(ipc_err)?,
-            ),
-        };
-        segment.write(&batch).map_err(ipc_err)?;
+        if self.recoverable {
+            if self.segment.is_none() {
+                self.segment_count += 1;
+                let path = self
+                    .spool
+                    .with_extension(format!("seg{}.arrow", self.segment_count));
+                let file = std::fs::File::create(&path)
+                    .map_err(|e| Error::io(format!("file sink: creating {}", path.display()), e))?;
+                let writer = StreamWriter::try_new(
+                    std::io::BufWriter::with_capacity(1 << 20, file),
+                    &batch.schema(),
+                )
+                .map_err(ipc_err)?;
+                self.segment = Some((path, writer));
+            }
+            if let Some((_, segment)) = &mut self.segment {
+                segment.write(&batch).map_err(ipc_err)?;
+            }
+        }
         self.row_count += batch.num_rows() as u64;
         self.last_write = Instant::now();
         Ok(())
@@ -113,22 +131,23 @@ impl<T: 'static> OpenPart<T> {
         Ok(())
     }
 
-    /// At a checkpoint: the bytes of the segment holding the rows since the last one
-    /// (to be stored at `rel`, which joins the file's segments), or `None` if there are
-    /// none.
+    /// At a checkpoint: the spool file of the segment holding the rows since the last
+    /// one (to be stored at `rel`, which joins the file's segments), or `None` if there
+    /// are none.
     pub(crate) fn take_segment(
         &mut self,
         rel: String,
         encoder: &mut dyn BatchEncoder<T>,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<Option<PathBuf>> {
         self.flush_rows(encoder)?;
-        let Some(mut segment) = self.segment.take() else {
+        let Some((path, mut segment)) = self.segment.take() else {
             return Ok(None);
         };
         segment.finish().map_err(ipc_err)?;
-        let bytes = segment.into_inner().map_err(ipc_err)?;
+        let mut out = segment.into_inner().map_err(ipc_err)?;
+        std::io::Write::flush(&mut out).map_err(ipc_err)?;
         self.segments.push(rel);
-        Ok(Some(bytes))
+        Ok(Some(path))
     }
 
     pub(crate) fn state(&self) -> OpenState {
@@ -148,6 +167,10 @@ impl<T: 'static> OpenPart<T> {
         encoder: &mut dyn BatchEncoder<T>,
     ) -> Result<(PathBuf, u64, Vec<String>, u64)> {
         self.flush_rows(encoder)?;
+        if let Some((path, _)) = self.segment.take() {
+            // The finished file holds these rows; the segment is not needed.
+            let _ = std::fs::remove_file(path);
+        }
         let size = self.writer.finish()?;
         Ok((self.spool, size, self.segments, self.row_count))
     }

@@ -90,6 +90,8 @@ struct Run<T> {
     /// checkpoint that committed it).
     known: BTreeMap<String, (Option<Timestamp>, u64)>,
     delay_ms: i64,
+    /// Whether the job takes checkpoints: open files keep recovery segments.
+    recoverable: bool,
 }
 
 impl<T, E, A> FileSink<T, E, A>
@@ -158,7 +160,14 @@ where
         let spool = run
             .spool_dir
             .join(format!("{name}.{}", self.config.format.extension()));
-        let part = OpenPart::new(bucket, name, &self.config.format, &self.schema, spool)?;
+        let part = OpenPart::new(
+            bucket,
+            name,
+            &self.config.format,
+            &self.schema,
+            spool,
+            run.recoverable,
+        )?;
         let entry = run
             .known
             .entry(part.bucket.path.to_string())
@@ -431,6 +440,7 @@ where
             watermark: MIN_WATERMARK,
             known: BTreeMap::new(),
             delay_ms: duration_millis(self.config.commit.delay),
+            recoverable: ctx.checkpoint_interval.is_some(),
         });
         if ctx.restored_commits.is_empty() {
             return Ok(());
@@ -509,8 +519,8 @@ where
         let mut puts = Vec::new();
         for part in &mut run.parts {
             let rel = format!("_ferroflow/segments/{}/{checkpoint:08}.arrow", part.name);
-            if let Some(bytes) = part.take_segment(rel.clone(), &mut self.encoder)? {
-                puts.push(run.store.spawn_put(&rel, bytes));
+            if let Some(local) = part.take_segment(rel.clone(), &mut self.encoder)? {
+                puts.push(run.store.spawn_upload(&rel, local));
             }
         }
         for task in puts {

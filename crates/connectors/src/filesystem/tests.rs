@@ -390,3 +390,47 @@ fn restoring_an_older_checkpoint_after_later_ones_committed_works() {
         .sum();
     assert_eq!(lines, 20);
 }
+
+#[test]
+fn a_restore_publishes_what_the_restored_checkpoint_prepared() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut s = sink(root, Format::Jsonl, |_| {});
+    s.open(&ctx(0, 1, 1, vec![])).unwrap();
+    s.write(rows(0..10, 0)).unwrap();
+    s.write(rows(10..15, 1)).unwrap();
+    s.on_watermark(HOUR).unwrap();
+    // Checkpoint 1 completes, but the job dies before the sink hears of it.
+    let c1 = s.prepare_commit(1).unwrap().unwrap();
+    drop(s);
+    assert!(visible(root).is_empty());
+    let mut s = sink(root, Format::Jsonl, |_| {});
+    s.open(&ctx(0, 1, 2, vec![c1.clone()])).unwrap();
+    assert_eq!(
+        visible(root).len(),
+        1,
+        "hour 0's file is published on restore"
+    );
+    // A second restore from the same checkpoint finds it published: no error, no copy.
+    drop(s);
+    let mut s = sink(root, Format::Jsonl, |_| {});
+    s.open(&ctx(0, 1, 3, vec![c1])).unwrap();
+    s.on_watermark(MAX_WATERMARK).unwrap();
+    s.finish().unwrap();
+    let mut ids: Vec<i64> = visible(root)
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(root.join(f))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                        .as_i64()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..15).collect::<Vec<_>>());
+}
