@@ -22,7 +22,9 @@ use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampMillisecondBu
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use criterion::{criterion_group, criterion_main, Criterion};
-use ferroflow::connectors::filesystem::{FileSink, FileSinkConfig, Format, TimeBuckets};
+use ferroflow::connectors::filesystem::{
+    FileSink, FileSinkConfig, FileSinkCounters, Format, TimeBuckets,
+};
 use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
 use ferroflow::prelude::*;
 use ferroflow::CheckpointConfig;
@@ -61,23 +63,33 @@ fn encode(schema: &SchemaRef, rows: &[ClickEvent]) -> Result<RecordBatch> {
         .map_err(|e| ferroflow::Error::Internal(e.to_string()))
 }
 
-fn run(p: usize, format: &str) -> (Duration, Duration) {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+/// A job environment with checkpoints every `interval` under `dir`, and a file sink of
+/// clicks in `format` under `dir/out`, its partitions set by `partition`.
+fn click_job(
+    dir: &std::path::Path,
+    p: usize,
+    interval: Duration,
+    format: &str,
+    partition: impl FnOnce(&mut FileSinkConfig),
+) -> (
+    StreamEnvironment,
+    impl Sink<ClickEvent> + Clone,
+    Arc<FileSinkCounters>,
+) {
     let env = StreamEnvironment::new(
         EnvConfig::default()
             .with_parallelism(p)
             .with_signal_handling(false),
     );
     env.enable_checkpointing(
-        CheckpointConfig::new(dir.path().join("checkpoints"))
-            .with_interval(Duration::from_secs(10)),
+        CheckpointConfig::new(dir.join("checkpoints")).with_interval(interval),
     );
     let mut config = FileSinkConfig::new(
-        dir.path().join("out").to_str().unwrap(),
+        dir.join("out").to_str().unwrap(),
         Format::named(format).unwrap(),
     );
-    config.partition.template = "dt={yyyy-MM-dd}/hour={HH}".into();
-    config.spool_dir = Some(dir.path().join("spool"));
+    config.spool_dir = Some(dir.join("spool"));
+    partition(&mut config);
     let buckets = TimeBuckets::new(&config.partition, |c: &ClickEvent| c.ts).unwrap();
     let s = schema();
     let sink = FileSink::new(
@@ -88,6 +100,14 @@ fn run(p: usize, format: &str) -> (Duration, Duration) {
     )
     .unwrap();
     let counters = sink.counters();
+    (env, sink, counters)
+}
+
+fn run(p: usize, format: &str) -> (Duration, Duration) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (env, sink, counters) = click_job(dir.path(), p, Duration::from_secs(10), format, |c| {
+        c.partition.template = "dt={yyyy-MM-dd}/hour={HH}".into();
+    });
     let events = GeneratorConfig::default()
         .with_events(ROWS)
         .with_span(Duration::from_secs(24 * 3600));
@@ -221,31 +241,10 @@ fn q10_orc(p: usize) -> (Duration, Duration) {
 /// after its checkpoint completed (publishing the files, the partition commit).
 fn commit_latency() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let env = StreamEnvironment::new(
-        EnvConfig::default()
-            .with_parallelism(2)
-            .with_signal_handling(false),
-    );
-    env.enable_checkpointing(
-        CheckpointConfig::new(dir.path().join("checkpoints")).with_interval(Duration::from_secs(1)),
-    );
-    let mut config = FileSinkConfig::new(
-        dir.path().join("out").to_str().unwrap(),
-        Format::named("orc").unwrap(),
-    );
-    config.partition.template = "dt={yyyy-MM-dd}/t={HHmmss}".into();
-    config.partition.length = Duration::from_secs(10);
-    config.spool_dir = Some(dir.path().join("spool"));
-    let buckets = TimeBuckets::new(&config.partition, |c: &ClickEvent| c.ts).unwrap();
-    let s = schema();
-    let sink = FileSink::new(
-        config,
-        Arc::clone(&s),
-        move |r: &[ClickEvent]| encode(&s, r),
-        buckets,
-    )
-    .unwrap();
-    let counters = sink.counters();
+    let (env, sink, counters) = click_job(dir.path(), 2, Duration::from_secs(1), "orc", |c| {
+        c.partition.template = "dt={yyyy-MM-dd}/t={HHmmss}".into();
+        c.partition.length = Duration::from_secs(10);
+    });
     let events = GeneratorConfig::default()
         .with_events(6_000_000)
         .with_rate(200_000)
