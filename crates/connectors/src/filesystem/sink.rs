@@ -39,6 +39,9 @@ pub(crate) struct Prepared {
     open: Vec<OpenState>,
     watermark: Timestamp,
     partitions: Vec<(String, Option<Timestamp>)>,
+    /// For each of `partitions`, how many files had been opened in it.
+    #[serde(default)]
+    opened: Vec<u64>,
 }
 
 /// Writes a stream into files under time (or other) partitions of a directory on the
@@ -542,6 +545,7 @@ where
                 .iter()
                 .map(|(path, (end, _))| (path.clone(), *end))
                 .collect(),
+            opened: run.known.values().map(|(_, n)| *n).collect(),
         };
         let value = serde_json::to_value(&prepared)
             .map_err(|e| Error::Internal(format!("file sink: encoding its committable: {e}")))?;
@@ -561,20 +565,21 @@ where
             last = Some(p);
         }
         if let Some(p) = last {
-            let snapshot: BTreeMap<String, u64> = {
-                let run = self.run.as_ref().ok_or_else(run_err)?;
-                p.partitions
-                    .iter()
-                    .filter_map(|(path, _)| run.known.get(path).map(|(_, n)| (path.clone(), *n)))
-                    .collect()
-            };
+            // How many files each partition had when the checkpoint was prepared.
+            let snapshot: BTreeMap<String, u64> = p
+                .partitions
+                .iter()
+                .map(|(path, _)| path.clone())
+                .zip(p.opened.iter().copied())
+                .collect();
             let Some(min) = self.commit_partitions(p.watermark, p.partitions.clone(), false)?
             else {
                 self.counters.commit_took(started.elapsed());
                 return Ok(());
             };
             // Forget partitions every worker passed (committed, here or by the worker
-            // with the smallest index that lists them) in which no file was opened since.
+            // with the smallest index that lists them) in which no file was opened since
+            // the checkpoint was prepared.
             let run = self.run.as_mut().ok_or_else(run_err)?;
             let delay = run.delay_ms;
             let open: Vec<String> = run

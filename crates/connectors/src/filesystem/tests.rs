@@ -434,3 +434,32 @@ fn a_restore_publishes_what_the_restored_checkpoint_prepared() {
     ids.sort_unstable();
     assert_eq!(ids, (0..15).collect::<Vec<_>>());
 }
+
+#[test]
+fn late_rows_between_prepare_and_commit_are_committed_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let commits = Arc::new(parking_lot::Mutex::new(0u32));
+    let seen = Arc::clone(&commits);
+    let mut s = sink(root, Format::Jsonl, |_| {}).with_policy(move |_: &CommittedPartition| {
+        *seen.lock() += 1;
+        Ok(())
+    });
+    s.open(&ctx(0, 1, 5, vec![])).unwrap();
+    s.write(rows(0..5, 0)).unwrap();
+    s.on_watermark(2 * HOUR).unwrap();
+    let c1 = s.prepare_commit(1).unwrap().unwrap();
+    // A late row arrives and its file rolls before checkpoint 1 completes.
+    s.write(rows(5..6, 0)).unwrap();
+    s.on_watermark(2 * HOUR + 1).unwrap();
+    s.commit(vec![c1]).unwrap();
+    assert_eq!(*commits.lock(), 1);
+    let c2 = s.prepare_commit(2).unwrap().unwrap();
+    s.commit(vec![c2]).unwrap();
+    assert_eq!(
+        *commits.lock(),
+        2,
+        "the late file's partition is committed again"
+    );
+    assert_eq!(visible(root).len(), 2);
+}
