@@ -37,7 +37,6 @@ class Hdfs:
             yield info
 
     def open_input_file(self, path):
-        import io
         with self.client.read(path) as f:
             return pa.BufferReader(f.read())
 

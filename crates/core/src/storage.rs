@@ -10,6 +10,20 @@ use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Runs `work` to its end on `runtime` from synchronous code. Called from a thread that
+/// is itself inside an async runtime (a job started from async code), it runs on a
+/// helper thread, since a runtime cannot block inside another. `Err` holds the panic of
+/// that helper thread.
+pub fn block_on<T: Send>(
+    runtime: &tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = T> + Send,
+) -> std::thread::Result<T> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Ok(runtime.block_on(work));
+    }
+    std::thread::scope(|s| s.spawn(|| runtime.block_on(work)).join())
+}
+
 /// Whether trying `e` again may succeed: not for a missing object, a bad path or
 /// configuration, an unsupported call or refused credentials.
 pub fn is_retryable(e: &object_store::Error) -> bool {

@@ -87,14 +87,8 @@ impl Store {
     /// Runs `work` to its end. From a thread that is itself inside an async runtime
     /// (a job started from async code) it runs on a helper thread.
     pub(crate) fn block_on<T: Send>(&self, work: impl Future<Output = T> + Send) -> T {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return self.runtime.block_on(work);
-        }
-        std::thread::scope(|s| {
-            s.spawn(|| self.runtime.block_on(work))
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
+        ferroflow_core::storage::block_on(&self.runtime, work)
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
     }
 
     /// Starts storing `bytes` at `rel`.

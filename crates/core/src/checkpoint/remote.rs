@@ -149,14 +149,7 @@ impl Remote {
         let Some(runtime) = &self.runtime else {
             return Err(Error::Cancelled);
         };
-        if tokio::runtime::Handle::try_current().is_err() {
-            return runtime.block_on(work);
-        }
-        std::thread::scope(|s| {
-            s.spawn(|| runtime.block_on(work))
-                .join()
-                .unwrap_or_else(|_| Err(Error::Cancelled))
-        })
+        crate::storage::block_on(runtime, work).unwrap_or_else(|_| Err(Error::Cancelled))
     }
 
     /// Stores `bytes` at `rel`.

@@ -153,33 +153,18 @@ impl Column {
                 self.texts((0..n).filter(|&i| valid(i)).map(|i| a.value(i)));
             }
             DataType::Timestamp(unit, _) => {
-                let (values, per_second): (Vec<i64>, i64) = match unit {
-                    TimeUnit::Second => (
-                        array
-                            .as_primitive::<TimestampSecondType>()
-                            .values()
-                            .to_vec(),
-                        1,
-                    ),
+                let (values, per_second): (&[i64], i64) = match unit {
+                    TimeUnit::Second => (array.as_primitive::<TimestampSecondType>().values(), 1),
                     TimeUnit::Millisecond => (
-                        array
-                            .as_primitive::<TimestampMillisecondType>()
-                            .values()
-                            .to_vec(),
+                        array.as_primitive::<TimestampMillisecondType>().values(),
                         1_000,
                     ),
                     TimeUnit::Microsecond => (
-                        array
-                            .as_primitive::<TimestampMicrosecondType>()
-                            .values()
-                            .to_vec(),
+                        array.as_primitive::<TimestampMicrosecondType>().values(),
                         1_000_000,
                     ),
                     TimeUnit::Nanosecond => (
-                        array
-                            .as_primitive::<TimestampNanosecondType>()
-                            .values()
-                            .to_vec(),
+                        array.as_primitive::<TimestampNanosecondType>().values(),
                         1_000_000_000,
                     ),
                 };
@@ -224,10 +209,14 @@ impl Column {
         match &self.kind {
             DataType::Boolean => rle::booleans(&self.bools, &mut data),
             DataType::Int8 => rle::bytes(&self.bytes, &mut data),
-            DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
-                data = std::mem::take(&mut self.bytes);
-            }
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary => {
+            // Raw bytes: IEEE 754 values, decimal varints, string and binary contents.
+            DataType::Float32
+            | DataType::Float64
+            | DataType::Decimal128(..)
+            | DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Binary
+            | DataType::LargeBinary => {
                 data = std::mem::take(&mut self.bytes);
             }
             _ => rle::integers(&self.ints, true, &mut data),
@@ -368,7 +357,7 @@ impl<W: Write> OrcWriter<W> {
         self.columns.iter().map(Column::size).sum()
     }
 
-    fn compress(&self, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    fn compress(&self, raw: Vec<u8>) -> std::io::Result<Vec<u8>> {
         compress_with(self.compression, raw)
     }
 
@@ -390,11 +379,7 @@ impl<W: Write> OrcWriter<W> {
             c.nulls = 0;
             footer.columns.push(proto::ColumnEncoding { kind: Some(0) });
             for (kind, raw) in c.streams() {
-                let body = if self.compression == Compression::None {
-                    raw
-                } else {
-                    compress_with(self.compression, &raw)?
-                };
+                let body = compress_with(self.compression, raw)?;
                 self.out.write_all(&body)?;
                 data_length += body.len() as u64;
                 footer.streams.push(proto::Stream {
@@ -404,7 +389,7 @@ impl<W: Write> OrcWriter<W> {
                 });
             }
         }
-        let footer_bytes = self.compress(&footer.encode_to_vec())?;
+        let footer_bytes = self.compress(footer.encode_to_vec())?;
         self.out.write_all(&footer_bytes)?;
         self.offset += data_length + footer_bytes.len() as u64;
         self.stripes.push(proto::StripeInformation {
@@ -451,7 +436,7 @@ impl<W: Write> OrcWriter<W> {
             statistics,
             row_index_stride: Some(0),
         };
-        let footer_bytes = self.compress(&footer.encode_to_vec())?;
+        let footer_bytes = self.compress(footer.encode_to_vec())?;
         let postscript = proto::PostScript {
             footer_length: Some(footer_bytes.len() as u64),
             compression: Some(match self.compression {
@@ -477,9 +462,9 @@ impl<W: Write> OrcWriter<W> {
 
 /// `raw` in compression chunks: each a 3-byte header (length × 2, plus 1 if the chunk
 /// is stored as it was because compressing did not make it smaller) and the bytes.
-fn compress_with(compression: Compression, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+fn compress_with(compression: Compression, raw: Vec<u8>) -> std::io::Result<Vec<u8>> {
     if compression == Compression::None {
-        return Ok(raw.to_vec());
+        return Ok(raw);
     }
     let mut out = Vec::with_capacity(raw.len() / 2 + 16);
     for chunk in raw.chunks(BLOCK) {
