@@ -33,6 +33,9 @@ pub(crate) struct Rolled {
 /// bookkeeping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Prepared {
+    /// The run (`SinkContext::attempt`) that prepared it.
+    #[serde(default)]
+    run: u64,
     worker: usize,
     checkpoint: u64,
     publish: Vec<Rolled>,
@@ -137,6 +140,11 @@ where
     }
 }
 
+/// Where a worker that reached the end of its input lists the files it published then.
+fn final_marker(run: u64, worker: usize) -> String {
+    format!("_ferroflow/final/{run}-{worker}.json")
+}
+
 fn run_err() -> Error {
     Error::Internal("file sink used before open".into())
 }
@@ -229,7 +237,7 @@ where
                 all || p
                     .bucket
                     .end
-                    .is_some_and(|_| due(p.bucket.end, run.delay_ms, run.watermark))
+                    .is_some_and(|end| end.saturating_add(run.delay_ms) <= run.watermark)
                     || now.duration_since(p.opened) >= rolling.rollover_interval
                     || now.duration_since(p.last_write) >= rolling.inactivity_interval
             });
@@ -241,8 +249,9 @@ where
     }
 
     /// Publishes `files`: each pending file moved to its place (idempotent: a file
-    /// already moved is found there), then its recovery segments deleted.
-    fn publish(&self, files: &[Rolled]) -> Result<()> {
+    /// already moved is found there), then, unless `keep_segments`, its recovery
+    /// segments deleted.
+    fn publish(&self, files: &[Rolled], keep_segments: bool) -> Result<()> {
         let run = self.run.as_ref().ok_or_else(run_err)?;
         for f in files {
             let moved = run.store.rename(&f.pending, &f.target)?;
@@ -254,7 +263,9 @@ where
                     f.target
                 )));
             }
-            run.store.delete(&f.segments)?;
+            if !keep_segments {
+                run.store.delete(&f.segments)?;
+            }
             if moved {
                 self.counters.published(f.bytes);
             }
@@ -370,26 +381,56 @@ where
         Ok(())
     }
 
+    /// Deletes the files worker `worker` of run `run` published when its input ended
+    /// (listed in its final marker), except `prepared`, then the marker.
+    fn undo_final_publish(
+        &self,
+        run_id: u64,
+        worker: usize,
+        prepared: &std::collections::HashSet<&str>,
+    ) -> Result<()> {
+        let run = self.run.as_ref().ok_or_else(run_err)?;
+        let marker = final_marker(run_id, worker);
+        let Some(bytes) = run.store.get(&marker)? else {
+            return Ok(());
+        };
+        let targets: Vec<String> = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Checkpoint(format!("file sink: reading {marker}: {e}")))?;
+        let doomed: Vec<String> = targets
+            .into_iter()
+            .filter(|t| !prepared.contains(t.as_str()))
+            .collect();
+        tracing::warn!(
+            files = doomed.len(),
+            "file sink: restored after the input had ended; removing the files published \
+             then, whose rows are read again"
+        );
+        run.store.delete(&doomed)?;
+        run.store.delete(&[marker])
+    }
+
     /// Deletes pending files and segments of this instance's predecessors that no
     /// restored checkpoint refers to (left by checkpoints that never completed).
     fn remove_orphans(
         &self,
         keep: &std::collections::HashSet<String>,
-        old: &[usize],
+        predecessors: &[(u64, usize)],
     ) -> Result<()> {
         let run = self.run.as_ref().ok_or_else(run_err)?;
+        // Files are named `<run>-<worker>-<n>`: only the predecessors' own files can be
+        // orphans here (files of earlier runs they adopted are in `keep`, or another
+        // worker's to judge).
         let mine = |rel: &str| {
             let name = rel
                 .rsplit('/')
                 .nth(1)
                 .filter(|_| rel.contains("/segments/"));
             let name = name.unwrap_or_else(|| rel.rsplit('/').next().unwrap_or(""));
-            let mut fields = name.split(['-', '.']);
-            let _run = fields.next();
-            fields
-                .next()
-                .and_then(|w| w.parse::<usize>().ok())
-                .is_some_and(|w| old.contains(&w) || w % run.parallelism == run.worker)
+            let mut fields = name.split(['-', '.']).map(str::parse::<u64>);
+            match (fields.next(), fields.next()) {
+                (Some(Ok(r)), Some(Ok(w))) => predecessors.contains(&(r, w as usize)),
+                _ => false,
+            }
         };
         let mut doomed = Vec::new();
         for dir in ["_ferroflow/pending", "_ferroflow/segments"] {
@@ -460,13 +501,24 @@ where
         let mut keep = std::collections::HashSet::new();
         let mut latest: BTreeMap<usize, &Prepared> = BTreeMap::new();
         for p in &restored {
-            self.publish(&p.publish)?;
+            self.publish(&p.publish, false)?;
             let slot = latest.entry(p.worker).or_insert(p);
             if p.checkpoint >= slot.checkpoint {
                 *slot = p;
             }
         }
-        let old: Vec<usize> = latest.keys().copied().collect();
+        let predecessors: Vec<(u64, usize)> = latest.values().map(|p| (p.run, p.worker)).collect();
+        // A predecessor that reached the end of its input published its last files
+        // without a checkpoint; the source replays their rows from the restored
+        // checkpoint, so they are taken back (all but those the checkpoint itself
+        // prepared, just published above).
+        let prepared: std::collections::HashSet<&str> = restored
+            .iter()
+            .flat_map(|p| p.publish.iter().map(|f| f.target.as_str()))
+            .collect();
+        for &(r, w) in &predecessors {
+            self.undo_final_publish(r, w, &prepared)?;
+        }
         let mut open = Vec::new();
         let mut partitions = Vec::new();
         for p in latest.values() {
@@ -476,7 +528,7 @@ where
             open.extend(p.open.iter().cloned());
             partitions.extend(p.partitions.iter().cloned());
         }
-        self.remove_orphans(&keep, &old)?;
+        self.remove_orphans(&keep, &predecessors)?;
         self.adopt(open)?;
         let run = self.run.as_mut().ok_or_else(run_err)?;
         for (path, end) in partitions {
@@ -535,6 +587,7 @@ where
             publish.push(rolled);
         }
         let prepared = Prepared {
+            run: run.attempt,
             worker: run.worker,
             checkpoint,
             publish,
@@ -559,7 +612,7 @@ where
         for value in committables {
             let p: Prepared = serde_json::from_value(value)
                 .map_err(|e| Error::Internal(format!("file sink: reading its committable: {e}")))?;
-            self.publish(&p.publish)?;
+            self.publish(&p.publish, false)?;
             let run = self.run.as_mut().ok_or_else(run_err)?;
             run.uncommitted.retain(|u| u.checkpoint > p.checkpoint);
             last = Some(p);
@@ -609,7 +662,19 @@ where
             .iter()
             .map(|(path, (end, _))| (path.clone(), *end))
             .collect();
-        self.publish(&files)?;
+        let recoverable = run.recoverable;
+        if recoverable && !files.is_empty() {
+            // These files are not covered by a completed checkpoint: a restore from the
+            // last one replays their rows, and must take them back first. Their segments
+            // stay, for that restore to rebuild the open files it holds.
+            let targets: Vec<&str> = files.iter().map(|f| f.target.as_str()).collect();
+            let bytes = serde_json::to_vec(&targets).map_err(|e| {
+                Error::Internal(format!("file sink: encoding its final marker: {e}"))
+            })?;
+            run.store
+                .put(&final_marker(run.attempt, run.worker), bytes)?;
+        }
+        self.publish(&files, recoverable)?;
         self.commit_partitions(watermark, partitions, true)
             .map(drop)
     }

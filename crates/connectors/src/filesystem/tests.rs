@@ -157,7 +157,14 @@ fn files_appear_only_after_their_partition_closes_and_a_checkpoint_completes() {
     assert_eq!(s.counters().files_committed(), 2);
     assert_eq!(s.counters().partitions_committed(), 2);
     assert!(walk(&root.join("_ferroflow/pending")).is_empty());
-    assert!(walk(&root.join("_ferroflow/segments")).is_empty());
+    // Hour 0's segments went with its publication; hour 1's file, published when the
+    // input ended without a checkpoint, keeps its segments for a restore from
+    // checkpoint 2 to rebuild it, and the final marker names it.
+    let left = walk(&root.join("_ferroflow/segments"));
+    assert!(!left.is_empty());
+    assert!(left.iter().all(|p| p.to_string_lossy().contains("/7-0-1/")), "{left:?}");
+    let marker = std::fs::read_to_string(root.join("_ferroflow/final/7-0.json")).unwrap();
+    assert_eq!(marker, r#"["dt=1970-01-01/h=01/part-7-0-1.parquet"]"#);
 }
 
 #[cfg(feature = "parquet")]
@@ -462,4 +469,43 @@ fn late_rows_between_prepare_and_commit_are_committed_too() {
         "the late file's partition is committed again"
     );
     assert_eq!(visible(root).len(), 2);
+}
+
+#[test]
+fn a_restore_after_the_input_ended_takes_back_what_the_end_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut s = sink(root, Format::Jsonl, |_| {});
+    s.open(&ctx(0, 1, 1, vec![])).unwrap();
+    s.write(rows(0..10, 0)).unwrap();
+    let c1 = s.prepare_commit(1).unwrap().unwrap();
+    s.commit(vec![c1.clone()]).unwrap();
+    // The input ends: rows 10..20 are published without a checkpoint, then the process
+    // dies before it exits.
+    s.write(rows(10..20, 0)).unwrap();
+    s.on_watermark(MAX_WATERMARK).unwrap();
+    s.finish().unwrap();
+    drop(s);
+    // Restarted from checkpoint 1, the source reads rows 10..20 again.
+    let mut s = sink(root, Format::Jsonl, |_| {});
+    s.open(&ctx(0, 1, 2, vec![c1])).unwrap();
+    s.write(rows(10..20, 0)).unwrap();
+    s.on_watermark(MAX_WATERMARK).unwrap();
+    s.finish().unwrap();
+    let mut ids: Vec<i64> = visible(root)
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(root.join(f))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                        .as_i64()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..20).collect::<Vec<_>>());
 }
