@@ -162,7 +162,10 @@ fn files_appear_only_after_their_partition_closes_and_a_checkpoint_completes() {
     // checkpoint 2 to rebuild it, and the final marker names it.
     let left = walk(&root.join("_ferroflow/segments"));
     assert!(!left.is_empty());
-    assert!(left.iter().all(|p| p.to_string_lossy().contains("/7-0-1/")), "{left:?}");
+    assert!(
+        left.iter().all(|p| p.to_string_lossy().contains("/7-0-1/")),
+        "{left:?}"
+    );
     let marker = std::fs::read_to_string(root.join("_ferroflow/final/7-0.json")).unwrap();
     assert_eq!(marker, r#"["dt=1970-01-01/h=01/part-7-0-1.parquet"]"#);
 }
