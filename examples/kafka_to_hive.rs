@@ -16,7 +16,9 @@
 //! `s3://bucket/prefix` (credentials, region and endpoint from the `AWS_*` environment
 //! variables, e.g. `AWS_ENDPOINT=http://127.0.0.1:5000 AWS_ALLOW_HTTP=true`) or
 //! `hdfs://host:port/path` (`hdfs` feature). Formats: `orc` (default), `parquet`,
-//! `jsonl`, `csv`. The Hive `CREATE EXTERNAL TABLE` statement is printed, or written with `--ddl`.
+//! `jsonl`, `csv`. The Hive `CREATE EXTERNAL TABLE` statement is printed, or written with `--ddl`;
+//! with `--hive-metastore thrift://host:9083` (`hive` feature) the table is created in
+//! the metastore if missing and every committed partition is added to it.
 //!
 //! With `--checkpoint-dir` the job checkpoints every `--checkpoint-interval` and, started
 //! again with the same directory after a crash (kill -9 included), resumes from its
@@ -31,7 +33,10 @@ mod common;
 use anyhow::Context as _;
 use clap::Parser;
 use click::Click;
-use ferroflow::connectors::filesystem::{FileSink, FileSinkConfig, Format, TimeBuckets};
+use ferroflow::connectors::filesystem::{
+    CommittedPartition, Compression, FileSink, FileSinkConfig, Format, HiveTable, RecordEncoder,
+    TimeBuckets,
+};
 #[cfg(feature = "kafka")]
 use ferroflow::connectors::kafka::{
     DeadLetter, JsonValue, KafkaSource, KafkaSourceConfig, StartMode, Topics,
@@ -72,6 +77,10 @@ struct Args {
     /// orc, parquet, jsonl or csv.
     #[arg(long, default_value = "orc")]
     format: String,
+    /// Compression of ORC stripes or Parquet pages: none, snappy, zstd, zlib or lz4
+    /// (default: zstd).
+    #[arg(long)]
+    compression: Option<Compression>,
     /// Length of a partition (must divide a day).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     partition_length: Duration,
@@ -100,29 +109,72 @@ struct Args {
     /// Write the Hive DDL here instead of printing it.
     #[arg(long)]
     ddl: Option<PathBuf>,
-    /// Table name in the DDL.
+    /// Table name (`db.table`, or `table` in `default`) in the DDL and the metastore.
     #[arg(long, default_value = "clicks")]
     table: String,
+    /// Register each committed partition in this Hive metastore (`thrift://host:9083`),
+    /// creating the table if missing (`hive` feature).
+    #[arg(long)]
+    hive_metastore: Option<String>,
+}
+
+/// A partition-commit policy.
+type Policy = Box<dyn Fn(&CommittedPartition) -> Result<()> + Send + Sync>;
+
+/// The Hive metastore commit policy, creating the table first if it is missing.
+#[cfg(feature = "hive")]
+fn metastore_policy(uri: &str, name: &str, table: &HiveTable) -> anyhow::Result<Policy> {
+    use ferroflow::connectors::filesystem::{
+        HiveMetastoreConfig, HiveMetastorePolicy, PartitionCommitPolicy,
+    };
+    let config = HiveMetastoreConfig {
+        uri: uri.to_string(),
+        ..HiveMetastoreConfig::default()
+    };
+    let policy = HiveMetastorePolicy::new(config, name)?;
+    if policy.create_table(table)? {
+        eprintln!("created table {}.{} in {uri}", table.database, table.name);
+    }
+    Ok(Box::new(move |p: &CommittedPartition| policy.commit(p)))
+}
+
+#[cfg(not(feature = "hive"))]
+fn metastore_policy(_: &str, _: &str, _: &HiveTable) -> anyhow::Result<Policy> {
+    anyhow::bail!(
+        "--hive-metastore: this build has no Hive metastore client; build with the `hive` feature"
+    )
 }
 
 fn main() -> anyhow::Result<()> {
     common::init_tracing();
     let a = Args::parse();
-    let format = Format::named(&a.format)?;
+    let mut format = Format::named(&a.format)?;
+    if let Some(compression) = a.compression {
+        format = format.with_compression(compression)?;
+    }
     let mut config = FileSinkConfig::new(a.output.clone(), format);
     config.partition.length = a.partition_length;
     config.partition.time_zone = Zone::parse(&a.timezone)?;
     config.rolling.target_file_size = a.target_file_size;
     config.rolling.rollover_interval = a.rollover_interval;
     config.commit.delay = a.commit_delay;
-    let schema = click::schema();
+    let encoder = RecordEncoder::<Click>::new();
+    let schema = encoder.schema();
     let buckets = TimeBuckets::new(&config.partition, |c: &Click| c.ts)?;
-    let encode_schema = std::sync::Arc::clone(&schema);
-    let encoder = move |rows: &[Click]| click::encode(&encode_schema, rows);
-    let sink = FileSink::new(config, schema, encoder, buckets)?;
+    let table = HiveTable::new(
+        &a.table,
+        &schema,
+        &config.partition.template,
+        &config.format,
+        &a.output,
+    )?;
+    let mut sink = FileSink::new(config, schema, encoder, buckets)?;
+    if let Some(uri) = &a.hive_metastore {
+        sink = sink.with_policy(metastore_policy(uri, &a.table, &table)?);
+    }
     let counters = sink.counters();
 
-    let ddl = click::ddl(&a.table, &a.output, &a.format);
+    let ddl = table.ddl();
     match &a.ddl {
         Some(path) => {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

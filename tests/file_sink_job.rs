@@ -72,6 +72,7 @@ fn write_input(path: &Path, rows: i64) -> Want {
 
 fn start(
     format: &str,
+    compression: Option<&str>,
     input: &Path,
     output: &str,
     dir: &Path,
@@ -81,6 +82,12 @@ fn start(
     let mut cmd = Command::new(binary());
     cmd.args(["--input", input.to_str().unwrap(), "--output", output])
         .args(["--format", format])
+        .args(
+            compression
+                .map(|c| ["--compression", c])
+                .into_iter()
+                .flatten(),
+        )
         .args([
             "--checkpoint-dir",
             dir.to_str().unwrap(),
@@ -202,13 +209,14 @@ fn check(format: &str, table: &Value, want: &Want) {
 }
 
 /// One run of the job into a local directory, read back and checked.
-fn one_run(format: &str) {
+fn one_run(format: &str, compression: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clicks.jsonl");
     let want = write_input(&input, 20_000);
     let out = dir.path().join("table");
     finish(start(
         format,
+        compression,
         &input,
         out.to_str().unwrap(),
         &dir.path().join("run"),
@@ -217,6 +225,15 @@ fn one_run(format: &str) {
     ));
     let table = read_back(out.to_str().unwrap(), None);
     check(format, &table, &want);
+    // The codec the files declare, as the reader names it.
+    let codec = match (format, compression.unwrap_or("zstd")) {
+        (_, "none") => "UNCOMPRESSED",
+        ("parquet", "zlib") => "GZIP",
+        // pyarrow names LZ4_RAW pages `LZ4`.
+        ("parquet", "lz4") => "LZ4",
+        (_, c) => &c.to_uppercase(),
+    };
+    assert_eq!(table["codecs"], serde_json::json!([codec]), "{format}");
     // 12 minutes of event time across Shanghai midnight: 23:50 and 23:55 on 2026-12-05,
     // 00:00 on 2026-12-06, one file per worker at most in each.
     let success = table["success"].as_array().unwrap();
@@ -237,12 +254,26 @@ fn one_run(format: &str) {
 
 #[test]
 fn an_orc_table_pyarrow_reads_back_with_every_row_once() {
-    one_run("orc");
+    one_run("orc", None);
 }
 
 #[test]
 fn a_parquet_table_pyarrow_reads_back_with_every_row_once() {
-    one_run("parquet");
+    one_run("parquet", None);
+}
+
+#[test]
+fn orc_in_every_compression_pyarrow_reads_back() {
+    for compression in ["zlib", "lz4", "snappy", "none"] {
+        one_run("orc", Some(compression));
+    }
+}
+
+#[test]
+fn parquet_in_gzip_and_lz4_pyarrow_reads_back() {
+    for compression in ["zlib", "lz4"] {
+        one_run("parquet", Some(compression));
+    }
 }
 
 /// Runs the job, killing it with SIGKILL a little after each of several checkpoints
@@ -259,7 +290,7 @@ fn run_with_kills(
     let mut rng = seed;
     for round in 0.. {
         let parallelism = [1, 2, 3][round % 3];
-        let mut child = start(format, input, output, dir, parallelism, s3);
+        let mut child = start(format, None, input, output, dir, parallelism, s3);
         rng = rng
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);

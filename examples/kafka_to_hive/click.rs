@@ -1,20 +1,17 @@
-//! The click record the job lands, its Arrow schema, and its fast path into Arrow.
+//! The click record the job lands; its columns and its fast path into Arrow's builders
+//! are derived (`ArrowRecord`).
 
-use arrow::array::{
-    ArrayRef, BooleanBuilder, Decimal128Builder, Int64Builder, StringBuilder,
-    TimestampMillisecondBuilder,
-};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use arrow::record_batch::RecordBatch;
+use ferroflow::connectors::filesystem::ArrowRecord;
 use ferroflow::connectors::ClickEvent;
-use ferroflow::{Error, Result};
 use serde::{Deserialize, Deserializer, Serialize};
-use std::sync::Arc;
 
 /// One click, as read from JSON lines or Kafka: `ts` in epoch milliseconds, `price` a
-/// decimal string with at most two decimals (`"12.34"`), kept as cents.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// decimal string with at most two decimals (`"12.34"`), kept as cents. The table's
+/// columns: `ts` timestamp, `user_id` string, `item_id` bigint, six dimensions,
+/// `is_new` boolean, `price` decimal(12,2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ArrowRecord)]
 pub struct Click {
+    #[arrow(timestamp = "ms", tz = "UTC")]
     pub ts: i64,
     #[serde(deserialize_with = "text_or_number")]
     pub user_id: String,
@@ -34,6 +31,7 @@ pub struct Click {
     #[serde(default)]
     pub is_new: Option<bool>,
     /// Cents.
+    #[arrow(decimal(12, 2), rename = "price")]
     #[serde(
         rename = "price",
         deserialize_with = "cents",
@@ -61,7 +59,7 @@ const MAX_CENTS: i64 = 999_999_999_999;
 /// `"12.34"` (or `"12"`, `"12.3"`) as 1234 cents; more than two decimals, a value that
 /// does not fit decimal(12,2), or anything else is an error (the line goes to the dead
 /// letters).
-pub fn parse_cents(text: &str) -> std::result::Result<i64, String> {
+pub fn parse_cents(text: &str) -> Result<i64, String> {
     let bad = || format!("price `{text}` is not a decimal(12,2)");
     let (neg, t) = match text.trim().strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -144,92 +142,6 @@ impl Click {
             price_cents: Some(((c.item_id * 7919) % 100_000) as i64 + 99),
         }
     }
-}
-
-/// The table's columns: `ts` timestamp, `user_id` string, `item_id` bigint, seven
-/// dimensions, `price` decimal(12,2).
-pub fn schema() -> SchemaRef {
-    let text = |name: &str| Field::new(name, DataType::Utf8, true);
-    Arc::new(Schema::new(vec![
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("user_id", DataType::Utf8, false),
-        Field::new("item_id", DataType::Int64, false),
-        text("site"),
-        text("platform"),
-        text("category1"),
-        text("category2"),
-        text("province"),
-        text("activity"),
-        Field::new("is_new", DataType::Boolean, true),
-        Field::new("price", DataType::Decimal128(12, 2), true),
-    ]))
-}
-
-/// The fast path: rows straight into Arrow's builders.
-pub fn encode(schema: &SchemaRef, rows: &[Click]) -> Result<RecordBatch> {
-    let n = rows.len();
-    let mut ts = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut user = StringBuilder::with_capacity(n, n * 8);
-    let mut item = Int64Builder::with_capacity(n);
-    let mut dims: Vec<StringBuilder> = (0..6)
-        .map(|_| StringBuilder::with_capacity(n, n * 8))
-        .collect();
-    let mut is_new = BooleanBuilder::with_capacity(n);
-    let mut price = Decimal128Builder::with_capacity(n)
-        .with_precision_and_scale(12, 2)
-        .map_err(|e| Error::Internal(format!("decimal(12,2): {e}")))?;
-    for r in rows {
-        ts.append_value(r.ts);
-        user.append_value(&r.user_id);
-        item.append_value(r.item_id);
-        for (b, v) in dims.iter_mut().zip([
-            &r.site,
-            &r.platform,
-            &r.category1,
-            &r.category2,
-            &r.province,
-            &r.activity,
-        ]) {
-            b.append_option(v.as_deref());
-        }
-        is_new.append_option(r.is_new);
-        price.append_option(r.price_cents.map(i128::from));
-    }
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(ts.finish()),
-        Arc::new(user.finish()),
-        Arc::new(item.finish()),
-    ];
-    columns.extend(dims.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-    columns.push(Arc::new(is_new.finish()));
-    columns.push(Arc::new(price.finish()));
-    RecordBatch::try_new(Arc::clone(schema), columns)
-        .map_err(|e| Error::Internal(format!("building a batch of clicks: {e}")))
-}
-
-/// Hive's `CREATE EXTERNAL TABLE` for the files at `location` in `format`.
-pub fn ddl(table: &str, location: &str, format: &str) -> String {
-    let storage = match format {
-        "jsonl" => "ROW FORMAT SERDE 'org.apache.hive.hcatalog.data.JsonSerDe'\nSTORED AS TEXTFILE"
-            .to_string(),
-        "csv" => {
-            "ROW FORMAT SERDE 'org.apache.hadoop.hive.serde2.OpenCSVSerde'\nSTORED AS TEXTFILE"
-                .to_string()
-        }
-        other => format!("STORED AS {}", other.to_ascii_uppercase()),
-    };
-    let header = if format == "csv" {
-        "\nTBLPROPERTIES ('skip.header.line.count'='1')"
-    } else {
-        ""
-    };
-    format!(
-        "CREATE EXTERNAL TABLE IF NOT EXISTS {table} (\n  ts timestamp,\n  user_id string,\n  item_id bigint,\n  site string,\n  platform string,\n  category1 string,\n  category2 string,\n  province string,\n  activity string,\n  is_new boolean,\n  price decimal(12,2)\n)\nPARTITIONED BY (dt string, hm string)\n{storage}\nLOCATION '{location}'{header};\n"
-    )
 }
 
 #[cfg(test)]

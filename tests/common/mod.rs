@@ -6,6 +6,8 @@
 pub mod counting;
 #[cfg(feature = "hdfs")]
 pub mod hdfs;
+#[cfg(feature = "hive")]
+pub mod hive;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "object-store")]

@@ -2,7 +2,7 @@
 and ORC readers), as an independent check: prints JSON with every visible file, every
 row (user_id, ts in ms, item_id, price as text, the partition directory it is in, the
 partition its event time belongs in, computed here, site and is_new), the schemas, and
-the partitions holding _SUCCESS.
+the partitions holding _SUCCESS, and the compression codecs the files name.
 
     python3 read_table.py ROOT [S3_ENDPOINT]
 """
@@ -53,7 +53,7 @@ else:
     fs = pafs.LocalFileSystem()
     base = root.rstrip("/")
 zone = ZoneInfo("Asia/Shanghai")
-out = {"visible": [], "success": [], "rows": [], "schemas": []}
+out = {"visible": [], "success": [], "rows": [], "schemas": [], "codecs": []}
 for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
     if info.type != pafs.FileType.File:
         continue
@@ -69,7 +69,19 @@ for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
         continue
     out["visible"].append(rel)
     f = fs.open_input_file(info.path)
-    table = po.ORCFile(f).read() if name.endswith(".orc") else pq.read_table(f)
+    if name.endswith(".orc"):
+        orc = po.ORCFile(f)
+        codecs = [orc.compression]
+        table = orc.read()
+    else:
+        parquet = pq.ParquetFile(f)
+        meta = parquet.metadata
+        codecs = [meta.row_group(g).column(c).compression
+                  for g in range(meta.num_row_groups) for c in range(meta.num_columns)]
+        table = parquet.read()
+    for codec in codecs:
+        if codec not in out["codecs"]:
+            out["codecs"].append(codec)
     schema = str(table.schema.remove_metadata())
     if schema not in out["schemas"]:
         out["schemas"].append(schema)

@@ -45,6 +45,36 @@ impl Format {
             ))),
         }
     }
+
+    /// The format with its pages or stripes compressed by `compression`; a row format
+    /// (JSON lines, CSV) is written as it is and refuses any compression but `none`.
+    pub fn with_compression(self, compression: Compression) -> Result<Self> {
+        match self {
+            Format::Parquet(p) => Ok(Format::Parquet(ParquetOptions { compression, ..p })),
+            Format::Orc(o) => Ok(Format::Orc(OrcOptions { compression, ..o })),
+            row if compression == Compression::None => Ok(row),
+            _ => Err(Error::Config(format!(
+                "{compression:?} compression needs a bulk format (parquet or orc)"
+            ))),
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "none" | "uncompressed" => Ok(Compression::None),
+            "snappy" => Ok(Compression::Snappy),
+            "zstd" => Ok(Compression::Zstd),
+            "zlib" | "gzip" | "deflate" => Ok(Compression::Zlib),
+            "lz4" => Ok(Compression::Lz4),
+            other => Err(Error::Config(format!(
+                "unknown compression `{other}` (use none, snappy, zstd, zlib or lz4)"
+            ))),
+        }
+    }
 }
 
 /// Compression of a bulk format's pages or stripes.
@@ -57,6 +87,10 @@ pub enum Compression {
     Snappy,
     /// Zstandard (level 3).
     Zstd,
+    /// Deflate (level 6): ORC's `ZLIB`, Parquet's `GZIP`.
+    Zlib,
+    /// LZ4 blocks: ORC's `LZ4`, Parquet's `LZ4_RAW`.
+    Lz4,
 }
 
 /// Parquet writer options. Defaults: zstd, row groups of 1 Mi rows, dictionary encoding
@@ -64,7 +98,7 @@ pub enum Compression {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ParquetOptions {
-    /// Page compression: `none`, `snappy` or `zstd`.
+    /// Page compression: `none`, `snappy`, `zstd`, `zlib` (GZIP) or `lz4` (LZ4_RAW).
     pub compression: Compression,
     /// Rows per row group.
     pub row_group_rows: usize,
@@ -89,7 +123,7 @@ impl Default for ParquetOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OrcOptions {
-    /// Stream compression: `none`, `snappy` or `zstd`.
+    /// Stream compression: `none`, `snappy`, `zstd`, `zlib` or `lz4`.
     pub compression: Compression,
     /// A stripe is written once the rows gathered for it take this many bytes (before
     /// compression); it is what an open ORC file holds in memory.
@@ -323,5 +357,23 @@ mod tests {
             .contains("avro"));
         assert_eq!(Format::named("ORC").unwrap().extension(), "orc");
         assert_eq!(Format::named("JSONL").unwrap().extension(), "jsonl");
+    }
+
+    #[test]
+    fn compression_by_name_and_per_format() {
+        assert_eq!("GZIP".parse::<Compression>().unwrap(), Compression::Zlib);
+        assert_eq!("lz4".parse::<Compression>().unwrap(), Compression::Lz4);
+        assert!("brotli"
+            .parse::<Compression>()
+            .unwrap_err()
+            .to_string()
+            .contains("brotli"));
+        let orc = Format::named("orc")
+            .unwrap()
+            .with_compression(Compression::Lz4)
+            .unwrap();
+        assert!(matches!(orc, Format::Orc(o) if o.compression == Compression::Lz4));
+        assert!(Format::Csv.with_compression(Compression::None).is_ok());
+        assert!(Format::Jsonl.with_compression(Compression::Zstd).is_err());
     }
 }

@@ -121,12 +121,14 @@ impl FileWriter {
         let inner = match format {
             #[cfg(feature = "parquet")]
             Format::Parquet(p) => {
-                use parquet::basic::{Compression as C, ZstdLevel};
+                use parquet::basic::{Compression as C, GzipLevel, ZstdLevel};
                 use parquet::file::properties::{EnabledStatistics, WriterProperties};
                 let compression = match p.compression {
                     Compression::None => C::UNCOMPRESSED,
                     Compression::Snappy => C::SNAPPY,
-                    _ => C::ZSTD(ZstdLevel::default()),
+                    Compression::Zstd => C::ZSTD(ZstdLevel::default()),
+                    Compression::Zlib => C::GZIP(GzipLevel::default()),
+                    Compression::Lz4 => C::LZ4_RAW,
                 };
                 let props = WriterProperties::builder()
                     .set_compression(compression)

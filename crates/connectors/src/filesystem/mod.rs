@@ -69,7 +69,7 @@
 //! A time partition is committed when every worker's watermark (as of its last
 //! completed checkpoint) passed its end plus `commit.delay`: an empty `_SUCCESS` file
 //! is written into it (`commit.success_file`) and the [`PartitionCommitPolicy`]s run
-//! (registering it in a metastore, say). Workers record their progress in
+//! (registering it in a Hive metastore with `HiveMetastorePolicy`, feature `hive`). Workers record their progress in
 //! `<root>/_ferroflow/commit/`. Late rows open a new file in the partition, which is
 //! committed again once that file is published. When the input ends, every partition is
 //! committed; a job stopped without a final watermark commits only what its watermark
@@ -80,9 +80,11 @@ mod commit;
 mod config;
 mod encode;
 mod format;
+mod hive;
 #[cfg(feature = "orc")]
 mod orc;
 mod part;
+mod record;
 mod sink;
 mod store;
 #[cfg(test)]
@@ -95,4 +97,11 @@ pub use config::{
     RollingPolicy,
 };
 pub use encode::{BatchEncoder, SerdeEncoder};
+pub use ferroflow_derive::ArrowRecord;
+pub use hive::{hive_type, partition_keys, HiveTable};
+#[cfg(feature = "hive")]
+pub use hive::{HiveMetastoreConfig, HiveMetastorePolicy, HivePartition};
+#[doc(hidden)]
+pub use record::__private;
+pub use record::{ArrowRecord, ArrowValue, RecordEncoder};
 pub use sink::FileSink;

@@ -2,8 +2,8 @@
 //! crate's writer (orc-rust 0.9) panics on decimal columns, which a table of prices
 //! needs, and cannot be moved between threads. It writes ORC 0.12 files with the
 //! `DIRECT` (run-length v1) encoding of every column, no row index and no column
-//! statistics beyond value counts; stripes of a target size; none, Snappy or Zstandard
-//! compression. Readers: the Apache ORC C++ and Java libraries (pyarrow, Hive, Spark,
+//! statistics beyond value counts; stripes of a target size; none, Snappy, Zstandard,
+//! zlib (deflate) or LZ4 compression. Readers: the Apache ORC C++ and Java libraries (pyarrow, Hive, Spark,
 //! Trino). Arrow types: boolean, int8–64, float32/64, utf8, binary, date32,
 //! timestamp (any unit, no zone or UTC; written as ORC `timestamp` in UTC) and
 //! decimal128 (precision up to 38).
@@ -441,7 +441,9 @@ impl<W: Write> OrcWriter<W> {
             footer_length: Some(footer_bytes.len() as u64),
             compression: Some(match self.compression {
                 Compression::None => 0,
+                Compression::Zlib => 1,
                 Compression::Snappy => 2,
+                Compression::Lz4 => 4,
                 Compression::Zstd => 5,
             }),
             compression_block_size: (self.compression != Compression::None).then_some(BLOCK as u64),
@@ -472,7 +474,20 @@ fn compress_with(compression: Compression, raw: Vec<u8>) -> std::io::Result<Vec<
             Compression::Snappy => snap::raw::Encoder::new()
                 .compress_vec(chunk)
                 .map_err(std::io::Error::other)?,
-            _ => zstd::bulk::compress(chunk, 3)?,
+            Compression::Zstd => zstd::bulk::compress(chunk, 3)?,
+            // ORC's ZLIB is raw deflate, without zlib's header and checksum.
+            Compression::Zlib => {
+                use std::io::Write as _;
+                let mut encoder = flate2::write::DeflateEncoder::new(
+                    Vec::with_capacity(chunk.len() / 2),
+                    flate2::Compression::default(),
+                );
+                encoder.write_all(chunk)?;
+                encoder.finish()?
+            }
+            // ORC's LZ4 is the block format, without a frame or a size prefix.
+            Compression::Lz4 => lz4_flex::block::compress(chunk),
+            Compression::None => chunk.to_vec(),
         };
         let (body, original) = if packed.len() < chunk.len() {
             (&packed[..], 0)
