@@ -14,6 +14,7 @@ use arrow::datatypes::{DataType, Schema};
 use ferroflow_core::{Error, Result};
 
 /// Serde, input and output format classes Hive reads a format with.
+#[cfg_attr(not(feature = "hive"), allow(dead_code))]
 pub(crate) struct Storage {
     pub(crate) serde: &'static str,
     pub(crate) input: &'static str,
