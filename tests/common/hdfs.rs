@@ -39,23 +39,12 @@ pub fn start() -> Hdfs {
             _dir: None,
         };
     }
-    let cached = std::env::var("HOME")
-        .map(|h| format!("{h}/.cache/ferroflow-hadoop/jars"))
-        .ok()
-        .filter(|d| {
-            std::path::Path::new(d)
-                .join("hadoop-hdfs-2.7.3.jar")
-                .is_file()
-        });
-    let jars = std::env::var("FERROFLOW_HADOOP_JARS")
-        .ok()
-        .or(cached)
-        .unwrap_or_else(|| {
-            panic!(
-            "FERROFLOW_HADOOP_JARS is not set: run `bash scripts/test` (it fetches Hadoop's jars \
-             and sets it), or set FERROFLOW_HDFS_URL to a cluster of your own"
-        )
-        });
+    let jars = super::jars(
+        "FERROFLOW_HADOOP_JARS",
+        "ferroflow-hadoop",
+        "hadoop-hdfs-2.7.3.jar",
+        "FERROFLOW_HDFS_URL to a cluster of your own",
+    );
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("conf");
     for app in ["hdfs", "datanode", "secondary", "static"] {

@@ -44,23 +44,12 @@ pub fn start() -> Metastore {
             _dir: None,
         };
     }
-    let cached = std::env::var("HOME")
-        .map(|h| format!("{h}/.cache/ferroflow-hive/jars"))
-        .ok()
-        .filter(|d| {
-            std::path::Path::new(d)
-                .join("hive-metastore-2.3.9.jar")
-                .is_file()
-        });
-    let jars = std::env::var("FERROFLOW_HIVE_JARS")
-        .ok()
-        .or(cached)
-        .unwrap_or_else(|| {
-            panic!(
-                "FERROFLOW_HIVE_JARS is not set: run `bash scripts/test` (it fetches Hive's jars \
-                 and sets it), or set FERROFLOW_HIVE_METASTORE to a metastore of your own"
-            )
-        });
+    let jars = super::jars(
+        "FERROFLOW_HIVE_JARS",
+        "ferroflow-hive",
+        "hive-metastore-2.3.9.jar",
+        "FERROFLOW_HIVE_METASTORE to a metastore of your own",
+    );
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("conf");
     std::fs::create_dir_all(&conf).unwrap();

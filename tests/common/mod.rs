@@ -31,6 +31,23 @@ pub fn example(name: &str) -> std::path::PathBuf {
     bin
 }
 
+/// The folder of jars a Java server runs from: `$<var>` if set, else
+/// `~/.cache/<cache>/jars` if it holds `marker`; panics saying how to get them (`bash
+/// scripts/test` fetches them and sets `<var>`) or which server of your own `instead`
+/// names.
+pub fn jars(var: &str, cache: &str, marker: &str, instead: &str) -> String {
+    let cached = std::env::var("HOME")
+        .map(|h| format!("{h}/.cache/{cache}/jars"))
+        .ok()
+        .filter(|d| std::path::Path::new(d).join(marker).is_file());
+    std::env::var(var).ok().or(cached).unwrap_or_else(|| {
+        panic!(
+            "{var} is not set: run `bash scripts/test` (it fetches the jars and sets it), \
+             or set {instead}"
+        )
+    })
+}
+
 /// A loopback port nothing listens on now, for a server a test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
