@@ -69,8 +69,8 @@
 //! A time partition is committed when every worker's watermark (as of its last
 //! completed checkpoint) passed its end plus `commit.delay`: an empty `_SUCCESS` file
 //! is written into it (`commit.success_file`) and the [`PartitionCommitPolicy`]s run
-//! (registering it in a Hive metastore with `HiveMetastorePolicy`, feature `hive`). Workers record their progress in
-//! `<root>/_ferroflow/commit/`. Late rows open a new file in the partition, which is
+//! (registering it in a Hive metastore with `HiveMetastorePolicy`, feature `hive`).
+//! Workers record their progress in `<root>/_ferroflow/commit/`. Late rows open a new file in the partition, which is
 //! committed again once that file is published. When the input ends, every partition is
 //! committed; a job stopped without a final watermark commits only what its watermark
 //! passed.

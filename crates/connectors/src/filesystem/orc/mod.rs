@@ -3,8 +3,8 @@
 //! needs, and cannot be moved between threads. It writes ORC 0.12 files with the
 //! `DIRECT` (run-length v1) encoding of every column, no row index and no column
 //! statistics beyond value counts; stripes of a target size; none, Snappy, Zstandard,
-//! zlib (deflate) or LZ4 compression. Readers: the Apache ORC C++ and Java libraries (pyarrow, Hive, Spark,
-//! Trino). Arrow types: boolean, int8–64, float32/64, utf8, binary, date32,
+//! zlib (deflate) or LZ4 compression. Readers: the Apache ORC C++ and Java libraries
+//! (pyarrow, Hive, Spark, Trino). Arrow types: boolean, int8–64, float32/64, utf8, binary, date32,
 //! timestamp (any unit, no zone or UTC; written as ORC `timestamp` in UTC) and
 //! decimal128 (precision up to 38).
 
