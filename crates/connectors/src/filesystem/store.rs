@@ -50,18 +50,35 @@ pub(crate) struct Store {
     store: Arc<dyn ObjectStore>,
     root: StorePath,
     url: String,
-    runtime: tokio::runtime::Runtime,
+    runtime: &'static tokio::runtime::Runtime,
+}
+
+/// The I/O runtime of every file sink in the process, started on first use and kept.
+/// One, not one per sink: hdfs-native keeps DataNode connections in a process-wide
+/// cache, and a connection made on a runtime that has shut down (the sink of a worker
+/// that finished) fails the read of whichever sink takes it from the cache next.
+fn io_runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static IO: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = IO.get() {
+        return Ok(rt);
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("ferroflow-filesink-io")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("file sink: starting its I/O runtime", e))?;
+    // Another sink may have started one meanwhile: keep the first.
+    let _ = IO.set(rt);
+    IO.get()
+        .ok_or_else(|| Error::Internal("file sink: the I/O runtime did not start".into()))
 }
 
 impl Store {
     pub(crate) fn open(path: &str, options: &BTreeMap<String, String>) -> Result<Self> {
         let url = url_of(path)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("ferroflow-filesink-io")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("file sink: starting its I/O runtime", e))?;
+        let runtime = io_runtime()?;
         let (store, root) = ferroflow_core::storage::open_store(&url, options, runtime.handle())?;
         Ok(Self {
             store,
@@ -87,7 +104,7 @@ impl Store {
     /// Runs `work` to its end. From a thread that is itself inside an async runtime
     /// (a job started from async code) it runs on a helper thread.
     pub(crate) fn block_on<T: Send>(&self, work: impl Future<Output = T> + Send) -> T {
-        ferroflow_core::storage::block_on(&self.runtime, work)
+        ferroflow_core::storage::block_on(self.runtime, work)
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
     }
 
@@ -164,18 +181,39 @@ impl Store {
             .map_err(|e| Error::Internal(format!("file sink: an upload task failed: {e}")))?
     }
 
-    /// The object at `rel`, or `None` if there is none.
+    /// The object at `rel`, or `None` if there is none. A read that panics is tried
+    /// again: hdfs-native's reader panics ("Cannot read past end of the file") when
+    /// the file it reads is replaced under it, as commit markers are by other workers.
     pub(crate) fn get(&self, rel: &str) -> Result<Option<Bytes>> {
-        let loc = self.location(rel);
+        const ATTEMPTS: u32 = 3;
         let context = format!("{}: reading {rel}", self.url);
-        self.block_on(async {
-            match self.store.get(&loc).await {
-                Ok(got) => got.bytes().await.map(Some),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (store, loc) = (Arc::clone(&self.store), self.location(rel));
+            let task = self.runtime.spawn(async move {
+                match store.get(&loc).await {
+                    Ok(got) => got.bytes().await.map(Some),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            });
+            match self.block_on(task) {
+                Ok(read) => return read.map_err(|e| store_err(context, e)),
+                Err(failed) if failed.is_panic() && attempt < ATTEMPTS => {
+                    tracing::warn!(%context, attempt, "file sink: a read panicked; trying again");
+                    std::thread::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)));
+                }
+                Err(failed) => {
+                    return Err(Error::external(
+                        "object store",
+                        context,
+                        format!("the read failed: {failed}"),
+                        true,
+                    ))
+                }
             }
-        })
-        .map_err(|e| store_err(context, e))
+        }
     }
 
     /// Whether an object exists at `rel`.
