@@ -199,6 +199,11 @@ fn check(format: &str, table: &Value, want: &Want) {
         success, partitions,
         "_SUCCESS in exactly the partitions with data"
     );
+    assert_eq!(
+        table["staged"],
+        serde_json::json!([]),
+        "nothing left staged: every file published, every orphan removed"
+    );
     for f in table["visible"].as_array().unwrap() {
         let f = f.as_str().unwrap();
         assert!(

@@ -2,7 +2,8 @@
 and ORC readers), as an independent check: prints JSON with every visible file, every
 row (user_id, ts in ms, item_id, price as text, the partition directory it is in, the
 partition its event time belongs in, computed here, site and is_new), the schemas, and
-the partitions holding _SUCCESS, and the compression codecs the files name.
+the partitions holding _SUCCESS, the compression codecs the files name, and files
+still staged for publication (pending files, S3 upload markers).
 
     python3 read_table.py ROOT [S3_ENDPOINT]
 """
@@ -53,12 +54,14 @@ else:
     fs = pafs.LocalFileSystem()
     base = root.rstrip("/")
 zone = ZoneInfo("Asia/Shanghai")
-out = {"visible": [], "success": [], "rows": [], "schemas": [], "codecs": []}
+out = {"visible": [], "success": [], "rows": [], "schemas": [], "codecs": [], "staged": []}
 for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
     if info.type != pafs.FileType.File:
         continue
     rel = info.path[len(base):].lstrip("/")
     parts = rel.split("/")
+    if rel.startswith(("_ferroflow/pending/", "_ferroflow/uploads/")):
+        out["staged"].append(rel)
     if any(p.startswith(("_", ".")) for p in parts[:-1]):
         continue
     name, directory = parts[-1], "/".join(parts[:-1])

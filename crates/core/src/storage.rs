@@ -43,6 +43,28 @@ fn config_err(url: &str, why: impl std::fmt::Display) -> Error {
     Error::Config(format!("{url}: {why}"))
 }
 
+/// The S3 bucket an `s3://bucket/prefix` URL names, as its concrete store (for its
+/// multipart API), and the path inside it; credentials and options as [`open_store`].
+///
+/// # Errors
+/// [`Error::Config`] for a URL or option that cannot be used.
+pub fn open_s3(
+    url_text: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<(Arc<object_store::aws::AmazonS3>, StorePath)> {
+    let url = url::Url::parse(url_text).map_err(|e| config_err(url_text, e))?;
+    let path = StorePath::parse(url.path()).map_err(|e| config_err(url_text, e))?;
+    let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url_text);
+    for (key, value) in options {
+        let key = key.parse().map_err(|e| config_err(url_text, e))?;
+        builder = builder.with_config(key, value);
+    }
+    Ok((
+        Arc::new(builder.build().map_err(|e| config_err(url_text, e))?),
+        path,
+    ))
+}
+
 /// The store a URL names and the path inside it: `s3://bucket/prefix` (credentials and
 /// region from the environment, overridden by `options` such as `aws_endpoint`,
 /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`),
@@ -61,14 +83,7 @@ pub fn open_store(
     let url = url::Url::parse(url_text).map_err(|e| config_err(url_text, e))?;
     let path = StorePath::parse(url.path()).map_err(|e| config_err(url_text, e))?;
     let store: Arc<dyn ObjectStore> = match url.scheme() {
-        "s3" | "s3a" => {
-            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url_text);
-            for (key, value) in options {
-                let key = key.parse().map_err(|e| config_err(url_text, e))?;
-                builder = builder.with_config(key, value);
-            }
-            Arc::new(builder.build().map_err(|e| config_err(url_text, e))?)
-        }
+        "s3" | "s3a" => open_s3(url_text, options)?.0,
         #[cfg(feature = "hdfs")]
         "hdfs" | "viewfs" => {
             let _entered = io.enter();

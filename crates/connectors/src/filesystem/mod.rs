@@ -40,9 +40,12 @@
 //! watermark passes its partition's end plus `commit.delay`, or when the input ends. A
 //! finished file is uploaded to `<root>/_ferroflow/pending/` (a multipart upload for
 //! a large file), and when the checkpoint after it completes it is moved to its
-//! partition as `part-<run>-<worker>-<n>.<ext>` (on S3 a server-side copy and a delete)
-//! and its segments are deleted. Readers (Hive, Spark, pyarrow) skip names starting
-//! with `_`, so they never see a file before it is complete and its checkpoint done.
+//! partition as `part-<run>-<worker>-<n>.<ext>` and its segments are deleted. S3 has no
+//! rename: there the file is uploaded straight to its final key as a multipart upload
+//! (its id recorded in `<root>/_ferroflow/uploads/`), which stays invisible until it is
+//! completed when the checkpoint completes. Readers (Hive, Spark, pyarrow) skip names
+//! starting with `_`, so they never see a file before it is complete and its
+//! checkpoint done.
 //!
 //! A closed partition therefore holds one file per worker that wrote to it, or files
 //! of the target size, not one file per checkpoint. The price is **visibility**: rows

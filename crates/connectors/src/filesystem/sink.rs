@@ -8,7 +8,7 @@ use super::config::FileSinkConfig;
 use super::encode::BatchEncoder;
 use super::format::check_schema;
 use super::part::{read_segment, OpenPart, OpenState};
-use super::store::Store;
+use super::store::{Store, Upload};
 use arrow::datatypes::SchemaRef;
 use ferroflow_core::{duration_millis, Error, Result, Sink, SinkContext, Timestamp, MIN_WATERMARK};
 use serde::{Deserialize, Serialize};
@@ -21,11 +21,15 @@ use tokio::task::JoinHandle;
 /// A finished file waiting for its checkpoint to complete.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Rolled {
+    /// The pending file (moved to `target` at commit), or on S3 the marker of `upload`.
     pending: String,
     target: String,
     segments: Vec<String>,
     rows: u64,
     bytes: u64,
+    /// On S3: the multipart upload to `target`, completed at commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    upload: Option<Upload>,
 }
 
 /// What a checkpoint holds of one sink instance (its committable): the files to
@@ -87,7 +91,7 @@ struct Run<T> {
     parts: Vec<OpenPart<T>>,
     /// The part that took the last record (records come in runs of one partition).
     last: usize,
-    uploads: Vec<(Rolled, JoinHandle<Result<()>>)>,
+    uploads: Vec<(Rolled, JoinHandle<Result<Option<Upload>>>)>,
     /// Prepared for checkpoints that have not completed yet.
     uncommitted: Vec<Prepared>,
     watermark: Timestamp,
@@ -205,13 +209,14 @@ where
             run.store.delete(&segments)?;
             return Ok(());
         }
-        let pending = format!("_ferroflow/pending/{name}.{ext}");
         let target = if partition.is_empty() {
             format!("part-{name}.{ext}")
         } else {
             format!("{partition}/part-{name}.{ext}")
         };
-        let task = run.store.spawn_upload(&pending, spool);
+        let (pending, task) = run
+            .store
+            .spawn_finished(&format!("{name}.{ext}"), &target, spool);
         tracing::debug!(file = %target, rows, bytes, "file sink: rolled a file");
         run.uploads.push((
             Rolled {
@@ -220,6 +225,7 @@ where
                 segments,
                 rows,
                 bytes,
+                upload: None,
             },
             task,
         ));
@@ -254,7 +260,14 @@ where
     fn publish(&self, files: &[Rolled], keep_segments: bool) -> Result<()> {
         let run = self.run.as_ref().ok_or_else(run_err)?;
         for f in files {
-            let moved = run.store.rename(&f.pending, &f.target)?;
+            let moved = match &f.upload {
+                Some(upload) => {
+                    let completed = run.store.complete(&f.target, upload)?;
+                    run.store.delete(std::slice::from_ref(&f.pending))?;
+                    completed
+                }
+                None => run.store.rename(&f.pending, &f.target)?,
+            };
             if !moved && !run.store.exists(&f.target)? {
                 return Err(Error::Checkpoint(format!(
                     "file sink: {} holds neither the pending file {} nor its published copy {}",
@@ -433,12 +446,23 @@ where
             }
         };
         let mut doomed = Vec::new();
-        for dir in ["_ferroflow/pending", "_ferroflow/segments"] {
+        for dir in [
+            "_ferroflow/pending",
+            "_ferroflow/segments",
+            "_ferroflow/uploads",
+        ] {
             for rel in run.store.list(dir)? {
                 if !keep.contains(&rel) && mine(&rel) {
                     doomed.push(rel);
                 }
             }
+        }
+        // Uploads in place (S3) that no completed checkpoint names are aborted.
+        for marker in doomed
+            .iter()
+            .filter(|r| r.starts_with("_ferroflow/uploads/"))
+        {
+            run.store.abort(marker)?;
         }
         if !doomed.is_empty() {
             tracing::info!(
@@ -582,8 +606,8 @@ where
             run.store.join(task)?;
         }
         let mut publish = Vec::with_capacity(run.uploads.len());
-        for (rolled, task) in std::mem::take(&mut run.uploads) {
-            run.store.join(task)?;
+        for (mut rolled, task) in std::mem::take(&mut run.uploads) {
+            rolled.upload = run.store.join(task)?;
             publish.push(rolled);
         }
         let prepared = Prepared {
@@ -652,8 +676,8 @@ where
         self.roll_due(true)?;
         let run = self.run.as_mut().ok_or_else(run_err)?;
         let mut files: Vec<Rolled> = run.uncommitted.drain(..).flat_map(|p| p.publish).collect();
-        for (rolled, task) in std::mem::take(&mut run.uploads) {
-            run.store.join(task)?;
+        for (mut rolled, task) in std::mem::take(&mut run.uploads) {
+            rolled.upload = run.store.join(task)?;
             files.push(rolled);
         }
         let watermark = run.watermark;

@@ -1,5 +1,5 @@
 //! The sink's view of its storage: one object store (local disk, S3, HDFS) under a root,
-//! driven from the worker thread through a small runtime of its own.
+//! driven from the worker thread through the file sinks' I/O runtime.
 
 use bytes::Bytes;
 use ferroflow_core::storage::object_store::{
@@ -7,7 +7,10 @@ use ferroflow_core::storage::object_store::{
 };
 use ferroflow_core::{Error, Result};
 use futures_util::StreamExt;
+use object_store::aws::AmazonS3;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::{PutPayload, WriteMultipart};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Read;
@@ -46,8 +49,26 @@ pub(crate) fn url_of(path: &str) -> Result<String> {
     Ok(url.to_string())
 }
 
+/// A multipart upload of a finished file to its final key, completed when the
+/// checkpoint that covers it completes (S3, which has no rename).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Upload {
+    pub(crate) id: String,
+    pub(crate) parts: Vec<String>,
+}
+
+/// What `_ferroflow/uploads/<file>.json` says of an upload, for its abort if no
+/// completed checkpoint names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct UploadMarker {
+    target: String,
+    id: String,
+}
+
 pub(crate) struct Store {
     store: Arc<dyn ObjectStore>,
+    /// The same store when it is S3: files are uploaded in place and completed at commit.
+    s3: Option<Arc<AmazonS3>>,
     root: StorePath,
     url: String,
     runtime: &'static tokio::runtime::Runtime,
@@ -79,9 +100,17 @@ impl Store {
     pub(crate) fn open(path: &str, options: &BTreeMap<String, String>) -> Result<Self> {
         let url = url_of(path)?;
         let runtime = io_runtime()?;
-        let (store, root) = ferroflow_core::storage::open_store(&url, options, runtime.handle())?;
+        let (store, s3, root) = if url.starts_with("s3://") || url.starts_with("s3a://") {
+            let (s3, root) = ferroflow_core::storage::open_s3(&url, options)?;
+            (Arc::clone(&s3) as Arc<dyn ObjectStore>, Some(s3), root)
+        } else {
+            let (store, root) =
+                ferroflow_core::storage::open_store(&url, options, runtime.handle())?;
+            (store, None, root)
+        };
         Ok(Self {
             store,
+            s3,
             root,
             url: url.trim_end_matches('/').to_string(),
             runtime,
@@ -173,6 +202,143 @@ impl Store {
             }
             std::fs::remove_file(&local).map_err(read_err)
         })
+    }
+
+    /// Whether finished files are uploaded to their final key and completed at commit
+    /// ([`Store::spawn_upload_in_place`]) rather than uploaded aside and moved.
+    pub(crate) fn uploads_in_place(&self) -> bool {
+        self.s3.is_some()
+    }
+
+    /// Starts a multipart upload of the local file `local` to `target`, records it at
+    /// `marker`, uploads its parts and removes `local`; the upload stays invisible until
+    /// [`Store::complete`]. S3 only.
+    pub(crate) fn spawn_upload_in_place(
+        &self,
+        marker: &str,
+        target: &str,
+        local: std::path::PathBuf,
+    ) -> JoinHandle<Result<Upload>> {
+        let (store, s3) = (Arc::clone(&self.store), self.s3.clone());
+        let (marker_loc, loc) = (self.location(marker), self.location(target));
+        let target = target.to_string();
+        let context = format!("{}: uploading {target}", self.url);
+        self.runtime.spawn(async move {
+            let s3 = s3.ok_or_else(|| Error::Internal(format!("{context}: not on S3")))?;
+            let err = |e| store_err(context.clone(), e);
+            let read_err = |e| Error::io(format!("file sink: reading {}", local.display()), e);
+            let id = s3.create_multipart(&loc).await.map_err(err)?;
+            let record = serde_json::to_vec(&UploadMarker {
+                target,
+                id: id.clone(),
+            })
+            .map_err(|e| Error::Internal(format!("{context}: {e}")))?;
+            store
+                .put(&marker_loc, PutPayload::from(record))
+                .await
+                .map_err(err)?;
+            let mut file = std::fs::File::open(&local).map_err(read_err)?;
+            let mut parts = Vec::new();
+            loop {
+                let mut chunk = Vec::with_capacity(PART_BYTES);
+                let n = (&mut file)
+                    .take(PART_BYTES as u64)
+                    .read_to_end(&mut chunk)
+                    .map_err(read_err)?;
+                if n == 0 && !parts.is_empty() {
+                    break;
+                }
+                let part = s3
+                    .put_part(&loc, &id, parts.len(), PutPayload::from(chunk))
+                    .await
+                    .map_err(err)?;
+                parts.push(part.content_id);
+                if n < PART_BYTES {
+                    break;
+                }
+            }
+            std::fs::remove_file(&local).map_err(read_err)?;
+            Ok(Upload { id, parts })
+        })
+    }
+
+    /// Completes `upload` to `target`. `Ok(false)` if it was completed before (the
+    /// upload is gone and the object is there).
+    pub(crate) fn complete(&self, target: &str, upload: &Upload) -> Result<bool> {
+        let s3 = self
+            .s3
+            .as_ref()
+            .ok_or_else(|| Error::Internal(format!("{}: not on S3", self.url)))?;
+        let loc = self.location(target);
+        let context = format!("{}: completing {target}", self.url);
+        let parts = upload
+            .parts
+            .iter()
+            .map(|p| PartId {
+                content_id: p.clone(),
+            })
+            .collect();
+        self.block_on(async {
+            match s3.complete_multipart(&loc, &upload.id, parts).await {
+                Ok(_) => Ok(true),
+                Err(e) => match self.store.head(&loc).await {
+                    Ok(_) => Ok(false),
+                    Err(_) => Err(store_err(context, e)),
+                },
+            }
+        })
+    }
+
+    /// Aborts the upload `marker` records (if it still runs) and deletes the marker.
+    pub(crate) fn abort(&self, marker: &str) -> Result<()> {
+        let Some(s3) = self.s3.as_ref() else {
+            return self.delete(&[marker.to_string()]);
+        };
+        if let Some(bytes) = self.get(marker)? {
+            let m: UploadMarker = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Checkpoint(format!("file sink: reading upload marker {marker}: {e}"))
+            })?;
+            let loc = self.location(&m.target);
+            let context = format!("{}: aborting the upload of {}", self.url, m.target);
+            self.block_on(async {
+                match s3.abort_multipart(&loc, &m.id).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(store_err(context, e)),
+                }
+            })?;
+        }
+        self.delete(&[marker.to_string()])
+    }
+
+    /// Starts storing the finished local file `local` (named `file`, removed once
+    /// stored) for publication at `target`: on S3 a multipart upload to `target`, which
+    /// [`Store::complete`] makes visible; elsewhere an upload to the pending area, which
+    /// [`Store::rename`] moves. Returns the pending file or upload marker, and the task
+    /// (its upload, on S3).
+    pub(crate) fn spawn_finished(
+        &self,
+        file: &str,
+        target: &str,
+        local: std::path::PathBuf,
+    ) -> (String, JoinHandle<Result<Option<Upload>>>) {
+        let failed = |e: tokio::task::JoinError| {
+            Error::Internal(format!("file sink: an upload task failed: {e}"))
+        };
+        if self.uploads_in_place() {
+            let marker = format!("_ferroflow/uploads/{file}.json");
+            let task = self.spawn_upload_in_place(&marker, target, local);
+            let task = self
+                .runtime
+                .spawn(async move { task.await.map_err(failed)?.map(Some) });
+            (marker, task)
+        } else {
+            let pending = format!("_ferroflow/pending/{file}");
+            let task = self.spawn_upload(&pending, local);
+            let task = self
+                .runtime
+                .spawn(async move { task.await.map_err(failed)?.map(|()| None) });
+            (pending, task)
+        }
     }
 
     /// Waits for `task`.
