@@ -258,7 +258,7 @@ fn main() -> anyhow::Result<()> {
     }
     let result = job.join()?;
     println!(
-        "wrote {} rows in {:.2}s ({:.0} rows/s): {} files ({} bytes) and {} partition commits under {}{}",
+        "wrote {} rows in {:.2}s ({:.0} rows/s): {} files ({} bytes) and {} partition commits under {}; {} commits after checkpoints, mean {:.1} ms, longest {:.1} ms{}",
         counters.rows(),
         result.elapsed.as_secs_f64(),
         counters.rows() as f64 / result.elapsed.as_secs_f64(),
@@ -266,6 +266,9 @@ fn main() -> anyhow::Result<()> {
         counters.bytes_committed(),
         counters.partitions_committed(),
         a.output,
+        counters.commits(),
+        counters.mean_commit().as_secs_f64() * 1e3,
+        counters.max_commit().as_secs_f64() * 1e3,
         dead_letters.map_or(String::new(), |d| format!("; {} malformed lines in {}", d.get(), dead_letter_path.display())),
     );
     Ok(())

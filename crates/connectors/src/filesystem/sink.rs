@@ -439,6 +439,8 @@ where
                 .nth(1)
                 .filter(|_| rel.contains("/segments/"));
             let name = name.unwrap_or_else(|| rel.rsplit('/').next().unwrap_or(""));
+            // HDFS's put writes `.<name>.tmp.<i>` first: a kill can leave one behind.
+            let name = name.trim_start_matches('.');
             let mut fields = name.split(['-', '.']).map(str::parse::<u64>);
             match (fields.next(), fields.next()) {
                 (Some(Ok(r)), Some(Ok(w))) => predecessors.contains(&(r, w as usize)),
