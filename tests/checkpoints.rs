@@ -239,12 +239,7 @@ fn stop_with_savepoint_then_resume_at_another_parallelism() {
         .to_string_lossy()
         .starts_with("savepoint-"));
     assert!(savepoint.join("_metadata").is_file());
-    let read: u64 = result
-        .metrics
-        .iter()
-        .filter(|m| m.operator.starts_with("source"))
-        .map(|m| m.records_out)
-        .sum();
+    let read = common::records_read(&result);
     assert!(read > 0 && read < EVENTS, "stopped midway, read {read}");
     assert_eq!(
         published(&d.output).len() as u64,

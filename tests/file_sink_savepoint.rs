@@ -182,12 +182,7 @@ fn stop_with_savepoint_publishes_what_was_read_and_resuming_finishes_exactly_onc
         .unwrap();
     std::thread::sleep(Duration::from_millis(400));
     let (savepoint, result) = handle.stop_with_savepoint().unwrap();
-    let read: u64 = result
-        .metrics
-        .iter()
-        .filter(|m| m.operator.starts_with("source"))
-        .map(|m| m.records_out)
-        .sum();
+    let read = common::records_read(&result);
     assert!(
         read > 0 && read < ROWS as u64,
         "stopped midway, read {read}"

@@ -46,13 +46,7 @@ fn bounded_job_terminates_and_flushes_files() {
         }
     }
     assert_eq!(lines, 20_000, "every output record is in the files");
-    let source = result
-        .metrics
-        .iter()
-        .filter(|m| m.operator.starts_with("source"))
-        .map(|m| m.records_out)
-        .sum::<u64>();
-    assert_eq!(source, 20_000);
+    assert_eq!(common::records_read(&result), 20_000);
 }
 
 #[test]

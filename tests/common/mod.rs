@@ -48,6 +48,16 @@ pub fn jars(var: &str, cache: &str, marker: &str, instead: &str) -> String {
     })
 }
 
+/// Records the job's sources emitted, over every worker.
+pub fn records_read(result: &ferroflow::JobResult) -> u64 {
+    result
+        .metrics
+        .iter()
+        .filter(|m| m.operator.starts_with("source"))
+        .map(|m| m.records_out)
+        .sum()
+}
+
 /// A loopback port nothing listens on now, for a server a test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -91,6 +91,26 @@ fn visible(root: &Path) -> Vec<String> {
     out
 }
 
+/// The `id` of every row of the visible JSON-lines files under `root`, sorted.
+fn jsonl_ids(root: &Path) -> Vec<i64> {
+    let mut ids: Vec<i64> = visible(root)
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(root.join(f))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                        .as_i64()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
 #[cfg(feature = "parquet")]
 fn parquet_ids(root: &Path) -> Vec<i64> {
     let mut ids = Vec::new();
@@ -236,16 +256,7 @@ fn target_size_rolls_files_and_rows_stay_whole_in_jsonl() {
     s.commit(vec![c]).unwrap();
     let files = visible(root);
     assert!(files.len() >= 4, "a 200-byte target rolls often: {files:?}");
-    let mut ids = Vec::new();
-    for f in &files {
-        let text = std::fs::read_to_string(root.join(f)).unwrap();
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            ids.push(v["id"].as_i64().unwrap());
-        }
-    }
-    ids.sort_unstable();
-    assert_eq!(ids, (0..40).collect::<Vec<_>>());
+    assert_eq!(jsonl_ids(root), (0..40).collect::<Vec<_>>());
     assert!(root.join("dt=1970-01-01/h=00/_SUCCESS").exists());
 }
 
@@ -389,16 +400,7 @@ fn restoring_an_older_checkpoint_after_later_ones_committed_works() {
     assert_eq!(s.counters().segments_missing(), 1);
     s.on_watermark(MAX_WATERMARK).unwrap();
     s.finish().unwrap();
-    let lines: usize = visible(root)
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(root.join(f))
-                .unwrap()
-                .lines()
-                .count()
-        })
-        .sum();
-    assert_eq!(lines, 20);
+    assert_eq!(jsonl_ids(root).len(), 20);
 }
 
 #[test]
@@ -427,22 +429,7 @@ fn a_restore_publishes_what_the_restored_checkpoint_prepared() {
     s.open(&ctx(0, 1, 3, vec![c1])).unwrap();
     s.on_watermark(MAX_WATERMARK).unwrap();
     s.finish().unwrap();
-    let mut ids: Vec<i64> = visible(root)
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(root.join(f))
-                .unwrap()
-                .lines()
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                        .as_i64()
-                        .unwrap()
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    ids.sort_unstable();
-    assert_eq!(ids, (0..15).collect::<Vec<_>>());
+    assert_eq!(jsonl_ids(root), (0..15).collect::<Vec<_>>());
 }
 
 #[test]
@@ -495,20 +482,5 @@ fn a_restore_after_the_input_ended_takes_back_what_the_end_published() {
     s.write(rows(10..20, 0)).unwrap();
     s.on_watermark(MAX_WATERMARK).unwrap();
     s.finish().unwrap();
-    let mut ids: Vec<i64> = visible(root)
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(root.join(f))
-                .unwrap()
-                .lines()
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                        .as_i64()
-                        .unwrap()
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    ids.sort_unstable();
-    assert_eq!(ids, (0..20).collect::<Vec<_>>());
+    assert_eq!(jsonl_ids(root), (0..20).collect::<Vec<_>>());
 }
