@@ -164,10 +164,20 @@ impl Store {
         rel: &str,
         local: std::path::PathBuf,
     ) -> JoinHandle<Result<()>> {
+        self.runtime.spawn(self.upload(rel, local))
+    }
+
+    /// Uploading the local file `local` to `rel` (in parts for a large file), then
+    /// removing `local`.
+    fn upload(
+        &self,
+        rel: &str,
+        local: std::path::PathBuf,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
         let store = Arc::clone(&self.store);
         let loc = self.location(rel);
         let context = format!("{}: uploading {rel}", self.url);
-        self.runtime.spawn(async move {
+        async move {
             let read_err = |e| Error::io(format!("file sink: reading {}", local.display()), e);
             let size = std::fs::metadata(&local).map_err(read_err)?.len();
             if size <= PART_BYTES as u64 {
@@ -201,30 +211,24 @@ impl Store {
                     .map_err(|e| store_err(context.clone(), e))?;
             }
             std::fs::remove_file(&local).map_err(read_err)
-        })
+        }
     }
 
-    /// Whether finished files are uploaded to their final key and completed at commit
-    /// ([`Store::spawn_upload_in_place`]) rather than uploaded aside and moved.
-    pub(crate) fn uploads_in_place(&self) -> bool {
-        self.s3.is_some()
-    }
-
-    /// Starts a multipart upload of the local file `local` to `target`, records it at
-    /// `marker`, uploads its parts and removes `local`; the upload stays invisible until
-    /// [`Store::complete`]. S3 only.
-    pub(crate) fn spawn_upload_in_place(
+    /// A multipart upload of the local file `local` to `target` on `s3`: recorded at
+    /// `marker`, its parts uploaded, `local` removed; the upload stays invisible until
+    /// [`Store::complete`].
+    fn upload_in_place(
         &self,
+        s3: Arc<AmazonS3>,
         marker: &str,
         target: &str,
         local: std::path::PathBuf,
-    ) -> JoinHandle<Result<Upload>> {
-        let (store, s3) = (Arc::clone(&self.store), self.s3.clone());
+    ) -> impl Future<Output = Result<Upload>> + Send + 'static {
+        let store = Arc::clone(&self.store);
         let (marker_loc, loc) = (self.location(marker), self.location(target));
         let target = target.to_string();
         let context = format!("{}: uploading {target}", self.url);
-        self.runtime.spawn(async move {
-            let s3 = s3.ok_or_else(|| Error::Internal(format!("{context}: not on S3")))?;
+        async move {
             let err = |e| store_err(context.clone(), e);
             let read_err = |e| Error::io(format!("file sink: reading {}", local.display()), e);
             let id = s3.create_multipart(&loc).await.map_err(err)?;
@@ -259,7 +263,7 @@ impl Store {
             }
             std::fs::remove_file(&local).map_err(read_err)?;
             Ok(Upload { id, parts })
-        })
+        }
     }
 
     /// Completes `upload` to `target`. `Ok(false)` if it was completed before (the
@@ -321,23 +325,24 @@ impl Store {
         target: &str,
         local: std::path::PathBuf,
     ) -> (String, JoinHandle<Result<Option<Upload>>>) {
-        let failed = |e: tokio::task::JoinError| {
-            Error::Internal(format!("file sink: an upload task failed: {e}"))
-        };
-        if self.uploads_in_place() {
-            let marker = format!("_ferroflow/uploads/{file}.json");
-            let task = self.spawn_upload_in_place(&marker, target, local);
-            let task = self
-                .runtime
-                .spawn(async move { task.await.map_err(failed)?.map(Some) });
-            (marker, task)
-        } else {
-            let pending = format!("_ferroflow/pending/{file}");
-            let task = self.spawn_upload(&pending, local);
-            let task = self
-                .runtime
-                .spawn(async move { task.await.map_err(failed)?.map(|()| None) });
-            (pending, task)
+        match &self.s3 {
+            Some(s3) => {
+                let marker = format!("_ferroflow/uploads/{file}.json");
+                let upload = self.upload_in_place(Arc::clone(s3), &marker, target, local);
+                (
+                    marker,
+                    self.runtime.spawn(async move { upload.await.map(Some) }),
+                )
+            }
+            None => {
+                let pending = format!("_ferroflow/pending/{file}");
+                let upload = self.upload(&pending, local);
+                (
+                    pending,
+                    self.runtime
+                        .spawn(async move { upload.await.map(|()| None) }),
+                )
+            }
         }
     }
 
