@@ -59,6 +59,10 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(about = "Enrich clicks with a dimension table (lookup join)")]
 struct Args {
+    /// Serve Prometheus metrics, the status page, JSON endpoints and probes here
+    /// (`127.0.0.1:9249`).
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
     /// JSON-lines click events with an `item_id`; default: generated clicks.
     #[arg(long)]
     input: Option<PathBuf>,
@@ -217,7 +221,7 @@ fn generated_item(i: i64) -> Item {
 fn main() -> anyhow::Result<()> {
     common::init_tracing();
     let a = Args::parse();
-    let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(a.parallelism));
+    let env = StreamEnvironment::new(common::env_config("dimension_join", a.parallelism, a.http));
     set_state(&env, &a)?;
     let parts = common::sibling(&a.output, ".parts");
     let unmatched_parts = common::sibling(&a.unmatched, ".parts");

@@ -39,6 +39,10 @@ const HOUR_MS: i64 = 3_600_000;
 #[derive(Parser, Debug)]
 #[command(about = "Hourly UV/PV per category on ferroflow")]
 struct Args {
+    /// Serve Prometheus metrics, the status page, JSON endpoints and probes here
+    /// (`127.0.0.1:9249`).
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
     /// Number of generated events (ignored with --input).
     #[arg(long, default_value_t = 5_000_000)]
     events: u64,
@@ -148,7 +152,7 @@ fn sum(metrics: &[OperatorSnapshot], prefix: &str, out: bool) -> u64 {
 fn main() -> anyhow::Result<()> {
     common::init_tracing();
     let args = Args::parse();
-    let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(args.parallelism));
+    let env = StreamEnvironment::new(common::env_config("hourly_uv", args.parallelism, args.http));
     let disorder = Duration::from_millis(args.disorder_ms);
     let watermarks = WatermarkStrategy::bounded_out_of_orderness(disorder, |e: &ClickEvent| e.ts);
     let events = match &args.input {

@@ -50,6 +50,10 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(about = "Land a click stream as a Hive table of partitioned files")]
 struct Args {
+    /// Serve Prometheus metrics, the status page, JSON endpoints and probes here
+    /// (`127.0.0.1:9249`).
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
     /// JSON-lines click events; default: generated clicks.
     #[arg(long)]
     input: Option<PathBuf>,
@@ -186,7 +190,7 @@ fn main() -> anyhow::Result<()> {
         None => println!("{ddl}"),
     }
 
-    let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(a.parallelism));
+    let env = StreamEnvironment::new(common::env_config("kafka_to_hive", a.parallelism, a.http));
     let dead_letter_path = a.checkpoint_dir.as_ref().map_or_else(
         || PathBuf::from("target/kafka_to_hive.dead-letters.jsonl"),
         |d| d.join("dead-letters.jsonl"),

@@ -56,7 +56,7 @@ use ferroflow::operators::uv::{self, UvOutput};
 use ferroflow::prelude::*;
 #[cfg(feature = "rocksdb")]
 use ferroflow::state::{RocksDbBackend, RocksDbConfig};
-use ferroflow::{CheckpointConfig, RestoreFrom, SinkContext};
+use ferroflow::{CheckpointConfig, OnSignal, RestoreFrom, SinkContext};
 use settings::{Args, Settings, StateKind};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
@@ -68,7 +68,15 @@ fn main() -> anyhow::Result<()> {
     let uv_config = s.uv_config()?;
     let parts = common::sibling(&s.output, ".parts");
 
-    let env = StreamEnvironment::new(EnvConfig::default().with_parallelism(s.parallelism));
+    let env = StreamEnvironment::new(
+        common::env_config("uv_dashboard", s.parallelism, s.http).with_on_signal(
+            if s.savepoint_on_stop {
+                OnSignal::Savepoint
+            } else {
+                OnSignal::Drain
+            },
+        ),
+    );
     match s.state {
         StateKind::Memory => {}
         #[cfg(not(feature = "rocksdb"))]

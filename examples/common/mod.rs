@@ -31,3 +31,22 @@ pub fn remove_dir_if_exists(dir: &Path) -> anyhow::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// The job's settings: `parallelism` workers, `name` on its metrics and status page, and
+/// with `http` the listener for metrics, the status page and probes.
+pub fn env_config(
+    name: &str,
+    parallelism: usize,
+    http: Option<std::net::SocketAddr>,
+) -> ferroflow::EnvConfig {
+    let config = ferroflow::EnvConfig::default()
+        .with_name(name)
+        .with_parallelism(parallelism);
+    match http {
+        Some(addr) => {
+            tracing::info!(%addr, "Status page at http://{addr}/");
+            config.with_http(addr)
+        }
+        None => config,
+    }
+}

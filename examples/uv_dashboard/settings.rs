@@ -11,6 +11,8 @@
 //! lateness = "1m"
 //! update_interval = "1s"
 //! parallelism = 2
+//! http = "127.0.0.1:9249"   # metrics, status page, probes
+//! savepoint_on_stop = true  # SIGTERM stops with a savepoint
 //! state = "rocksdb"         # or "memory"
 //! checkpoint_dir = "/var/lib/uv-dashboard"
 //! checkpoint_interval = "10s"
@@ -102,6 +104,14 @@ pub struct Args {
     /// Workers per operator. Default: 2.
     #[arg(long)]
     pub parallelism: Option<usize>,
+    /// Serve Prometheus metrics, the status page, JSON endpoints and probes here
+    /// (`127.0.0.1:9249`).
+    #[arg(long)]
+    pub http: Option<std::net::SocketAddr>,
+    /// On SIGTERM/SIGINT, stop with a savepoint (needs --checkpoint-dir); the next run
+    /// resumes from it.
+    #[arg(long)]
+    pub savepoint_on_stop: bool,
     /// State backend. Default: memory.
     #[arg(long, value_enum)]
     pub state: Option<StateKind>,
@@ -166,6 +176,8 @@ struct FileSettings {
     update_interval: Option<String>,
     timezone: Option<String>,
     parallelism: Option<usize>,
+    http: Option<std::net::SocketAddr>,
+    savepoint_on_stop: Option<bool>,
     state: Option<StateKind>,
     checkpoint_dir: Option<PathBuf>,
     checkpoint_interval: Option<String>,
@@ -216,6 +228,8 @@ pub struct Settings {
     update_interval: String,
     timezone: String,
     pub parallelism: usize,
+    pub http: Option<std::net::SocketAddr>,
+    pub savepoint_on_stop: bool,
     pub state: StateKind,
     pub checkpoint_dir: Option<PathBuf>,
     checkpoint_interval: String,
@@ -315,6 +329,8 @@ impl Settings {
                 .or(file.timezone)
                 .unwrap_or_else(|| "UTC".into()),
             parallelism: args.parallelism.or(file.parallelism).unwrap_or(2),
+            http: args.http.or(file.http),
+            savepoint_on_stop: args.savepoint_on_stop || file.savepoint_on_stop.unwrap_or(false),
             state: args.state.or(file.state).unwrap_or(StateKind::Memory),
             checkpoint_dir: args.checkpoint_dir.or(file.checkpoint_dir),
             checkpoint_interval: args

@@ -8,6 +8,7 @@ pub mod counting;
 pub mod hdfs;
 #[cfg(feature = "hive")]
 pub mod hive;
+pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "object-store")]

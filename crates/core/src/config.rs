@@ -1,5 +1,6 @@
 //! Job configuration.
 
+use crate::restart::RestartStrategy;
 use crate::{Error, Result};
 use ferroflow_state::{DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM};
 use serde::{Deserialize, Serialize};
@@ -7,9 +8,12 @@ use std::time::Duration;
 
 /// Configuration of a stream environment. Every field has a default; a TOML or JSON file
 /// may set any subset (`#[serde(default)]`), and unknown fields are rejected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnvConfig {
+    /// The job's name: the `job_name` label of its metrics and the title of its status
+    /// page. Default: `ferroflow`.
+    pub name: String,
     /// Workers per operator chain. Default: the number of CPUs.
     pub parallelism: usize,
     /// Number of key groups: the upper bound of parallelism for keyed state, fixed for the
@@ -37,6 +41,41 @@ pub struct EnvConfig {
     /// Stop the job gracefully on SIGINT/SIGTERM (a second signal exits at once).
     /// Default: true.
     pub handle_signals: bool,
+    /// What a SIGINT/SIGTERM does when `handle_signals` is on. Default: `drain`.
+    pub on_signal: OnSignal,
+    /// The HTTP listener for Prometheus metrics, the status page, its JSON endpoints and
+    /// the health probes. Default: off.
+    pub metrics: MetricsConfig,
+    /// What happens when a task fails. Default: `auto` (exponential delay with
+    /// checkpointing on, no restart without).
+    pub restart: RestartStrategy,
+}
+
+/// What a stop signal does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnSignal {
+    /// Sources stop reading; everything read is processed and flushed (no savepoint).
+    #[default]
+    Drain,
+    /// Stop with a savepoint ([`crate::JobHandle::stop_with_savepoint`]): the state at the
+    /// stop is kept in `<checkpoint dir>/savepoint-<n>` for the next version of the job.
+    /// Needs checkpointing; without it the job drains.
+    Savepoint,
+}
+
+/// The job's HTTP listener (see `docs/operations.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve `/metrics` (Prometheus), the status page at `/`, `/jobs`,
+    /// `/checkpoints`, `/livez` and `/readyz` on, such as `127.0.0.1:9249`. Default:
+    /// none (no listener, no Prometheus recorder installed).
+    pub listen: Option<std::net::SocketAddr>,
+    /// `/readyz` fails when the newest completed checkpoint is older than this (with
+    /// checkpointing on). Default: three checkpoint intervals.
+    #[serde(with = "humantime_serde")]
+    pub ready_checkpoint_age: Option<Duration>,
 }
 
 impl Default for EnvConfig {
@@ -51,6 +90,10 @@ impl Default for EnvConfig {
             idle_sleep: Duration::from_micros(500),
             io_threads: 2,
             handle_signals: true,
+            name: "ferroflow".into(),
+            on_signal: OnSignal::Drain,
+            metrics: MetricsConfig::default(),
+            restart: RestartStrategy::default(),
         }
     }
 }
@@ -85,7 +128,7 @@ impl EnvConfig {
         if self.io_threads == 0 {
             return Err(Error::Config("io_threads must be at least 1".into()));
         }
-        Ok(())
+        self.restart.validate()
     }
 
     /// Sets `parallelism`.
@@ -134,6 +177,34 @@ impl EnvConfig {
     #[must_use]
     pub fn with_io_threads(mut self, io_threads: usize) -> Self {
         self.io_threads = io_threads;
+        self
+    }
+
+    /// Sets `name`.
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Serves metrics, the status page and the probes on `addr` (`metrics.listen`).
+    #[must_use]
+    pub fn with_http(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics.listen = Some(addr);
+        self
+    }
+
+    /// Sets the restart strategy.
+    #[must_use]
+    pub fn with_restart(mut self, restart: RestartStrategy) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Sets what a stop signal does.
+    #[must_use]
+    pub fn with_on_signal(mut self, on_signal: OnSignal) -> Self {
+        self.on_signal = on_signal;
         self
     }
 

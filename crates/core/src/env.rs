@@ -1,9 +1,8 @@
 //! The stream environment: where a job is configured, built and executed.
 
-use crate::checkpoint::coordinator::CheckpointHub;
 use crate::graph::{Graph, PrepareCtx, SplitPool, Wire, WorkerCtx};
 use crate::metrics::{JobMetrics, OperatorSnapshot};
-use crate::runtime::control::JobControl;
+use crate::ops::JobStatus;
 use crate::runtime::task::{SourceSettings, SourceTask, Task};
 use crate::runtime::Next;
 use crate::sources::VecSource;
@@ -14,7 +13,7 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Builds and runs a job. Cheap to clone; clones share the job being built.
 ///
@@ -132,7 +131,7 @@ impl StreamEnvironment {
         let wire: Wire<S::Item> = Arc::new(move |ctx: &WorkerCtx, chain: Next<S::Item>| {
             let mut readers = pool.lock().take(ctx.worker)?;
             ctx.restore().restore_splits(&stage_name, &mut readers)?;
-            let metrics = ctx.metrics.register(&stage_name, ctx.worker);
+            let metrics = ctx.register_metrics(&stage_name);
             let settings = SourceSettings {
                 batch_size: ctx.config.batch_size,
                 watermark_interval: ctx.config.watermark_interval,
@@ -172,17 +171,20 @@ impl StreamEnvironment {
         self.start()?.join()
     }
 
-    /// Starts the job on its worker threads and returns at once.
+    /// Starts the job on its worker threads and returns at once. With `metrics.listen`
+    /// set, the HTTP listener starts first (see `docs/operations.md`); with a restart
+    /// strategy, a supervisor thread restarts the job when a task fails.
     ///
     /// # Errors
-    /// A configuration error, or an error while building tasks.
+    /// A configuration error, the listener's address taken, or an error while building
+    /// tasks.
     pub fn start(&self) -> Result<JobHandle> {
         let graph = {
             let mut g = self.graph.lock();
             let fresh = Graph::new(g.config.clone(), Arc::clone(&g.backend));
             std::mem::replace(&mut *g, fresh)
         };
-        crate::launch::launch(graph)
+        crate::supervisor::Supervisor::start(graph)
     }
 }
 
@@ -191,12 +193,11 @@ impl StreamEnvironment {
 /// Dropping the handle without [`JobHandle::join`] cancels the job and waits for its
 /// threads.
 pub struct JobHandle {
-    pub(crate) control: Arc<JobControl>,
-    pub(crate) threads: Vec<JoinHandle<()>>,
-    pub(crate) hub: Option<Arc<CheckpointHub>>,
-    pub(crate) coordinator: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
-    pub(crate) metrics: JobMetrics,
-    pub(crate) started: Instant,
+    pub(crate) job: Arc<JobStatus>,
+    pub(crate) supervisor: Option<JoinHandle<Result<()>>>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) cancelled: Arc<AtomicBool>,
+    pub(crate) server: Option<crate::ops::Server>,
     pub(crate) signals: Vec<signal_hook::SigId>,
 }
 
@@ -218,7 +219,7 @@ impl JobHandle {
     /// sinks flush. No final watermark is emitted, so event-time timers still pending
     /// do not fire.
     pub fn stop(&self) {
-        self.control.request_stop();
+        self.stop.store(true, Ordering::Relaxed);
     }
 
     /// Takes a savepoint: a checkpoint taken now (after any checkpoint in flight), kept
@@ -226,9 +227,10 @@ impl JobHandle {
     /// complete and returns its directory, which [`RestoreFrom::Path`] restores.
     ///
     /// # Errors
-    /// When checkpointing is not enabled, or the savepoint fails or times out.
+    /// When checkpointing is not enabled, the job is not running, or the savepoint fails
+    /// or times out.
     pub fn savepoint(&self) -> Result<std::path::PathBuf> {
-        self.request_savepoint(false)
+        self.job.savepoint(false)
     }
 
     /// Takes a savepoint and ends the job right after it: sources stop at the savepoint's
@@ -240,87 +242,91 @@ impl JobHandle {
     /// As [`Self::savepoint`], or the job's own error. If the savepoint fails after the
     /// sources stopped, the job has still ended.
     pub fn stop_with_savepoint(self) -> Result<(std::path::PathBuf, JobResult)> {
-        let path = self.request_savepoint(true)?;
+        let path = self.job.savepoint(true)?;
         let result = self.join()?;
         Ok((path, result))
-    }
-
-    fn request_savepoint(&self, stop: bool) -> Result<std::path::PathBuf> {
-        let hub = self
-            .hub
-            .as_ref()
-            .ok_or_else(|| Error::Config("savepoints need checkpointing enabled".into()))?;
-        let wait = hub.config.timeout + Duration::from_secs(1);
-        hub.request_savepoint(stop)
-            .recv_timeout(wait)
-            .map_err(|_| {
-                Error::Checkpoint(format!("no savepoint within {:?}", hub.config.timeout))
-            })?
     }
 
     /// A cloneable handle that can stop the job.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
-            stop: Arc::clone(&self.control.stop),
+            stop: Arc::clone(&self.stop),
         }
     }
 
     /// Current counters of every operator.
     pub fn metrics(&self) -> Vec<OperatorSnapshot> {
-        self.metrics.snapshot()
+        self.job.metrics.snapshot()
     }
 
     /// The job's metrics registry.
     pub fn job_metrics(&self) -> &JobMetrics {
-        &self.metrics
+        &self.job.metrics
+    }
+
+    /// How often the job was restarted after a failure.
+    pub fn restarts(&self) -> u64 {
+        self.job.restarts()
+    }
+
+    /// The address of the HTTP listener (`metrics.listen`), with the port it got when
+    /// `:0` was asked for.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.as_ref().map(crate::ops::Server::addr)
+    }
+
+    /// Checkpoint counts and history.
+    pub fn checkpoints(&self) -> crate::checkpoint::CheckpointsView {
+        self.job.checkpoints.view()
     }
 
     /// Time since the job started.
     pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        self.job.started.elapsed()
     }
 
-    /// Whether every task has ended.
+    /// Whether the job has ended (with no restart to come).
     pub fn is_finished(&self) -> bool {
-        self.threads.iter().all(JoinHandle::is_finished)
+        self.supervisor.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// Waits for the job to end.
     ///
     /// # Errors
-    /// The first error of any task.
+    /// The error that ended the job: the first error of any task, once the restart
+    /// strategy gave up.
     pub fn join(mut self) -> Result<JobResult> {
-        self.wait();
-        let elapsed = self.started.elapsed();
-        match self.control.take_error() {
-            Some(e) => Err(e),
-            None => Ok(JobResult {
-                elapsed,
-                metrics: self.metrics.snapshot(),
-            }),
-        }
+        let outcome = self.wait();
+        let elapsed = self.job.started.elapsed();
+        outcome.map(|()| JobResult {
+            elapsed,
+            metrics: self.job.metrics.snapshot(),
+        })
     }
 
-    fn wait(&mut self) {
-        for t in self.threads.drain(..) {
-            // Tasks catch their own panics; a join error cannot carry anything new.
-            let _ = t.join();
-        }
-        if let Some((t, done)) = self.coordinator.take() {
-            done.store(true, Ordering::Release);
-            let _ = t.join();
-        }
+    fn wait(&mut self) -> Result<()> {
+        let outcome = match self.supervisor.take() {
+            Some(t) => t.join().unwrap_or_else(|_| {
+                Err(Error::Internal(
+                    "the job's supervisor thread panicked".into(),
+                ))
+            }),
+            None => Ok(()),
+        };
         for id in self.signals.drain(..) {
             signal_hook::low_level::unregister(id);
         }
+        self.server = None;
+        outcome
     }
 }
 
 impl Drop for JobHandle {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
-            self.control.fail("job-handle", Error::Cancelled);
-            self.wait();
+        if self.supervisor.is_some() {
+            self.cancelled.store(true, Ordering::Relaxed);
+            self.job.cancel_current();
+            let _ = self.wait();
         }
     }
 }

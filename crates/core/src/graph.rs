@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 /// What a task builder gets to know about its worker.
 pub(crate) struct WorkerCtx {
+    /// Index of the stage in the graph.
+    pub(crate) stage: usize,
     pub(crate) worker: usize,
     pub(crate) parallelism: usize,
     /// Index of the task in the job (for checkpoint acknowledgements).
@@ -38,6 +40,11 @@ pub(crate) struct WorkerCtx {
 impl WorkerCtx {
     pub(crate) fn task_name(&self, stage: &str) -> String {
         format!("{stage}[{}/{}]", self.worker, self.parallelism)
+    }
+
+    /// Registers the metrics of `operator`, an operator of this task's stage.
+    pub(crate) fn register_metrics(&self, operator: &str) -> Arc<crate::metrics::OperatorMetrics> {
+        self.metrics.register_in(self.stage, operator, self.worker)
     }
 
     /// What the restored checkpoint (if any) holds for this task.
@@ -64,8 +71,8 @@ pub(crate) type Wire<T> = Arc<dyn Fn(&WorkerCtx, Next<T>) -> Result<Box<dyn Task
 /// Builds the task of one worker of a finished stage.
 pub(crate) type TaskFactory = Box<dyn Fn(&WorkerCtx) -> Result<Box<dyn Task>> + Send>;
 
-/// Prepares a stage or exchange once parallelism is known.
-type Prepare = Box<dyn FnOnce(&PrepareCtx) -> Result<()> + Send>;
+/// Prepares a stage or exchange once parallelism is known: again at every restart.
+type Prepare = Box<dyn FnMut(&PrepareCtx) -> Result<()> + Send>;
 
 pub(crate) struct PrepareCtx {
     pub(crate) parallelism: usize,

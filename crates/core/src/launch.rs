@@ -3,40 +3,76 @@
 //! tasks, and run them.
 
 use crate::checkpoint::coordinator::{next_checkpoint_id, CheckpointHub, Coordinator};
-use crate::checkpoint::{dir_name, latest_checkpoints, load_checkpoint, Remote, METADATA};
-use crate::env::JobHandle;
+use crate::checkpoint::{dir_name, load_checkpoint, restorable_checkpoints, Remote, METADATA};
 use crate::graph::{Graph, PrepareCtx, Restored, WorkerCtx};
 use crate::metrics::JobMetrics;
+use crate::ops::{JobStatus, Topology};
 use crate::runtime::control::JobControl;
 use crate::runtime::io::IoRuntime;
 use crate::runtime::task::{run_task, Task};
 use crate::{Error, RestoreFrom, Result};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-/// Starts `graph` and returns its handle.
-pub(crate) fn launch(mut graph: Graph) -> Result<JobHandle> {
-    let parallelism = check(&graph)?;
-    connect(&mut graph, &parallelism)?;
-    let (remote, restored) = find_restore(&graph)?;
-    let control = Arc::new(JobControl::default());
-    let checkpoints = prepare_checkpoints(&graph, &parallelism, &control, remote, &restored)?;
-    let metrics = JobMetrics::default();
+/// One attempt at running the job: its tasks' threads, its checkpoint coordinator.
+pub(crate) struct Attempt {
+    pub(crate) control: Arc<JobControl>,
+    pub(crate) threads: Vec<JoinHandle<()>>,
+    pub(crate) coordinator: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    pub(crate) started: Instant,
+}
+
+impl Attempt {
+    pub(crate) fn is_finished(&self) -> bool {
+        self.threads.iter().all(JoinHandle::is_finished)
+    }
+
+    /// Waits for every thread; returns the attempt's error, if it failed.
+    pub(crate) fn wait(&mut self) -> Option<Error> {
+        for t in self.threads.drain(..) {
+            // Tasks catch their own panics; a join error cannot carry anything new.
+            let _ = t.join();
+        }
+        if let Some((t, done)) = self.coordinator.take() {
+            done.store(true, Ordering::Release);
+            let _ = t.join();
+        }
+        self.control.take_error()
+    }
+}
+
+/// Starts one attempt of `graph`: a first run, or a restart (the graph's sources and
+/// exchanges are prepared anew each time). `stop` is the job's stop flag, shared by
+/// every attempt.
+pub(crate) fn launch(
+    graph: &mut Graph,
+    job: &Arc<JobStatus>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Attempt> {
+    let parallelism = check(graph)?;
+    job.set_topology(Topology {
+        stages: graph
+            .stages
+            .iter()
+            .zip(&parallelism)
+            .map(|(s, p)| (s.name.clone(), *p))
+            .collect(),
+        edges: graph.exchanges.iter().map(|e| (e.from, e.to)).collect(),
+    });
+    connect(graph, &parallelism)?;
+    let (remote, restored) = find_restore(graph)?;
+    let control = Arc::new(JobControl::with_stop(Arc::clone(stop)));
+    let checkpoints = prepare_checkpoints(graph, &parallelism, &control, remote, &restored, job)?;
     let tasks = build_tasks(
-        &graph,
+        graph,
         &parallelism,
         &control,
-        &metrics,
+        &job.metrics,
         checkpoints.as_ref().map(|c| &c.hub),
         restored,
     )?;
-    let signals = if graph.config.handle_signals {
-        register_signals(&control.stop)?
-    } else {
-        Vec::new()
-    };
     tracing::info!(
         tasks = tasks.len(),
         parallelism = graph.config.parallelism,
@@ -52,14 +88,12 @@ pub(crate) fn launch(mut graph: Graph) -> Result<JobHandle> {
         ),
         None => (None, None),
     };
-    Ok(JobHandle {
+    job.running(Arc::clone(&control), hub);
+    Ok(Attempt {
         control,
         threads,
-        hub,
         coordinator,
-        metrics,
         started,
-        signals,
     })
 }
 
@@ -104,7 +138,7 @@ fn check(graph: &Graph) -> Result<Vec<usize>> {
 /// Creates the channels of every exchange and the splits of every source.
 fn connect(graph: &mut Graph, parallelism: &[usize]) -> Result<()> {
     let capacity = graph.config.channel_capacity;
-    for ex in graph.exchanges.drain(..) {
+    for ex in &mut graph.exchanges {
         (ex.prepare)(&PrepareCtx {
             parallelism: parallelism[ex.from],
             downstream_parallelism: parallelism[ex.to],
@@ -112,7 +146,7 @@ fn connect(graph: &mut Graph, parallelism: &[usize]) -> Result<()> {
         })?;
     }
     for (i, stage) in graph.stages.iter_mut().enumerate() {
-        if let Some(prepare) = stage.prepare.take() {
+        if let Some(prepare) = &mut stage.prepare {
             prepare(&PrepareCtx {
                 parallelism: parallelism[i],
                 downstream_parallelism: parallelism[i],
@@ -151,6 +185,7 @@ fn prepare_checkpoints(
     control: &Arc<JobControl>,
     remote: Option<Arc<Remote>>,
     restored: &Option<Arc<Restored>>,
+    job: &JobStatus,
 ) -> Result<Option<Checkpoints>> {
     let Some(config) = &graph.checkpoint else {
         return Ok(None);
@@ -183,6 +218,7 @@ fn prepare_checkpoints(
         first,
         Arc::clone(control),
         remote,
+        Arc::clone(&job.checkpoints),
     );
     Ok(Some(Checkpoints {
         coordinator,
@@ -209,6 +245,7 @@ fn build_tasks(
         };
         for worker in 0..parallelism[i] {
             let ctx = WorkerCtx {
+                stage: i,
                 worker,
                 parallelism: parallelism[i],
                 task: tasks.len(),
@@ -293,8 +330,8 @@ fn resolve_restore(graph: &Graph, remote: Option<&Remote>) -> Result<Option<Rest
                 ));
             };
             let candidates = match remote {
-                Some(remote) => remote.complete_checkpoints()?,
-                None => latest_checkpoints(&config.dir)?
+                Some(remote) => remote.restorable_checkpoints()?,
+                None => restorable_checkpoints(&config.dir)?
                     .into_iter()
                     .map(|(n, dir)| (n, dir_name(&dir)))
                     .collect(),
@@ -348,14 +385,15 @@ fn thread_name(task: &str) -> String {
     name.chars().take(60).collect()
 }
 
-fn register_signals(stop: &Arc<AtomicBool>) -> Result<Vec<signal_hook::SigId>> {
+/// On SIGINT and SIGTERM, sets `flag` (a second signal exits at once).
+pub(crate) fn register_signals(flag: &Arc<AtomicBool>) -> Result<Vec<signal_hook::SigId>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut ids = Vec::new();
     for sig in [SIGINT, SIGTERM] {
         // A second signal while stopping exits at once (code 130, as a shell would).
-        let force = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(stop))
+        let force = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(flag))
             .map_err(|e| Error::io("registering a signal handler", e))?;
-        let graceful = signal_hook::flag::register(sig, Arc::clone(stop))
+        let graceful = signal_hook::flag::register(sig, Arc::clone(flag))
             .map_err(|e| Error::io("registering a signal handler", e))?;
         ids.extend([force, graceful]);
     }

@@ -43,6 +43,8 @@ mod harness;
 mod keyed;
 mod launch;
 pub mod metrics;
+mod ops;
+pub mod restart;
 mod runtime;
 mod sink;
 pub mod sinks;
@@ -51,6 +53,7 @@ pub mod sources;
 #[cfg(feature = "object-store")]
 pub mod storage;
 mod stream;
+mod supervisor;
 pub mod testing;
 mod time;
 mod timer;
@@ -62,13 +65,14 @@ pub use async_op::{
 };
 pub use checkpoint::SplitPosition;
 pub use checkpoint::{CheckpointConfig, RestoreFrom};
-pub use config::EnvConfig;
+pub use config::{EnvConfig, MetricsConfig, OnSignal};
 pub use env::{JobHandle, JobResult, StopHandle, StreamEnvironment};
 pub use error::{BoxError, CodecError, Error, ErrorDomain, Result};
 pub use keyed::{
     process_each, BatchContext, Collector, KeyedBatchFunction, KeyedContext, KeyedProcessFunction,
     OpenContext, TimerService, ViewsAndTimers,
 };
+pub use restart::RestartStrategy;
 pub use sink::{Sink, SinkContext};
 pub use source::{short_type_name, Source, SplitReader, SplitStatus};
 pub use stream::{DataStream, KeyedStream};

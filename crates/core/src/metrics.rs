@@ -1,20 +1,28 @@
-//! Per-operator metrics: records in and out, time busy, time blocked on a full channel.
+//! Per-operator metrics: records in and out, time busy, idle and blocked on a full
+//! channel, watermarks.
 //!
 //! Every operator of every worker has one [`OperatorMetrics`]. Its counters are kept in
-//! atomics readable at any time through [`JobMetrics::snapshot`] (for progress displays)
-//! and are also published through the [`metrics`] facade, so any installed recorder
-//! (Prometheus, StatsD, …) sees them. Facade names, all counters labelled with `operator`
-//! and `worker`:
+//! atomics readable at any time through [`JobMetrics::snapshot`] (for progress displays
+//! and the status page) and are also published through the [`metrics`] facade, so any
+//! installed recorder (Prometheus, StatsD, …) sees them. Facade names, all labelled with
+//! `operator` and `worker`:
 //!
 //! | name | meaning |
 //! |---|---|
 //! | `ferroflow_records_in_total` | records received |
 //! | `ferroflow_records_out_total` | records emitted |
 //! | `ferroflow_busy_nanoseconds_total` | time spent in the operator's own code |
-//! | `ferroflow_backpressure_nanoseconds_total` | time blocked sending into a full channel |
+//! | `ferroflow_idle_nanoseconds_total` | time a task waited for input (sources, and the input of a stage after an exchange) |
+//! | `ferroflow_backpressure_nanoseconds_total` | time blocked sending into a full channel (exchanges) |
+//! | `ferroflow_backpressure_events_total` | sends that found the channel full (exchanges) |
+//! | `ferroflow_watermark_milliseconds` | gauge: a source's output watermark, a stage's input watermark |
+//! | `ferroflow_watermark_lag_milliseconds` | gauge: wall clock minus a source's output watermark |
+//!
+//! A rate of a `_nanoseconds_total` counter divided by 10⁶ is Flink's
+//! `busyTimeMsPerSecond` (and idle, backpressured): `rate(x[1m]) / 1e6`.
 
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +34,17 @@ pub const RECORDS_OUT: &str = "ferroflow_records_out_total";
 pub const BUSY_NS: &str = "ferroflow_busy_nanoseconds_total";
 /// Facade name: nanoseconds blocked on a full channel.
 pub const BACKPRESSURE_NS: &str = "ferroflow_backpressure_nanoseconds_total";
+/// Facade name: nanoseconds waiting for input.
+pub const IDLE_NS: &str = "ferroflow_idle_nanoseconds_total";
+/// Facade name: sends that found the channel full.
+pub const BACKPRESSURE_EVENTS: &str = "ferroflow_backpressure_events_total";
+/// Facade name: the watermark, in milliseconds since the epoch.
+pub const WATERMARK_MS: &str = "ferroflow_watermark_milliseconds";
+/// Facade name: wall clock minus a source's watermark, in milliseconds.
+pub const WATERMARK_LAG_MS: &str = "ferroflow_watermark_lag_milliseconds";
+
+/// No watermark seen yet.
+const NO_WATERMARK: i64 = i64::MIN;
 
 /// The counters of one operator on one worker.
 #[derive(Debug)]
@@ -36,7 +55,11 @@ pub struct OperatorMetrics {
     records_out: AtomicU64,
     busy_ns: AtomicU64,
     backpressure_ns: AtomicU64,
-    facade: [metrics::Counter; 4],
+    idle_ns: AtomicU64,
+    backpressure_events: AtomicU64,
+    watermark: AtomicI64,
+    facade: [metrics::Counter; 6],
+    watermark_gauges: [metrics::Gauge; 2],
 }
 
 impl OperatorMetrics {
@@ -52,12 +75,42 @@ impl OperatorMetrics {
             records_out: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             backpressure_ns: AtomicU64::new(0),
+            idle_ns: AtomicU64::new(0),
+            backpressure_events: AtomicU64::new(0),
+            watermark: AtomicI64::new(NO_WATERMARK),
             facade: [
                 metrics::counter!(RECORDS_IN, &labels),
                 metrics::counter!(RECORDS_OUT, &labels),
                 metrics::counter!(BUSY_NS, &labels),
                 metrics::counter!(BACKPRESSURE_NS, &labels),
+                metrics::counter!(IDLE_NS, &labels),
+                metrics::counter!(BACKPRESSURE_EVENTS, &labels),
             ],
+            watermark_gauges: [
+                metrics::gauge!(WATERMARK_MS, &labels),
+                metrics::gauge!(WATERMARK_LAG_MS, &labels),
+            ],
+        }
+    }
+
+    /// Adds time spent waiting for input.
+    #[inline]
+    pub fn add_idle(&self, d: Duration) {
+        let ns = duration_ns(d);
+        self.idle_ns.fetch_add(ns, Relaxed);
+        self.facade[4].increment(ns);
+    }
+
+    /// Records the watermark `w` (milliseconds since the epoch); with `lag`, also how far
+    /// it is behind the wall clock (sources).
+    pub fn set_watermark(&self, w: crate::Timestamp, lag: bool) {
+        self.watermark.store(w, Relaxed);
+        // Gauges are f64: milliseconds since the epoch are exact up to 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        self.watermark_gauges[0].set(w as f64);
+        if lag {
+            #[allow(clippy::cast_precision_loss)]
+            self.watermark_gauges[1].set(crate::now_millis().saturating_sub(w) as f64);
         }
     }
 
@@ -89,6 +142,8 @@ impl OperatorMetrics {
         let ns = duration_ns(d);
         self.backpressure_ns.fetch_add(ns, Relaxed);
         self.facade[3].increment(ns);
+        self.backpressure_events.fetch_add(1, Relaxed);
+        self.facade[5].increment(1);
     }
 
     fn snapshot(&self) -> OperatorSnapshot {
@@ -99,6 +154,9 @@ impl OperatorMetrics {
             records_out: self.records_out.load(Relaxed),
             busy: Duration::from_nanos(self.busy_ns.load(Relaxed)),
             backpressure: Duration::from_nanos(self.backpressure_ns.load(Relaxed)),
+            idle: Duration::from_nanos(self.idle_ns.load(Relaxed)),
+            backpressure_events: self.backpressure_events.load(Relaxed),
+            watermark: Some(self.watermark.load(Relaxed)).filter(|w| *w != NO_WATERMARK),
         }
     }
 }
@@ -122,20 +180,66 @@ pub struct OperatorSnapshot {
     pub busy: Duration,
     /// Time blocked on a full downstream channel.
     pub backpressure: Duration,
+    /// Time spent waiting for input.
+    pub idle: Duration,
+    /// Sends that found the downstream channel full.
+    pub backpressure_events: u64,
+    /// The newest watermark (sources: emitted; stage inputs: received), if any.
+    pub watermark: Option<crate::Timestamp>,
 }
 
-/// All operator metrics of one job.
+/// All operator metrics of one job. A job that restarts keeps its registry: counters
+/// go on from where the failed attempt left them.
 #[derive(Debug, Clone, Default)]
 pub struct JobMetrics {
     operators: Arc<Mutex<Vec<Arc<OperatorMetrics>>>>,
+    /// Per stage, its operators in the order they were registered.
+    stages: Arc<Mutex<Vec<(usize, String)>>>,
 }
 
 impl JobMetrics {
-    /// Registers the counters of `operator` on `worker`.
+    /// Registers the counters of `operator` on `worker`, or returns the ones registered
+    /// before (by an earlier attempt of a restarted job).
     pub fn register(&self, operator: &str, worker: usize) -> Arc<OperatorMetrics> {
+        let mut ops = self.operators.lock();
+        if let Some(m) = ops
+            .iter()
+            .find(|m| m.worker == worker && m.operator == operator)
+        {
+            return Arc::clone(m);
+        }
         let m = Arc::new(OperatorMetrics::new(operator, worker));
-        self.operators.lock().push(Arc::clone(&m));
+        ops.push(Arc::clone(&m));
         m
+    }
+
+    /// Registers as [`Self::register`] and notes that `operator` runs in `stage`.
+    pub(crate) fn register_in(
+        &self,
+        stage: usize,
+        operator: &str,
+        worker: usize,
+    ) -> Arc<OperatorMetrics> {
+        if worker == 0 {
+            let mut stages = self.stages.lock();
+            if !stages.iter().any(|(_, o)| o == operator) {
+                stages.push((stage, operator.to_string()));
+            }
+        }
+        self.register(operator, worker)
+    }
+
+    /// The operators of each stage, from its input to its end.
+    pub(crate) fn stage_operators(&self, stage: usize) -> Vec<String> {
+        // Chains are built from their end backwards: reverse the registration order.
+        let stages = self.stages.lock();
+        let mut v: Vec<String> = stages
+            .iter()
+            .filter(|(s, _)| *s == stage)
+            .map(|(_, o)| o.clone())
+            .collect();
+        v.reverse();
+        v
     }
 
     /// Copies every operator's counters, sorted by operator then worker.
@@ -165,6 +269,12 @@ pub(crate) fn sum_operator(
             a.records_out += b.records_out;
             a.busy += b.busy;
             a.backpressure += b.backpressure;
+            a.idle += b.idle;
+            a.backpressure_events += b.backpressure_events;
+            a.watermark = match (a.watermark, b.watermark) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            };
             a
         })
 }

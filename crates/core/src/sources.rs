@@ -25,17 +25,17 @@ impl<T: Send + 'static> Source for VecSource<T> {
     }
 
     fn create_splits(&mut self, _parallelism: usize) -> Result<Vec<Box<dyn SplitReader<T>>>> {
-        Ok(self
-            .items
-            .take()
-            .map(|items| {
-                Box::new(VecReader {
-                    items: items.into_iter(),
-                    read: 0,
-                }) as Box<dyn SplitReader<T>>
-            })
-            .into_iter()
-            .collect())
+        let items = self.items.take().ok_or_else(|| {
+            Error::Config(
+                "a collection source hands its records out once and cannot be read again by a \
+                 restarted job: use a replayable source, or no restart strategy"
+                    .into(),
+            )
+        })?;
+        Ok(vec![Box::new(VecReader {
+            items: items.into_iter(),
+            read: 0,
+        })])
     }
 }
 

@@ -186,7 +186,7 @@ impl<T: Send + 'static> DataStream<T> {
         let upstream = self.wire;
         let my_name = Arc::clone(&cell);
         let wire: Wire<U> = Arc::new(move |ctx: &WorkerCtx, next: Next<U>| {
-            let metrics = ctx.metrics.register(&my_name.lock(), ctx.worker);
+            let metrics = ctx.register_metrics(&my_name.lock());
             upstream(
                 ctx,
                 Box::new(Stateless::new(Arc::clone(&op), next, metrics)),
@@ -227,7 +227,7 @@ impl<T: Send + 'static> DataStream<T> {
                 f: function.lock().clone(),
                 config: config.clone(),
                 restored: ctx.restore().operator_states(&operator),
-                metrics: ctx.metrics.register(&operator, ctx.worker),
+                metrics: ctx.register_metrics(&operator),
                 operator,
                 worker: ctx.worker,
                 parallelism: ctx.parallelism,
@@ -393,7 +393,7 @@ impl<T: Send + 'static> DataStream<T> {
         graph.lock().finish_stage(
             self.stage,
             Box::new(move |ctx: &WorkerCtx| {
-                let metrics = ctx.metrics.register(&name, ctx.worker);
+                let metrics = ctx.register_metrics(&name);
                 let restored_commits = ctx.restore().sink_commits(&name);
                 let sink_ctx = SinkContext {
                     worker: ctx.worker,
@@ -463,7 +463,7 @@ fn outbox<M: Send + 'static>(
     exchange: &str,
 ) -> Result<(Outbox<M>, Arc<crate::metrics::OperatorMetrics>)> {
     let senders = pool.lock().take_senders(ctx.worker)?;
-    let metrics = ctx.metrics.register(exchange, ctx.worker);
+    let metrics = ctx.register_metrics(exchange);
     let outbox = Outbox::new(
         senders,
         ctx.config.batch_size,
@@ -501,6 +501,7 @@ fn channel_stage<M: Send + 'static>(
             InputGate::new(receivers),
             chain,
             ctx.task_checkpoint(),
+            ctx.register_metrics(&stage_name),
         )))
     });
     DataStream::new(graph, stage, wire, name)
@@ -628,7 +629,7 @@ impl<K: StateKey, T: Send + 'static> KeyedStream<K, T> {
                 ctx.config.max_parallelism,
             );
             let store = ctx.restore().keyed_store(ctx.backend.as_ref(), &scope)?;
-            let metrics = ctx.metrics.register(&op, ctx.worker);
+            let metrics = ctx.register_metrics(&op);
             let node = KeyedNode::new(function.lock().clone(), process, store, next, metrics)?;
             upstream(ctx, Box::new(node))
         });

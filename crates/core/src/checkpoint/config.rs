@@ -148,7 +148,8 @@ pub enum RestoreFrom {
     /// Start with empty state and every source at its beginning.
     #[default]
     Nothing,
-    /// The newest complete checkpoint in the checkpoint directory; empty state if there is
+    /// The newest complete checkpoint or savepoint in the checkpoint directory (a
+    /// savepoint taken at a stop is the newest state of the job); empty state if there is
     /// none. If the newest is damaged, the job refuses to start unless `fallback` allows
     /// trying older ones; it never starts from empty state because of damage.
     Latest {

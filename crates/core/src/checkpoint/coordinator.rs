@@ -249,6 +249,7 @@ pub(crate) struct Coordinator {
     finished_sources: Vec<Option<Vec<SplitPositionEntry>>>,
     finished_other: bool,
     savepoints: std::collections::VecDeque<(bool, SavepointReply)>,
+    stats: Arc<super::stats::CheckpointStats>,
 }
 
 impl Coordinator {
@@ -260,6 +261,7 @@ impl Coordinator {
         next_id: u64,
         control: Arc<JobControl>,
         remote: Option<Arc<Remote>>,
+        stats: Arc<super::stats::CheckpointStats>,
     ) -> (Self, Arc<CheckpointHub>, Arc<AtomicBool>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let hub = Arc::new(CheckpointHub {
@@ -284,6 +286,7 @@ impl Coordinator {
             finished_sources: (0..tasks).map(|_| None).collect(),
             finished_other: false,
             savepoints: std::collections::VecDeque::new(),
+            stats,
         };
         (c, hub, done)
     }
@@ -383,6 +386,7 @@ impl Coordinator {
             tracing::warn!(dir = %dir.display(), error = %e, "Cannot create the checkpoint directory.");
         }
         tracing::debug!(checkpoint = id, "Triggering checkpoint.");
+        self.stats.triggered(id, savepoint);
         self.hub.requested.store(id, Ordering::Release);
         Pending {
             id,
@@ -506,6 +510,8 @@ impl Coordinator {
         match written {
             Ok(()) => {
                 self.hub.completed.store(p.id, Ordering::Release);
+                let bytes = meta.state_files.iter().map(|f| f.bytes).sum();
+                self.stats.completed(p.id, p.started.elapsed(), bytes, &dir);
                 tracing::info!(
                     checkpoint = p.id,
                     duration_ms = p.started.elapsed().as_millis() as u64,
@@ -516,6 +522,7 @@ impl Coordinator {
             }
             Err(e) => {
                 tracing::warn!(checkpoint = p.id, error = %e, "Checkpoint could not be published; abandoned.");
+                self.stats.failed(p.id, &e, true);
                 self.abandon(p.id);
             }
         }
@@ -554,6 +561,8 @@ impl Coordinator {
 
     /// Abandons a checkpoint in flight and answers its savepoint request, if any, with `why`.
     fn give_up(&self, p: Pending, why: crate::Error) {
+        self.stats
+            .failed(p.id, &why, !matches!(why, crate::Error::Cancelled));
         self.abandon(p.id);
         if let Some(reply) = p.savepoint {
             let _ = reply.send(Err(why));

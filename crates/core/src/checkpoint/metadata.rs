@@ -157,8 +157,24 @@ pub(crate) fn checkpoint_number(name: &str) -> Option<u64> {
     name.strip_prefix("chk-").and_then(|n| n.parse().ok())
 }
 
+/// The number of a directory a job can resume from: a checkpoint `chk-<n>` or a
+/// savepoint `savepoint-<n>` (both count up in one sequence).
+pub(crate) fn restorable_number(name: &str) -> Option<u64> {
+    checkpoint_number(name).or_else(|| name.strip_prefix("savepoint-").and_then(|n| n.parse().ok()))
+}
+
 /// Complete checkpoints under `root`, newest first: directories `chk-<n>` with metadata.
 pub(crate) fn latest_checkpoints(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    complete_dirs(root, checkpoint_number)
+}
+
+/// Complete checkpoints and savepoints under `root`, newest first: what the latest
+/// state of the job is (a savepoint taken at a stop is newer than any checkpoint).
+pub(crate) fn restorable_checkpoints(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    complete_dirs(root, restorable_number)
+}
+
+fn complete_dirs(root: &Path, number: fn(&str) -> Option<u64>) -> Result<Vec<(u64, PathBuf)>> {
     let entries = match std::fs::read_dir(root) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -172,7 +188,7 @@ pub(crate) fn latest_checkpoints(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(n) = checkpoint_number(&name) else {
+        let Some(n) = number(&name) else {
             continue;
         };
         if entry.path().join(METADATA).is_file() {

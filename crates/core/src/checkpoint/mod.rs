@@ -41,6 +41,7 @@ mod no_remote;
 #[cfg(feature = "object-store")]
 mod remote;
 pub(crate) mod restore;
+pub(crate) mod stats;
 
 #[cfg(not(feature = "object-store"))]
 pub(crate) use no_remote::Remote;
@@ -48,10 +49,11 @@ pub(crate) use no_remote::Remote;
 pub(crate) use remote::Remote;
 
 pub use config::{CheckpointConfig, RestoreFrom};
-pub(crate) use metadata::{dir_name, latest_checkpoints, load_checkpoint, METADATA};
+pub(crate) use metadata::{dir_name, load_checkpoint, restorable_checkpoints, METADATA};
 pub use metadata::{
     CheckpointMetadata, OperatorState, SinkCommit, SplitPositionEntry, StateFile, StoredFile,
 };
+pub use stats::{CheckpointRecord, CheckpointsView};
 
 /// A position in a split, as recorded in a checkpoint (JSON, source-specific).
 pub type SplitPosition = serde_json::Value;

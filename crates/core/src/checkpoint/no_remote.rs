@@ -50,7 +50,7 @@ impl Remote {
         match *self {}
     }
 
-    pub(crate) fn complete_checkpoints(&self) -> Result<Vec<(u64, String)>> {
+    pub(crate) fn restorable_checkpoints(&self) -> Result<Vec<(u64, String)>> {
         match *self {}
     }
 

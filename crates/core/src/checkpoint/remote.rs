@@ -9,7 +9,9 @@
 //! not uploaded again.
 
 use super::coordinator::TaskSnapshot;
-use super::metadata::{checkpoint_number, write_metadata_bytes, CheckpointMetadata, METADATA};
+use super::metadata::{
+    checkpoint_number, restorable_number, write_metadata_bytes, CheckpointMetadata, METADATA,
+};
 use super::CheckpointConfig;
 use crate::{Error, Result};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -216,8 +218,19 @@ impl Remote {
     }
 
     /// Complete checkpoints (`chk-<n>` with `_metadata`), newest first.
+    #[cfg(test)]
     pub(crate) fn complete_checkpoints(&self) -> Result<Vec<(u64, String)>> {
         self.complete_among(&self.checkpoint_dirs()?)
+    }
+
+    /// Complete checkpoints and savepoints, newest first.
+    pub(crate) fn restorable_checkpoints(&self) -> Result<Vec<(u64, String)>> {
+        let dirs: Vec<(u64, String)> = self
+            .block_on(self.inner.dirs())?
+            .into_iter()
+            .filter_map(|d| restorable_number(&d).map(|n| (n, d)))
+            .collect();
+        self.complete_among(&dirs)
     }
 
     /// Keeps the newest `retained` complete checkpoints and deletes older checkpoint

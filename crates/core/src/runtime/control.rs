@@ -16,16 +16,20 @@ pub(crate) struct JobControl {
 }
 
 impl JobControl {
+    /// A control whose stop flag is `stop` (shared by every attempt of a job).
+    pub(crate) fn with_stop(stop: Arc<AtomicBool>) -> Self {
+        Self {
+            stop,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn is_stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn request_stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 
     /// Records a task failure. The first real error wins; `Cancelled` (the echo of another

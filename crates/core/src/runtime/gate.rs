@@ -18,6 +18,9 @@ struct Input {
     blocked: bool,
 }
 
+/// Facade name: time from a stage input's first barrier of a checkpoint to its last.
+pub(crate) const ALIGNMENT_SECONDS: &str = "ferroflow_checkpoint_alignment_seconds";
+
 pub(crate) struct InputGate<T> {
     inputs: Vec<Rx<T>>,
     state: Vec<Input>,
@@ -27,6 +30,8 @@ pub(crate) struct InputGate<T> {
     next: usize,
     ready: VecDeque<Message<T>>,
     aligning: Option<u64>,
+    /// When the first input of the checkpoint being aligned delivered its barrier.
+    aligning_since: Option<std::time::Instant>,
 }
 
 impl<T> InputGate<T> {
@@ -49,6 +54,7 @@ impl<T> InputGate<T> {
             next: 0,
             ready: VecDeque::new(),
             aligning: None,
+            aligning_since: None,
         }
     }
 
@@ -140,6 +146,8 @@ impl<T> InputGate<T> {
                     tracing::warn!(aligning = ?self.aligning, barrier = id, "Barrier of another checkpoint while aligning.");
                 }
                 self.aligning = Some(self.aligning.map_or(id, |a| a.max(id)));
+                self.aligning_since
+                    .get_or_insert_with(std::time::Instant::now);
                 self.state[i].blocked = true;
                 self.check_aligned();
             }
@@ -170,6 +178,9 @@ impl<T> InputGate<T> {
                 s.blocked = false;
             }
             self.aligning = None;
+            if let Some(since) = self.aligning_since.take() {
+                metrics::histogram!(ALIGNMENT_SECONDS).record(since.elapsed().as_secs_f64());
+            }
             self.ready.push_back(Message::Control(Control::Barrier(id)));
         }
     }

@@ -338,6 +338,7 @@ impl<T: Send + 'static> Task for SourceTask<T> {
                     let due = now.duration_since(last_emit) >= self.settings.watermark_interval;
                     if w > emitted && (due || reported_idle) {
                         self.chain.watermark(w)?;
+                        self.metrics.set_watermark(w, true);
                         emitted = w;
                         last_emit = now;
                     }
@@ -350,6 +351,7 @@ impl<T: Send + 'static> Task for SourceTask<T> {
                     let w = self.idle_watermark();
                     if w > emitted {
                         self.chain.watermark(w)?;
+                        self.metrics.set_watermark(w, true);
                         emitted = w;
                         last_emit = now;
                     }
@@ -361,7 +363,9 @@ impl<T: Send + 'static> Task for SourceTask<T> {
             if read == 0 {
                 self.chain.tick(now)?;
                 last_tick = now;
+                let sleeping = Instant::now();
                 std::thread::sleep(self.settings.idle_sleep);
+                self.metrics.add_idle(sleeping.elapsed());
             } else if now.duration_since(last_tick) >= TICK {
                 self.chain.tick(now)?;
                 last_tick = now;
@@ -376,6 +380,8 @@ pub(crate) struct ChannelTask<T> {
     gate: InputGate<T>,
     chain: Next<T>,
     checkpoint: Option<TaskCheckpoint>,
+    /// The stage input's metrics: time waiting for input, the input watermark.
+    metrics: Arc<OperatorMetrics>,
 }
 
 impl<T: Send + 'static> ChannelTask<T> {
@@ -384,12 +390,14 @@ impl<T: Send + 'static> ChannelTask<T> {
         gate: InputGate<T>,
         chain: Next<T>,
         checkpoint: Option<TaskCheckpoint>,
+        metrics: Arc<OperatorMetrics>,
     ) -> Self {
         Self {
             name,
             gate,
             chain,
             checkpoint,
+            metrics,
         }
     }
 }
@@ -406,7 +414,12 @@ impl<T: Send + 'static> Task for ChannelTask<T> {
             if control.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            match self.gate.poll(WAIT)? {
+            let waiting = Instant::now();
+            let next = self.gate.poll(WAIT)?;
+            if next.is_none() {
+                self.metrics.add_idle(waiting.elapsed());
+            }
+            match next {
                 None => {}
                 Some(Message::Data(batch)) => self.chain.push(batch)?,
                 Some(Message::Control(Control::Barrier(id))) => {
@@ -421,7 +434,11 @@ impl<T: Send + 'static> Task for ChannelTask<T> {
                     }
                     return Ok(());
                 }
-                // Watermarks and idleness go down the chain as they are.
+                Some(Message::Control(Control::Watermark(w))) => {
+                    self.metrics.set_watermark(w, false);
+                    self.chain.control(Control::Watermark(w), None)?;
+                }
+                // Idleness goes down the chain as it is.
                 Some(Message::Control(control)) => self.chain.control(control, None)?,
             }
             if let Some(c) = &mut self.checkpoint {

@@ -1,0 +1,245 @@
+//! Per-second rates from two samples of the job's counters, and where backpressure
+//! starts: what `/jobs` shows.
+
+use super::status::Topology;
+use crate::metrics::OperatorSnapshot;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// One operator on one worker.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct WorkerView {
+    pub(crate) worker: usize,
+    pub(crate) records_in: u64,
+    pub(crate) records_out: u64,
+    pub(crate) records_in_per_s: f64,
+    pub(crate) records_out_per_s: f64,
+    pub(crate) busy_ms_per_s: f64,
+    pub(crate) idle_ms_per_s: f64,
+    pub(crate) backpressured_ms_per_s: f64,
+    pub(crate) backpressure_events: u64,
+    pub(crate) backpressured_ms: u64,
+    pub(crate) watermark: Option<i64>,
+}
+
+/// One operator, its workers summed (rates), worst (busy, backpressure) or lowest
+/// (watermark).
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct OperatorView {
+    pub(crate) name: String,
+    pub(crate) records_in: u64,
+    pub(crate) records_out: u64,
+    pub(crate) records_in_per_s: f64,
+    pub(crate) records_out_per_s: f64,
+    pub(crate) busy_ms_per_s: f64,
+    pub(crate) idle_ms_per_s: f64,
+    pub(crate) backpressured_ms_per_s: f64,
+    pub(crate) backpressure_events: u64,
+    pub(crate) backpressured_ms: u64,
+    pub(crate) watermark: Option<i64>,
+    pub(crate) workers: Vec<WorkerView>,
+}
+
+/// A stage of the job graph.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct StageView {
+    pub(crate) index: usize,
+    pub(crate) name: String,
+    pub(crate) parallelism: usize,
+    pub(crate) operators: Vec<OperatorView>,
+}
+
+/// Where backpressure starts: the most downstream exchange whose channels are full,
+/// and the stages it feeds (the slow ones).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Located {
+    pub(crate) exchange: String,
+    pub(crate) stage: String,
+    pub(crate) into: Vec<String>,
+    pub(crate) backpressured_ms_per_s: f64,
+    pub(crate) backpressure_events: u64,
+    pub(crate) blocked_ms_total: u64,
+}
+
+/// A backpressured share of time above this (per mille of each second) counts.
+const BACKPRESSURED_MS_PER_S: f64 = 100.0;
+
+/// The two newest samples of the counters.
+#[derive(Debug, Default)]
+pub(crate) struct Rates {
+    prev: Option<(Instant, Vec<OperatorSnapshot>)>,
+    last: Option<(Instant, Vec<OperatorSnapshot>)>,
+}
+
+impl Rates {
+    pub(crate) fn sample(&mut self, now: Instant, snapshot: Vec<OperatorSnapshot>) {
+        self.prev = self.last.take();
+        self.last = Some((now, snapshot));
+    }
+
+    /// Each operator's counters and rates over the last sampling interval.
+    pub(crate) fn operators(&self) -> HashMap<String, OperatorView> {
+        let Some((t1, now)) = &self.last else {
+            return HashMap::new();
+        };
+        let before: HashMap<(&str, usize), &OperatorSnapshot> = self
+            .prev
+            .as_ref()
+            .map(|(_, v)| {
+                v.iter()
+                    .map(|s| ((s.operator.as_str(), s.worker), s))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let secs = self
+            .prev
+            .as_ref()
+            .map_or(0.0, |(t0, _)| t1.duration_since(*t0).as_secs_f64());
+        let mut ops: HashMap<String, OperatorView> = HashMap::new();
+        for s in now {
+            let w = worker_view(
+                s,
+                before.get(&(s.operator.as_str(), s.worker)).copied(),
+                secs,
+            );
+            let op = ops
+                .entry(s.operator.clone())
+                .or_insert_with(|| OperatorView {
+                    name: s.operator.clone(),
+                    idle_ms_per_s: f64::MAX,
+                    ..OperatorView::default()
+                });
+            op.records_in += w.records_in;
+            op.records_out += w.records_out;
+            op.records_in_per_s += w.records_in_per_s;
+            op.records_out_per_s += w.records_out_per_s;
+            op.busy_ms_per_s = op.busy_ms_per_s.max(w.busy_ms_per_s);
+            op.idle_ms_per_s = op.idle_ms_per_s.min(w.idle_ms_per_s);
+            op.backpressured_ms_per_s = op.backpressured_ms_per_s.max(w.backpressured_ms_per_s);
+            op.backpressure_events += w.backpressure_events;
+            op.backpressured_ms += w.backpressured_ms;
+            op.watermark = match (op.watermark, w.watermark) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            op.workers.push(w);
+        }
+        for op in ops.values_mut() {
+            if op.idle_ms_per_s == f64::MAX {
+                op.idle_ms_per_s = 0.0;
+            }
+        }
+        ops
+    }
+}
+
+fn worker_view(now: &OperatorSnapshot, before: Option<&OperatorSnapshot>, secs: f64) -> WorkerView {
+    let per_s = |a: u64, b: u64| {
+        if secs > 0.0 {
+            #[allow(clippy::cast_precision_loss)]
+            let d = a.saturating_sub(b) as f64;
+            d / secs
+        } else {
+            0.0
+        }
+    };
+    let ms_per_s = |a: std::time::Duration, b: std::time::Duration| {
+        if secs > 0.0 {
+            a.saturating_sub(b).as_secs_f64() * 1000.0 / secs
+        } else {
+            0.0
+        }
+    };
+    let zero = OperatorSnapshot {
+        operator: String::new(),
+        worker: now.worker,
+        records_in: 0,
+        records_out: 0,
+        busy: std::time::Duration::ZERO,
+        backpressure: std::time::Duration::ZERO,
+        idle: std::time::Duration::ZERO,
+        backpressure_events: 0,
+        watermark: None,
+    };
+    let b = before.unwrap_or(&zero);
+    WorkerView {
+        worker: now.worker,
+        records_in: now.records_in,
+        records_out: now.records_out,
+        records_in_per_s: per_s(now.records_in, b.records_in),
+        records_out_per_s: per_s(now.records_out, b.records_out),
+        busy_ms_per_s: ms_per_s(now.busy, b.busy).min(1000.0),
+        idle_ms_per_s: ms_per_s(now.idle, b.idle).min(1000.0),
+        backpressured_ms_per_s: ms_per_s(now.backpressure, b.backpressure).min(1000.0),
+        backpressure_events: now.backpressure_events,
+        backpressured_ms: u64::try_from(now.backpressure.as_millis()).unwrap_or(u64::MAX),
+        watermark: now.watermark,
+    }
+}
+
+/// The stages with their operators' views, in graph order.
+pub(crate) fn stages(
+    topology: &Topology,
+    operators_of: impl Fn(usize) -> Vec<String>,
+    mut views: HashMap<String, OperatorView>,
+) -> Vec<StageView> {
+    topology
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(index, (name, parallelism))| StageView {
+            index,
+            name: name.clone(),
+            parallelism: *parallelism,
+            operators: operators_of(index)
+                .into_iter()
+                .map(|op| {
+                    views.remove(&op).unwrap_or_else(|| OperatorView {
+                        name: op,
+                        ..OperatorView::default()
+                    })
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The most downstream backpressured exchange: its stage's successors are where the
+/// job is slow. An exchange is the last operator of its stage.
+pub(crate) fn locate(topology: &Topology, stages: &[StageView]) -> Option<Located> {
+    let pressed = |s: &StageView| -> bool {
+        s.operators
+            .last()
+            .is_some_and(|o| o.backpressured_ms_per_s >= BACKPRESSURED_MS_PER_S)
+            && topology.edges.iter().any(|(from, _)| *from == s.index)
+    };
+    let mut found: Option<&StageView> = None;
+    // Follow backpressured exchanges downstream until the next stage is not pressed.
+    for s in stages.iter().filter(|s| pressed(s)) {
+        let downstream_pressed = topology
+            .edges
+            .iter()
+            .filter(|(from, _)| *from == s.index)
+            .any(|(_, to)| stages.get(*to).is_some_and(pressed));
+        if !downstream_pressed {
+            found = Some(s);
+            break;
+        }
+    }
+    let s = found?;
+    let ex = s.operators.last()?;
+    Some(Located {
+        exchange: ex.name.clone(),
+        stage: s.name.clone(),
+        into: topology
+            .edges
+            .iter()
+            .filter(|(from, _)| *from == s.index)
+            .filter_map(|(_, to)| stages.get(*to).map(|t| t.name.clone()))
+            .collect(),
+        backpressured_ms_per_s: ex.backpressured_ms_per_s,
+        backpressure_events: ex.backpressure_events,
+        blocked_ms_total: ex.backpressured_ms,
+    })
+}
