@@ -164,7 +164,7 @@ fn main() -> anyhow::Result<()> {
     };
     let (rows, counters) = uv::count(events, uv_config)?;
     let sink = JsonLinesPartSink::<UvOutput>::new(&parts);
-    match &s.redis {
+    let output = match &s.redis {
         #[cfg(feature = "redis")]
         Some(url) => rows.global().sink(Tee::new(
             sink,
@@ -176,7 +176,9 @@ fn main() -> anyhow::Result<()> {
              (on by default)"
         ),
         None => rows.global().sink(sink),
-    }
+    };
+    // A stable id: a later version of the job finds the sink's pending commits.
+    output.uid("uv-output");
 
     let job = env.start().context("starting the job")?;
     let started = std::time::Instant::now();

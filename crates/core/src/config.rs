@@ -41,6 +41,10 @@ pub struct EnvConfig {
     /// Stop the job gracefully on SIGINT/SIGTERM (a second signal exits at once).
     /// Default: true.
     pub handle_signals: bool,
+    /// Start even when the restored checkpoint or savepoint holds state of operators the
+    /// job no longer has (their state is dropped). Off, such a restore fails naming them:
+    /// an operator whose id changed would otherwise start empty. Default: false.
+    pub allow_non_restored_state: bool,
     /// What a SIGINT/SIGTERM does when `handle_signals` is on. Default: `drain`.
     pub on_signal: OnSignal,
     /// The HTTP listener for Prometheus metrics, the status page, its JSON endpoints and
@@ -91,6 +95,7 @@ impl Default for EnvConfig {
             io_threads: 2,
             handle_signals: true,
             name: "ferroflow".into(),
+            allow_non_restored_state: false,
             on_signal: OnSignal::Drain,
             metrics: MetricsConfig::default(),
             restart: RestartStrategy::default(),
@@ -198,6 +203,13 @@ impl EnvConfig {
     #[must_use]
     pub fn with_restart(mut self, restart: RestartStrategy) -> Self {
         self.restart = restart;
+        self
+    }
+
+    /// Sets `allow_non_restored_state`.
+    #[must_use]
+    pub fn with_allow_non_restored_state(mut self, allow: bool) -> Self {
+        self.allow_non_restored_state = allow;
         self
     }
 

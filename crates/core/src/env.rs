@@ -127,8 +127,10 @@ impl StreamEnvironment {
             })),
         );
         drop(g);
-        let stage_name = name.clone();
+        let cell = Arc::new(Mutex::new(name));
+        let my_name = Arc::clone(&cell);
         let wire: Wire<S::Item> = Arc::new(move |ctx: &WorkerCtx, chain: Next<S::Item>| {
+            let stage_name = my_name.lock().clone();
             let mut readers = pool.lock().take(ctx.worker)?;
             ctx.restore().restore_splits(&stage_name, &mut readers)?;
             let metrics = ctx.register_metrics(&stage_name);
@@ -139,7 +141,7 @@ impl StreamEnvironment {
             };
             Ok(Box::new(SourceTask::new(
                 ctx.task_name(&stage_name),
-                stage_name.clone(),
+                stage_name,
                 readers,
                 watermarks.clone(),
                 chain,
@@ -148,7 +150,7 @@ impl StreamEnvironment {
                 ctx.task_checkpoint(),
             )) as Box<dyn Task>)
         });
-        DataStream::new(Arc::clone(&self.graph), stage, wire, name)
+        DataStream::with_name_cell(Arc::clone(&self.graph), stage, wire, cell)
     }
 
     /// A bounded stream of the given records, without event time (one split).

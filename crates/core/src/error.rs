@@ -267,6 +267,17 @@ impl Error {
         }
     }
 
+    /// Whether no restart can fix it: a configuration error, or state that cannot be
+    /// restored (a state's type changed, a damaged snapshot). A restart strategy ends the
+    /// job at once on such an error instead of failing the same way again and again.
+    pub fn is_fatal(&self) -> bool {
+        match self.root() {
+            Error::Config(_) => true,
+            Error::State(e) => !e.is_retryable(),
+            _ => false,
+        }
+    }
+
     /// The innermost error, looking through [`Error::Task`].
     pub fn root(&self) -> &Error {
         match self {

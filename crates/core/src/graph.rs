@@ -102,6 +102,8 @@ pub(crate) struct Graph {
     pub(crate) stages: Vec<Stage>,
     pub(crate) exchanges: Vec<Exchange>,
     pub(crate) errors: Vec<String>,
+    /// Operator ids set with `uid`.
+    pub(crate) uids: Vec<String>,
     next_op: usize,
 }
 
@@ -115,6 +117,7 @@ impl Graph {
             stages: Vec::new(),
             exchanges: Vec::new(),
             errors: Vec::new(),
+            uids: Vec::new(),
             next_op: 0,
         }
     }

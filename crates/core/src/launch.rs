@@ -71,8 +71,11 @@ pub(crate) fn launch(
         &control,
         &job.metrics,
         checkpoints.as_ref().map(|c| &c.hub),
-        restored,
+        restored.clone(),
     )?;
+    if let Some(r) = &restored {
+        check_restored_operators(r, &job.metrics, graph.config.allow_non_restored_state)?;
+    }
     tracing::info!(
         tasks = tasks.len(),
         parallelism = graph.config.parallelism,
@@ -262,6 +265,50 @@ fn build_tasks(
         }
     }
     Ok(tasks)
+}
+
+/// Fails when the restored checkpoint holds state of an operator this job does not have
+/// (unless `allow` drops it, with a warning): an operator whose uid changed would
+/// otherwise start empty without a word.
+fn check_restored_operators(restored: &Restored, metrics: &JobMetrics, allow: bool) -> Result<()> {
+    let known = metrics.operator_names();
+    let meta = &restored.meta;
+    let mut missing: Vec<(String, &'static str)> = Vec::new();
+    let mut note = |op: &str, what: &'static str| {
+        if !known.contains(op) && !missing.iter().any(|(o, _)| o == op) {
+            missing.push((op.to_string(), what));
+        }
+    };
+    meta.state_files
+        .iter()
+        .for_each(|f| note(&f.operator, "keyed state"));
+    meta.operator_states
+        .iter()
+        .for_each(|s| note(&s.operator, "operator state"));
+    meta.sink_commits
+        .iter()
+        .for_each(|c| note(&c.operator, "pending sink commits"));
+    meta.positions
+        .iter()
+        .for_each(|p| note(&p.operator, "source positions"));
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing
+        .iter()
+        .map(|(op, what)| format!("`{op}` ({what})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if allow {
+        tracing::warn!(checkpoint = meta.id, operators = %list, "Restored state of operators this job does not have is dropped (allow_non_restored_state).");
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "checkpoint {} holds state of operators this job does not have: {list}. Give the \
+         operators that should have it the same uid (`.uid(\"...\")`), or set \
+         allow_non_restored_state to start without it",
+        meta.id
+    )))
 }
 
 /// Runs each task on a thread of its own.

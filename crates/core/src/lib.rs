@@ -75,7 +75,7 @@ pub use keyed::{
 pub use restart::RestartStrategy;
 pub use sink::{Sink, SinkContext};
 pub use source::{short_type_name, Source, SplitReader, SplitStatus};
-pub use stream::{DataStream, KeyedStream};
+pub use stream::{DataStream, KeyedStream, SinkStream};
 pub use time::{duration_millis, now_millis, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 pub use timer::{TimeDomain, Timer};
 pub use watermark::WatermarkStrategy;

@@ -242,6 +242,15 @@ impl JobMetrics {
         v
     }
 
+    /// The names of every operator registered.
+    pub(crate) fn operator_names(&self) -> std::collections::HashSet<String> {
+        self.operators
+            .lock()
+            .iter()
+            .map(|m| m.operator.clone())
+            .collect()
+    }
+
     /// Copies every operator's counters, sorted by operator then worker.
     pub fn snapshot(&self) -> Vec<OperatorSnapshot> {
         let mut v: Vec<_> = self.operators.lock().iter().map(|m| m.snapshot()).collect();

@@ -4,7 +4,8 @@
 //! restored from its newest completed checkpoint (or from what it first started from,
 //! when no checkpoint completed yet), after a delay the strategy decides. Each restart is
 //! counted (`ferroflow_restarts_total`, the status page). When the strategy's budget is
-//! spent the job ends with the last error. The options follow Flink's
+//! spent the job ends with the last error. An error no restart can fix
+//! ([`Error::is_fatal`]: configuration, state that cannot be restored) ends it at once. The options follow Flink's
 //! `restart-strategy.*`:
 //!
 //! ```toml

@@ -22,6 +22,41 @@ use std::sync::Arc;
 
 type NameCell = Arc<Mutex<String>>;
 
+/// Sets an operator's name to `uid` and notes it, so that a second use is reported.
+fn set_uid(graph: &Arc<Mutex<Graph>>, cell: &NameCell, uid: String) {
+    let mut g = graph.lock();
+    if g.uids.contains(&uid) {
+        g.errors.push(format!(
+            "two operators have the uid `{uid}`: a uid names one operator"
+        ));
+    } else {
+        g.uids.push(uid.clone());
+    }
+    *cell.lock() = uid;
+}
+
+/// The end of a stream, as [`DataStream::sink`] returns it: to name the sink or give it a
+/// stable id.
+pub struct SinkStream {
+    graph: Arc<Mutex<Graph>>,
+    name: NameCell,
+}
+
+impl SinkStream {
+    /// Names the sink (in metrics, logs and checkpoints).
+    pub fn name(self, name: impl Into<String>) -> Self {
+        *self.name.lock() = name.into();
+        self
+    }
+
+    /// Gives the sink a stable id, under which checkpoints keep what it prepared and has
+    /// not committed yet (see [`DataStream::uid`]).
+    pub fn uid(self, uid: impl Into<String>) -> Self {
+        set_uid(&self.graph, &self.name, uid.into());
+        self
+    }
+}
+
 /// A typed stream of records. Operators consume the stream and return a new one; a stream
 /// ends in a [`Sink`].
 ///
@@ -43,18 +78,42 @@ pub struct KeyedStream<K, T> {
 
 impl<T: Send + 'static> DataStream<T> {
     pub(crate) fn new(graph: Arc<Mutex<Graph>>, stage: usize, wire: Wire<T>, name: String) -> Self {
+        Self::with_name_cell(graph, stage, wire, Arc::new(Mutex::new(name)))
+    }
+
+    /// A stream whose last operator's name is `name`, which its wire reads when tasks are
+    /// built (so that a later `name` or `uid` reaches them).
+    pub(crate) fn with_name_cell(
+        graph: Arc<Mutex<Graph>>,
+        stage: usize,
+        wire: Wire<T>,
+        name: NameCell,
+    ) -> Self {
         Self {
             graph,
             stage,
             wire,
-            name: Arc::new(Mutex::new(name)),
+            name,
         }
     }
 
-    /// Names the last operator (in metrics, logs and task names).
+    /// Names the last operator (in metrics, logs and task names). The name is also the
+    /// operator's identity in checkpoints: see [`Self::uid`].
     #[must_use]
     pub fn name(self, name: impl Into<String>) -> Self {
         *self.name.lock() = name.into();
+        self
+    }
+
+    /// Gives the last operator a stable id: its name in metrics and logs, and the name
+    /// its state, split positions and pending commits are stored under in checkpoints
+    /// and savepoints. Without one, operators are named by kind and position
+    /// (`process#4`), which shifts when the job's code adds or removes an operator
+    /// before it; with one, a new version of the job finds the state of each operator
+    /// whose uid it keeps. Two operators with one uid fail the job at start.
+    #[must_use]
+    pub fn uid(self, uid: impl Into<String>) -> Self {
+        set_uid(&self.graph, &self.name, uid.into());
         self
     }
 
@@ -382,17 +441,21 @@ impl<T: Send + 'static> DataStream<T> {
         (main, side)
     }
 
-    /// Ends the stream in `sink`. Each worker runs its own clone of `sink`.
-    pub fn sink<S>(self, sink: S)
+    /// Ends the stream in `sink`. Each worker runs its own clone of `sink`. The returned
+    /// handle names the sink, or gives it a stable [`uid`](SinkStream::uid).
+    pub fn sink<S>(self, sink: S) -> SinkStream
     where
         S: Sink<T> + Clone,
     {
         let name = self.graph.lock().op_name(&format!("sink:{}", sink.name()));
+        let cell: NameCell = Arc::new(Mutex::new(name));
+        let my_name = Arc::clone(&cell);
         let wire = self.wire;
         let graph = Arc::clone(&self.graph);
         graph.lock().finish_stage(
             self.stage,
             Box::new(move |ctx: &WorkerCtx| {
+                let name = my_name.lock().clone();
                 let metrics = ctx.register_metrics(&name);
                 let restored_commits = ctx.restore().sink_commits(&name);
                 let sink_ctx = SinkContext {
@@ -404,10 +467,11 @@ impl<T: Send + 'static> DataStream<T> {
                 };
                 wire(
                     ctx,
-                    Box::new(SinkNode::new(sink.clone(), name.clone(), sink_ctx, metrics)),
+                    Box::new(SinkNode::new(sink.clone(), name, sink_ctx, metrics)),
                 )
             }),
         );
+        SinkStream { graph, name: cell }
     }
 
     /// Ends this stream's stage in an exchange into a new stage; returns the stream there.

@@ -156,6 +156,10 @@ impl Supervisor {
             if self.cancelled.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed) {
                 return Err(error);
             }
+            if error.is_fatal() {
+                tracing::error!(error = %error, "No restart can fix this error; the job fails.");
+                return Err(error);
+            }
             let Some(delay) = self.restarts.on_failure(Instant::now(), ran) else {
                 if self.job.restarts() > 0 {
                     tracing::error!(restarts = self.job.restarts(), error = %error, "Restart strategy exhausted; the job fails.");
@@ -180,12 +184,6 @@ impl Supervisor {
             self.job.restarted();
             match launch(&mut self.graph, &self.job, &self.stop) {
                 Ok(attempt) => return Ok(attempt),
-                // A job that cannot be built again will not be by waiting.
-                Err(e @ Error::Config(_)) => {
-                    tracing::error!(error = %e, "The job cannot be restarted.");
-                    self.job.record_error(&e);
-                    return Err(e);
-                }
                 Err(e) => {
                     self.job.record_error(&e);
                     error = e;
