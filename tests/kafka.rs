@@ -307,3 +307,53 @@ fn malformed_records_can_go_to_a_dead_letter_topic_with_the_error_in_a_header() 
         Some(format!("{topic}/0@5").as_str())
     );
 }
+
+#[test]
+fn each_partitions_lag_is_exported_to_prometheus() {
+    let b = broker();
+    let topic = unique("lag");
+    create_topic(&b.brokers, &topic, 2);
+    produce(&b.brokers, &topic, &events(0..2_000));
+    let mut config = source(&b.brokers, &topic);
+    config
+        .properties
+        .insert("statistics.interval.ms".into(), "100".into());
+    let env = StreamEnvironment::new(
+        EnvConfig::default()
+            .with_parallelism(1)
+            .with_signal_handling(false)
+            .with_http("127.0.0.1:0".parse().unwrap()),
+    );
+    let out = CollectSink::new();
+    env.from_source(
+        KafkaSource::new(config, JsonValue::<Ev>::new()),
+        WatermarkStrategy::none(),
+    )
+    .sink(out.clone());
+    let job = env.start().unwrap();
+    let addr = job.http_addr().unwrap();
+    wait_for("every record", Duration::from_secs(30), || {
+        out.len() == 2_000
+    });
+    let lag = |partition: &str| {
+        let text = common::http::get(addr, "/metrics");
+        common::http::series_sum(
+            &text,
+            "ferroflow_kafka_consumer_lag",
+            &[
+                &format!("topic=\"{topic}\""),
+                &format!("partition=\"{partition}\""),
+            ],
+        )
+    };
+    // Both partitions report, and once everything is read their lag is 0.
+    wait_for("lag 0 on both partitions", Duration::from_secs(20), || {
+        lag("0") == Some(0.0) && lag("1") == Some(0.0)
+    });
+    produce(&b.brokers, &topic, &events(2_000..2_500));
+    wait_for("the new records", Duration::from_secs(30), || {
+        out.len() == 2_500
+    });
+    job.stop();
+    job.join().unwrap();
+}

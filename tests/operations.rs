@@ -97,6 +97,10 @@ fn metrics_endpoints_and_probes_of_a_running_job() {
             "{name} missing from /metrics:\n{first}"
         );
     }
+    // The keyed count's state: 100 keys over two workers.
+    let entries = series_sum(&first, "ferroflow_state_entries", &["operator=\"process#"]);
+    assert_eq!(entries, Some(100.0), "{first}");
+    assert!(series_sum(&first, "ferroflow_state_bytes", &["operator=\"process#"]).unwrap() > 0.0);
     std::thread::sleep(Duration::from_millis(1500));
     let second = get(addr, "/metrics");
     let after = records(&second).unwrap();

@@ -62,7 +62,7 @@ fn second_version(
     savepoint: PathBuf,
     uids: bool,
     config: EnvConfig,
-) -> ferroflow::Result<Vec<(u64, u64)>> {
+) -> Result<Vec<(u64, u64)>> {
     let env = StreamEnvironment::new(config.with_signal_handling(false).with_parallelism(2));
     env.enable_checkpointing(
         CheckpointConfig::new(dir.join("checkpoints")).with_interval(Duration::from_secs(60)),

@@ -267,7 +267,13 @@ pub(crate) struct KeyedNode<F: KeyedProcessFunction> {
     metrics: Arc<OperatorMetrics>,
     /// Some declared state has a TTL: keep its clocks current and sweep it.
     ttl: bool,
+    /// `ferroflow_state_entries` and `ferroflow_state_bytes` of this operator and worker.
+    state_size: [metrics::Gauge; 2],
+    next_state_report: Instant,
 }
+
+/// How often a keyed operator reports the size of its state.
+const STATE_REPORT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How a keyed node hands a batch to its function.
 pub(crate) type ProcessBatch<F> = fn(
@@ -312,9 +318,40 @@ impl<F: KeyedProcessFunction> KeyedNode<F> {
             worker: scope.worker,
             parallelism: scope.parallelism,
             next,
+            state_size: {
+                let labels = [
+                    ("operator", scope.operator.clone()),
+                    ("worker", scope.worker.to_string()),
+                ];
+                [
+                    metrics::gauge!(crate::metrics::STATE_ENTRIES, &labels),
+                    metrics::gauge!(crate::metrics::STATE_BYTES, &labels),
+                ]
+            },
+            next_state_report: Instant::now(),
             metrics,
             ttl: false,
         })
+    }
+
+    /// Publishes the approximate size of the state (cheap: no scan).
+    fn report_state_size(&mut self, now: Instant) {
+        self.next_state_report = now + STATE_REPORT;
+        match (
+            self.store.approximate_entries(),
+            self.store.approximate_bytes(),
+        ) {
+            (Ok(entries), Ok(bytes)) => {
+                #[allow(clippy::cast_precision_loss)]
+                {
+                    self.state_size[0].set(entries as f64);
+                    self.state_size[1].set(bytes as f64);
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(error = %e, "Cannot read the state's size.");
+            }
+        }
     }
 
     /// Moves the TTL clocks on and runs the sweeps that are due.
@@ -380,6 +417,9 @@ impl<F: KeyedProcessFunction> KeyedNode<F> {
 
     fn tick(&mut self, now: Instant) -> Result<()> {
         self.advance_ttl(None)?;
+        if now >= self.next_state_report {
+            self.report_state_size(now);
+        }
         if self.timers.processing.len() > 0 {
             let wall = now_millis();
             if self
@@ -404,6 +444,7 @@ impl<F: KeyedProcessFunction> KeyedNode<F> {
 
     fn barrier(&mut self, snapshot: &mut TaskSnapshot) -> Result<()> {
         let start = Instant::now();
+        self.report_state_size(start);
         let scope = self.store.scope().clone();
         let base = task_file_base(snapshot.checkpoint, &scope.operator, scope.worker);
         // Checkpoints are native (incremental) where the backend can; savepoints are

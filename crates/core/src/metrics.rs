@@ -17,6 +17,8 @@
 //! | `ferroflow_backpressure_events_total` | sends that found the channel full (exchanges) |
 //! | `ferroflow_watermark_milliseconds` | gauge: a source's output watermark, a stage's input watermark |
 //! | `ferroflow_watermark_lag_milliseconds` | gauge: wall clock minus a source's output watermark |
+//! | `ferroflow_state_entries` | gauge: a keyed operator's state entries (approximate, every 10 s) |
+//! | `ferroflow_state_bytes` | gauge: a keyed operator's state bytes (approximate, every 10 s) |
 //!
 //! A rate of a `_nanoseconds_total` counter divided by 10⁶ is Flink's
 //! `busyTimeMsPerSecond` (and idle, backpressured): `rate(x[1m]) / 1e6`.
@@ -42,6 +44,11 @@ pub const BACKPRESSURE_EVENTS: &str = "ferroflow_backpressure_events_total";
 pub const WATERMARK_MS: &str = "ferroflow_watermark_milliseconds";
 /// Facade name: wall clock minus a source's watermark, in milliseconds.
 pub const WATERMARK_LAG_MS: &str = "ferroflow_watermark_lag_milliseconds";
+
+/// Facade name: approximate entries of a keyed operator's state.
+pub const STATE_ENTRIES: &str = "ferroflow_state_entries";
+/// Facade name: approximate bytes of a keyed operator's state.
+pub const STATE_BYTES: &str = "ferroflow_state_bytes";
 
 /// No watermark seen yet.
 const NO_WATERMARK: i64 = i64::MIN;

@@ -29,6 +29,47 @@ pub(crate) fn client_config(
     c
 }
 
+/// Facade name: records of a partition not yet read by the job (the partition's high
+/// watermark minus the consumer's position), labelled `topic` and `partition`.
+pub(crate) const CONSUMER_LAG: &str = "ferroflow_kafka_consumer_lag";
+
+/// How often a consumer reports its statistics (and so its lag), unless the user's
+/// `statistics.interval.ms` says otherwise.
+pub(crate) const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// A source's consumer: reports each assigned partition's lag from librdkafka's
+/// statistics.
+pub(crate) type Consumer = rdkafka::consumer::BaseConsumer<LagContext>;
+
+/// Consumer context that turns librdkafka's statistics into lag gauges.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct LagContext;
+
+impl ClientContext for LagContext {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 {
+                    continue;
+                }
+                // The position the job read to, else what the group committed.
+                let lag = if p.app_offset >= 0 && p.hi_offset >= 0 {
+                    p.hi_offset - p.app_offset
+                } else {
+                    p.consumer_lag
+                };
+                if lag >= 0 {
+                    #[allow(clippy::cast_precision_loss)]
+                    metrics::gauge!(CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                        .set(lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LagContext {}
+
 /// Producer context that remembers the first failed delivery.
 #[derive(Default, Clone)]
 pub(crate) struct Deliveries {

@@ -12,7 +12,7 @@ use super::source::{list_partitions, owner, plan, tpl, PartitionListener, Plan, 
 use super::KafkaError;
 use ferroflow_core::{Result, SplitPosition, SplitReader, SplitStatus};
 use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::Headers;
 use rdkafka::types::RDKafkaErrorCode;
@@ -37,7 +37,7 @@ type Buffer<T> = VecDeque<(i64, Option<T>)>;
 
 /// One worker's consumer and the records it fetched, by partition.
 pub(crate) struct Worker<T> {
-    consumer: BaseConsumer,
+    consumer: super::client::Consumer,
     index: usize,
     buffers: HashMap<Arc<str>, HashMap<i32, Buffer<T>>>,
 }
@@ -45,7 +45,7 @@ pub(crate) struct Worker<T> {
 pub(crate) type SharedWorker<T> = Arc<Mutex<Worker<T>>>;
 
 impl<T: Send + 'static> Worker<T> {
-    pub(crate) fn shared(consumer: BaseConsumer, index: usize) -> SharedWorker<T> {
+    pub(crate) fn shared(consumer: super::client::Consumer, index: usize) -> SharedWorker<T> {
         Arc::new(Mutex::new(Self {
             consumer,
             index,

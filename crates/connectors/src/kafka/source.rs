@@ -1,6 +1,6 @@
 //! The Kafka source: finds the partitions and where to start reading them.
 
-use super::client::client_config;
+use super::client::{client_config, LagContext, STATISTICS_INTERVAL_MS};
 use super::config::{KafkaSourceConfig, OffsetReset, StartMode, Topics};
 use super::dead_letter::DeadLetters;
 use super::decode::Deserializer;
@@ -71,7 +71,7 @@ impl<D: Deserializer> KafkaSource<D> {
         self.config.request_timeout
     }
 
-    fn consumer(&self, client_id: &str) -> Result<BaseConsumer, KafkaError> {
+    fn consumer(&self, client_id: &str) -> Result<super::client::Consumer, KafkaError> {
         let c = &self.config;
         client_config(
             &c.brokers,
@@ -85,17 +85,19 @@ impl<D: Deserializer> KafkaSource<D> {
                 // librdkafka waits 1 s by default before fetching again once its local
                 // queue was over a threshold: a stall for a source that drains in batches.
                 ("fetch.queue.backoff.ms", "20"),
+                // Statistics carry each partition's lag (`ferroflow_kafka_consumer_lag`).
+                ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
             ],
             &c.properties,
         )
-        .create()
+        .create_with_context(LagContext)
         .map_err(|e| KafkaError::client("creating a consumer", e))
     }
 }
 
 /// Every partition of the selected topics, in order.
-pub(crate) fn list_partitions(
-    consumer: &BaseConsumer,
+pub(crate) fn list_partitions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topics: &Topics,
     timeout: Duration,
 ) -> Result<Vec<TopicPartition>, KafkaError> {
@@ -193,8 +195,8 @@ fn offsets_of(list: &TopicPartitionList) -> BTreeMap<(String, i32), Offset> {
 }
 
 /// Resolves the start mode to an offset per partition.
-pub(crate) fn plan(
-    consumer: &BaseConsumer,
+pub(crate) fn plan<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     config: &KafkaSourceConfig,
     parts: &[TopicPartition],
     timeout: Duration,

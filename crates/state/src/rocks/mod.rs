@@ -342,6 +342,14 @@ impl KvStore for RocksKv {
         Ok(())
     }
 
+    fn approximate_keys(&self) -> Result<u64> {
+        let db = self.db()?;
+        Ok(db
+            .property_int_value("rocksdb.estimate-num-keys")
+            .map_err(|e| db_err("reading a property", e))?
+            .unwrap_or(0))
+    }
+
     fn approximate_bytes(&self) -> Result<u64> {
         let db = self.db()?;
         let mut total = 0;

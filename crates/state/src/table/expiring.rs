@@ -53,6 +53,9 @@ impl<T: ErasedTable + Sweep + 'static> ErasedTable for Expiring<T> {
     fn approx_bytes(&self) -> u64 {
         self.inner.approx_bytes()
     }
+    fn memory_keys(&self) -> u64 {
+        self.inner.memory_keys()
+    }
     fn sweep(&mut self) -> Result<usize> {
         Sweep::sweep(&mut self.inner, &self.spec, &self.registry.clock)
     }

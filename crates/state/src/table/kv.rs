@@ -25,6 +25,10 @@ pub(crate) trait KvStore: Send + Sync {
     fn scan_prefix(&self, prefix: &[u8], f: &mut Visitor<'_>) -> Result<()>;
     /// Bytes the store takes (on disk and in write buffers), as far as it can tell.
     fn approximate_bytes(&self) -> Result<u64>;
+    /// Entries the store holds, as far as it can tell cheaply.
+    fn approximate_keys(&self) -> Result<u64> {
+        Ok(0)
+    }
     /// Writes a native snapshot of the store's current contents (see [`crate::native`]):
     /// returns the store's id and the files, or `None` if the store has no native format.
     fn native_checkpoint(

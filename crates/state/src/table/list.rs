@@ -58,6 +58,9 @@ impl<K: StateKey, V: StateValue> ErasedTable for ListTable<K, V> {
     fn flush(&mut self) -> Result<()> {
         self.0.flush()
     }
+    fn memory_keys(&self) -> u64 {
+        self.0.memory_keys()
+    }
     fn approx_bytes(&self) -> u64 {
         let elements: usize = match &self.0 {
             ValueTable::Memory(map) => map.values().map(Vec::capacity).sum(),

@@ -374,6 +374,12 @@ impl<K: StateKey, UK: StateKey, V: StateValue> ErasedTable for MapTable<K, UK, V
     fn flush(&mut self) -> Result<()> {
         MapTable::flush(self)
     }
+    fn memory_keys(&self) -> u64 {
+        match self {
+            Self::Memory(map) => map.values().map(|m| m.len() as u64).sum(),
+            _ => 0,
+        }
+    }
     fn approx_bytes(&self) -> u64 {
         let n = match self {
             Self::Memory(map) => {

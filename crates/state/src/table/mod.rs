@@ -46,6 +46,8 @@ pub(crate) trait ErasedTable: Send {
     fn restore(&mut self, section: &Section) -> Result<()>;
     /// Heap bytes of the table's in-memory structures (a cache, in backed mode).
     fn approx_bytes(&self) -> u64;
+    /// Keys held in memory in memory mode (in backed mode the store counts them: 0).
+    fn memory_keys(&self) -> u64;
     /// Removes expired entries; returns how many went. Only tables with a TTL have any.
     fn sweep(&mut self) -> Result<usize> {
         Ok(0)

@@ -73,6 +73,9 @@ impl<K: StateKey, V: StateValue> ErasedTable for ReducingTable<K, V> {
     fn approx_bytes(&self) -> u64 {
         self.values.approx_bytes()
     }
+    fn memory_keys(&self) -> u64 {
+        self.values.memory_keys()
+    }
     fn snapshot(&mut self, name: &str, max_parallelism: u16, out: &mut Vec<Section>) -> Result<()> {
         let type_name = self.type_name();
         self.values

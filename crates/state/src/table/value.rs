@@ -144,6 +144,14 @@ impl<K: StateKey, V: StateValue> ValueTable<K, V> {
         }
     }
 
+    /// Keys in memory mode; 0 in backed mode (the store counts those).
+    pub(crate) fn memory_keys(&self) -> u64 {
+        match self {
+            Self::Memory(map) => map.len() as u64,
+            Self::Backed { .. } => 0,
+        }
+    }
+
     /// Heap bytes of the table's own structures (values' own heap data not included).
     pub(crate) fn approx_bytes(&self) -> u64 {
         let n = match self {
@@ -361,6 +369,9 @@ impl<K: StateKey, V: StateValue> ErasedTable for ValueTable<K, V> {
     }
     fn approx_bytes(&self) -> u64 {
         ValueTable::approx_bytes(self)
+    }
+    fn memory_keys(&self) -> u64 {
+        ValueTable::memory_keys(self)
     }
     fn snapshot(&mut self, name: &str, max_parallelism: u16, out: &mut Vec<Section>) -> Result<()> {
         let type_name = self.type_name();
