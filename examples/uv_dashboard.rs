@@ -97,9 +97,12 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if let Some(dir) = &s.checkpoint_dir {
-        env.enable_checkpointing(
-            CheckpointConfig::new(dir.join("checkpoints")).with_interval(s.checkpoint_interval()),
-        );
+        let mut checkpoints =
+            CheckpointConfig::new(dir.join("checkpoints")).with_interval(s.checkpoint_interval());
+        if let Some(url) = &s.checkpoint_storage {
+            checkpoints = checkpoints.with_storage(url);
+        }
+        env.enable_checkpointing(checkpoints);
         // Resume from the newest checkpoint if there is one, else start empty.
         env.restore_from(RestoreFrom::Latest { fallback: false });
     } else {

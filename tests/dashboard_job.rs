@@ -268,6 +268,82 @@ fn killed_with_sigkill_and_restarted_gives_the_same_final_output() {
     assert!(diff.is_empty(), "{diff:#?}");
 }
 
+/// SIGTERM with `--savepoint-on-stop` (as Kubernetes stops a pod): the job stops with a
+/// savepoint, the next run resumes from it, and the final output is exact. The status
+/// listener answers the probes meanwhile.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn sigterm_stops_with_a_savepoint_that_the_next_run_resumes_from() {
+    let t = setup(150_000, 48, &[]);
+    let checkpoints = t.dir.path().join("state");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http = format!("127.0.0.1:{port}");
+    let a = args(
+        &t.input,
+        &t.output,
+        &[
+            "--state",
+            "rocksdb",
+            "--checkpoint-dir",
+            checkpoints.to_str().unwrap(),
+            "--checkpoint-interval",
+            "100ms",
+        ],
+    );
+    let mut first = a.clone();
+    first.extend([
+        "--savepoint-on-stop".into(),
+        "--http".into(),
+        http.clone().into(),
+    ]);
+    let mut child = Command::new(binary())
+        .args(&first)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = http.parse().unwrap();
+    let started = Instant::now();
+    // Ready once it runs and a checkpoint completed.
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(120), "never ready");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before SIGTERM"
+        );
+        if std::net::TcpStream::connect(addr).is_ok()
+            && common::http::request(addr, "GET", "/readyz").0 == 200
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let savepoints: Vec<_> = std::fs::read_dir(checkpoints.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("savepoint-"))
+        .filter(|e| e.path().join("_metadata").is_file())
+        .collect();
+    assert_eq!(savepoints.len(), 1, "{stderr}");
+
+    // The next run (plain flags) resumes from the savepoint: exact output, nothing twice.
+    run_ok(Command::new(binary()).args(&a));
+    let diff = differences(&finals(&t.output), &brute(&t.events));
+    assert!(diff.is_empty(), "{diff:#?}");
+}
+
 #[test]
 fn redis_holds_the_final_values() {
     let url =

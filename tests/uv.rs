@@ -138,7 +138,9 @@ fn run_job(dir: &std::path::Path, fail_after: Option<u64>, restore: RestoreFrom)
         EnvConfig::default()
             .with_parallelism(2)
             .with_batch_size(64)
-            .with_signal_handling(false),
+            .with_signal_handling(false)
+            // Failures here must end the job: restarts have tests of their own.
+            .with_restart(ferroflow::RestartStrategy::None),
     );
     env.set_state_backend(
         RocksDbBackend::new(

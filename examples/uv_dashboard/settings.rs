@@ -16,6 +16,7 @@
 //! state = "rocksdb"         # or "memory"
 //! checkpoint_dir = "/var/lib/uv-dashboard"
 //! checkpoint_interval = "10s"
+//! checkpoint_storage = "s3://bucket/uv-dashboard"  # optional, with checkpoint_dir
 //! redis = "redis://127.0.0.1:6379"
 //! timezone = "Asia/Shanghai"  # or an offset such as "+08:00"
 //! # instead of `input`: read a Kafka topic
@@ -121,6 +122,11 @@ pub struct Args {
     /// Time between checkpoints. Default: 10s.
     #[arg(long)]
     pub checkpoint_interval: Option<String>,
+    /// Keep checkpoints in this object store too (`s3://bucket/prefix`, `file:///...`,
+    /// `hdfs://...`); --checkpoint-dir is then the local working copy. S3 credentials
+    /// come from the usual AWS_* variables.
+    #[arg(long)]
+    pub checkpoint_storage: Option<String>,
     /// Also write current values to this Redis server (`redis://127.0.0.1:6379`).
     #[arg(long)]
     pub redis: Option<String>,
@@ -181,6 +187,7 @@ struct FileSettings {
     state: Option<StateKind>,
     checkpoint_dir: Option<PathBuf>,
     checkpoint_interval: Option<String>,
+    checkpoint_storage: Option<String>,
     redis: Option<String>,
     redis_prefix: Option<String>,
     pre_aggregate: Option<bool>,
@@ -233,6 +240,7 @@ pub struct Settings {
     pub state: StateKind,
     pub checkpoint_dir: Option<PathBuf>,
     checkpoint_interval: String,
+    pub checkpoint_storage: Option<String>,
     pub redis: Option<String>,
     pub redis_prefix: String,
     /// Redis keys expire this long after their last write.
@@ -333,6 +341,7 @@ impl Settings {
             savepoint_on_stop: args.savepoint_on_stop || file.savepoint_on_stop.unwrap_or(false),
             state: args.state.or(file.state).unwrap_or(StateKind::Memory),
             checkpoint_dir: args.checkpoint_dir.or(file.checkpoint_dir),
+            checkpoint_storage: args.checkpoint_storage.or(file.checkpoint_storage),
             checkpoint_interval: args
                 .checkpoint_interval
                 .or(file.checkpoint_interval)
@@ -360,6 +369,9 @@ impl Settings {
         }
         if s.input.is_some() && s.kafka.is_some() {
             bail!("--input and --kafka-brokers are alternatives; give one");
+        }
+        if s.checkpoint_dir.is_none() && (s.checkpoint_storage.is_some() || s.savepoint_on_stop) {
+            bail!("--checkpoint-storage and --savepoint-on-stop need --checkpoint-dir");
         }
         for field in s.uv_config()?.dimensions.iter().flatten() {
             if !crate::event::FIELDS.contains(&field.as_str()) {

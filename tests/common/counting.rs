@@ -114,7 +114,9 @@ pub fn job_with(
         EnvConfig::default()
             .with_parallelism(parallelism)
             .with_batch_size(64)
-            .with_signal_handling(false),
+            .with_signal_handling(false)
+            // Failures here must end the job: restarts have tests of their own.
+            .with_restart(ferroflow::RestartStrategy::None),
     );
     env.enable_checkpointing(checkpoints);
     env.restore_from(restore);

@@ -75,7 +75,9 @@ pub fn env(parallelism: usize) -> StreamEnvironment {
         EnvConfig::default()
             .with_parallelism(parallelism)
             .with_batch_size(128)
-            .with_signal_handling(false),
+            .with_signal_handling(false)
+            // Failures here must end the job: restarts have tests of their own.
+            .with_restart(ferroflow::RestartStrategy::None),
     )
 }
 

@@ -63,13 +63,15 @@ impl StreamEnvironment {
         }
     }
 
-    /// An environment with default configuration, `parallelism` workers and no signal
-    /// handling: handy for tests and examples.
+    /// An environment with default configuration, `parallelism` workers, no signal
+    /// handling and no restarts (a failure ends the job at once, as a test expects):
+    /// handy for tests and examples.
     pub fn local(parallelism: usize) -> Self {
         Self::new(
             EnvConfig::default()
                 .with_parallelism(parallelism)
-                .with_signal_handling(false),
+                .with_signal_handling(false)
+                .with_restart(crate::RestartStrategy::None),
         )
     }
 

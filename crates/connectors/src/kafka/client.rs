@@ -45,8 +45,15 @@ pub(crate) type Consumer = rdkafka::consumer::BaseConsumer<LagContext>;
 #[derive(Default, Clone, Copy)]
 pub(crate) struct LagContext;
 
+/// Facade name: message bytes a consumer received from the brokers (librdkafka's
+/// `rxmsg_bytes`), labelled `client`.
+pub(crate) const RECEIVED_BYTES: &str = "ferroflow_kafka_received_bytes";
+
 impl ClientContext for LagContext {
     fn stats(&self, stats: rdkafka::Statistics) {
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!(RECEIVED_BYTES, "client" => stats.client_id.clone())
+            .set(stats.rxmsg_bytes as f64);
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
                 if *partition < 0 {
