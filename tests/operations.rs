@@ -1,6 +1,8 @@
 //! The job's HTTP listener against a running job: Prometheus metrics with their labels
 //! moving, the JSON endpoints, the probes, a savepoint taken over HTTP, and the status
-//! page rendered by a real browser (headless Chromium).
+//! page rendered by a real browser (headless Chromium). The Prometheus recorder is
+//! process-wide and labels every series with the first job's name: each test needs a
+//! process of its own, as `cargo nextest` (the README's test command) gives it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -256,4 +258,76 @@ fn the_status_page_in_a_real_browser() {
     }
     job.stop();
     job.join().unwrap();
+}
+
+/// Sleeps on every batch: slower than its input.
+#[derive(Clone)]
+struct SlowSink;
+
+impl Sink<u64> for SlowSink {
+    fn write(&mut self, _batch: Vec<u64>) -> Result<()> {
+        std::thread::sleep(Duration::from_millis(3));
+        Ok(())
+    }
+}
+
+#[test]
+fn backpressure_is_located_at_the_exchange_into_the_slow_stage() {
+    let env = StreamEnvironment::new(
+        EnvConfig::default()
+            .with_name("slow")
+            .with_parallelism(1)
+            .with_batch_size(64)
+            .with_channel_capacity(2)
+            .with_signal_handling(false)
+            .with_http("127.0.0.1:0".parse().unwrap()),
+    );
+    let steps = vec![Step::Emit((0..2_000_000).collect())];
+    env.from_source(ScriptedSource::new(vec![steps]), WatermarkStrategy::none())
+        .map(|x| x + 1)
+        .rebalance()
+        .filter(|x| x % 2 == 0)
+        .sink(SlowSink);
+    let job = env.start().unwrap();
+    let addr = job.http_addr().unwrap();
+    let mut located = serde_json::Value::Null;
+    eventually("backpressure located", || {
+        let jobs: serde_json::Value = serde_json::from_str(&get(addr, "/jobs")).unwrap();
+        located = jobs["backpressure"].clone();
+        !located.is_null()
+    });
+    assert!(
+        located["exchange"]
+            .as_str()
+            .unwrap()
+            .starts_with("exchange#"),
+        "{located}"
+    );
+    assert!(
+        located["stage"].as_str().unwrap().starts_with("source:"),
+        "{located}"
+    );
+    let into = located["into"].as_array().unwrap();
+    assert_eq!(into.len(), 1, "{located}");
+    assert!(
+        into[0].as_str().unwrap().starts_with("rebalance#"),
+        "{located}"
+    );
+    assert!(
+        located["backpressured_ms_per_s"].as_f64().unwrap() >= 100.0,
+        "{located}"
+    );
+    assert!(
+        located["backpressure_events"].as_u64().unwrap() > 0,
+        "{located}"
+    );
+    // The same in Prometheus: the exchange's blocked time and events.
+    let text = get(addr, "/metrics");
+    let exchange = located["exchange"].as_str().unwrap();
+    let label = format!("operator=\"{exchange}\"");
+    assert!(series_sum(&text, "ferroflow_backpressure_events_total", &[&label]).unwrap() > 0.0);
+    assert!(
+        series_sum(&text, "ferroflow_backpressure_nanoseconds_total", &[&label]).unwrap() > 1e8
+    );
+    drop(job); // cancels
 }

@@ -3,6 +3,8 @@
 //! job with the last error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use ferroflow::prelude::*;
 use ferroflow::restart::{FixedDelay, RestartStrategy};
 use ferroflow::testing::{ScriptedSource, Step};
@@ -13,11 +15,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What the sink published, by commit id.
+type Published = Arc<Mutex<BTreeMap<String, Vec<u64>>>>;
+
 /// Publishes only at commit, under ids that make a repeated commit harmless: the
 /// published records are exactly once when the runtime is.
 #[derive(Clone)]
 struct Transactional {
-    published: Arc<Mutex<BTreeMap<String, Vec<u64>>>>,
+    published: Published,
     worker: usize,
     attempt: u64,
     buffer: Vec<u64>,
@@ -94,16 +99,13 @@ fn job(
     dir: &std::path::Path,
     strategy: RestartStrategy,
     fail_times: usize,
-) -> (
-    StreamEnvironment,
-    Arc<Mutex<BTreeMap<String, Vec<u64>>>>,
-    Arc<AtomicUsize>,
-) {
+) -> (StreamEnvironment, Published, Arc<AtomicUsize>) {
     let env = StreamEnvironment::new(
         EnvConfig::default()
             .with_parallelism(2)
             .with_signal_handling(false)
-            .with_restart(strategy),
+            .with_restart(strategy)
+            .with_http("127.0.0.1:0".parse().unwrap()),
     );
     env.enable_checkpointing(
         CheckpointConfig::new(dir.join("checkpoints")).with_interval(Duration::from_millis(50)),
@@ -135,6 +137,7 @@ fn a_sink_failing_three_times_restarts_from_checkpoints_with_exactly_once_output
     });
     let (env, published, failures) = job(dir.path(), strategy, 3);
     let handle = env.start().unwrap();
+    let addr = handle.http_addr().unwrap();
     let result = loop {
         if handle.is_finished() {
             break handle;
@@ -142,6 +145,20 @@ fn a_sink_failing_three_times_restarts_from_checkpoints_with_exactly_once_output
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(result.restarts(), 3, "one restart per failure");
+    // The status endpoints tell the same, with the errors.
+    let jobs: serde_json::Value = serde_json::from_str(&common::http::get(addr, "/jobs")).unwrap();
+    assert_eq!(jobs["restarts"], 3, "{jobs}");
+    assert_eq!(jobs["state"], "finished", "{jobs}");
+    let errors = jobs["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 3, "{jobs}");
+    assert!(errors[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("the sink's store is down"));
+    let metrics = common::http::get(addr, "/metrics");
+    // At least: the recorder is process-wide, and other tests may share the process.
+    let restarts = common::http::series_sum(&metrics, "ferroflow_restarts_total", &[]);
+    assert!(restarts.is_some_and(|r| r >= 3.0), "{metrics}");
     let checkpoints = result.checkpoints();
     assert!(checkpoints.completed > 0, "{checkpoints:?}");
     result

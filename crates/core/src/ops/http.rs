@@ -145,7 +145,7 @@ async fn sample(state: Arc<State>) {
             .sample(Instant::now(), state.job.metrics.snapshot());
         uptime.set(state.job.started.elapsed().as_secs_f64());
         n += 1;
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             if let Some(p) = &state.prometheus {
                 p.run_upkeep();
             }

@@ -23,8 +23,8 @@ pub(crate) struct WorkerView {
     pub(crate) watermark: Option<i64>,
 }
 
-/// One operator, its workers summed (rates), worst (busy, backpressure) or lowest
-/// (watermark).
+/// One operator, its workers summed (rates), worst (busy, backpressure), averaged
+/// (idle) or lowest (watermark).
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct OperatorView {
     pub(crate) name: String,
@@ -115,7 +115,7 @@ impl Rates {
             op.records_in_per_s += w.records_in_per_s;
             op.records_out_per_s += w.records_out_per_s;
             op.busy_ms_per_s = op.busy_ms_per_s.max(w.busy_ms_per_s);
-            op.idle_ms_per_s = op.idle_ms_per_s.min(w.idle_ms_per_s);
+            op.idle_ms_per_s += w.idle_ms_per_s;
             op.backpressured_ms_per_s = op.backpressured_ms_per_s.max(w.backpressured_ms_per_s);
             op.backpressure_events += w.backpressure_events;
             op.backpressured_ms += w.backpressured_ms;
@@ -126,9 +126,9 @@ impl Rates {
             op.workers.push(w);
         }
         for op in ops.values_mut() {
-            if op.idle_ms_per_s == f64::MAX {
-                op.idle_ms_per_s = 0.0;
-            }
+            #[allow(clippy::cast_precision_loss)]
+            let workers = op.workers.len().max(1) as f64;
+            op.idle_ms_per_s /= workers;
         }
         ops
     }

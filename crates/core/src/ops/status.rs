@@ -36,6 +36,13 @@ pub(crate) struct ErrorRecord {
     pub(crate) message: String,
 }
 
+/// The running attempt: its control and checkpoint hub, and when it started.
+struct Running {
+    control: Arc<JobControl>,
+    hub: Option<Arc<CheckpointHub>>,
+    since: Instant,
+}
+
 /// One job's status, shared by its supervisor, its coordinators and its HTTP listener.
 pub(crate) struct JobStatus {
     pub(crate) name: String,
@@ -51,8 +58,8 @@ pub(crate) struct JobStatus {
     restarts: Mutex<u64>,
     errors: Mutex<VecDeque<ErrorRecord>>,
     topology: Mutex<Topology>,
-    /// The running attempt: its control and checkpoint hub, and when it started.
-    current: Mutex<Option<(Arc<JobControl>, Option<Arc<CheckpointHub>>, Instant)>>,
+    /// The running attempt.
+    current: Mutex<Option<Running>>,
     restarts_counter: metrics::Counter,
 }
 
@@ -98,7 +105,11 @@ impl JobStatus {
 
     /// An attempt started running.
     pub(crate) fn running(&self, control: Arc<JobControl>, hub: Option<Arc<CheckpointHub>>) {
-        *self.current.lock() = Some((control, hub, Instant::now()));
+        *self.current.lock() = Some(Running {
+            control,
+            hub,
+            since: Instant::now(),
+        });
         *self.state.lock() = "running";
     }
 
@@ -141,16 +152,16 @@ impl JobStatus {
 
     /// Cancels the running attempt, if any.
     pub(crate) fn cancel_current(&self) {
-        if let Some((control, _, _)) = &*self.current.lock() {
-            control.fail("job-handle", Error::Cancelled);
+        if let Some(r) = &*self.current.lock() {
+            r.control.fail("job-handle", Error::Cancelled);
         }
     }
 
     /// Takes a savepoint in the running attempt (`stop`: and ends the job after it).
     pub(crate) fn savepoint(&self, stop: bool) -> Result<PathBuf> {
         let hub = match &*self.current.lock() {
-            Some((_, Some(hub), _)) => Arc::clone(hub),
-            Some((_, None, _)) => {
+            Some(Running { hub: Some(hub), .. }) => Arc::clone(hub),
+            Some(Running { hub: None, .. }) => {
                 return Err(Error::Config(
                     "savepoints need checkpointing enabled".into(),
                 ))
@@ -183,7 +194,7 @@ impl JobStatus {
             .current
             .lock()
             .as_ref()
-            .map_or(Duration::ZERO, |(_, _, t)| t.elapsed());
+            .map_or(Duration::ZERO, |r| r.since.elapsed());
         // A new attempt gets `limit` to complete its first checkpoint.
         let since = self
             .checkpoints
