@@ -33,6 +33,19 @@ struct Transactional {
 }
 
 impl Transactional {
+    /// Fails `fail_times` times on the batch holding `poison`.
+    fn new(poison: u64, failures: &Arc<AtomicUsize>, fail_times: usize) -> Self {
+        Self {
+            published: Published::default(),
+            worker: 0,
+            attempt: 0,
+            buffer: Vec::new(),
+            poison,
+            failures: Arc::clone(failures),
+            fail_times,
+        }
+    }
+
     fn publish(&self, committables: Vec<serde_json::Value>) {
         let mut published = self.published.lock();
         for c in committables {
@@ -110,17 +123,9 @@ fn job(
     env.enable_checkpointing(
         CheckpointConfig::new(dir.join("checkpoints")).with_interval(Duration::from_millis(50)),
     );
-    let published = Arc::new(Mutex::new(BTreeMap::new()));
     let failures = Arc::new(AtomicUsize::new(0));
-    let sink = Transactional {
-        published: Arc::clone(&published),
-        worker: 0,
-        attempt: 0,
-        buffer: Vec::new(),
-        poison: 1_500,
-        failures: Arc::clone(&failures),
-        fail_times,
-    };
+    let sink = Transactional::new(1_500, &failures, fail_times);
+    let published = Arc::clone(&sink.published);
     env.from_source(numbers(2_000), WatermarkStrategy::none())
         .rebalance()
         .map(|x| x)
@@ -206,15 +211,7 @@ fn a_spent_budget_ends_the_job_with_the_last_error() {
 fn without_a_strategy_and_checkpoints_the_first_failure_ends_the_job() {
     let env = StreamEnvironment::local(1);
     let failures = Arc::new(AtomicUsize::new(0));
-    let sink = Transactional {
-        published: Arc::default(),
-        worker: 0,
-        attempt: 0,
-        buffer: Vec::new(),
-        poison: 5,
-        failures: Arc::clone(&failures),
-        fail_times: usize::MAX,
-    };
+    let sink = Transactional::new(5, &failures, usize::MAX);
     env.from_iter(0..10u64).sink(sink);
     let handle = env.start().unwrap();
     let error = handle.join().unwrap_err();
@@ -233,15 +230,7 @@ fn a_collection_source_cannot_be_restarted_and_says_so() {
                 delay: Duration::ZERO,
             })),
     );
-    let sink = Transactional {
-        published: Arc::default(),
-        worker: 0,
-        attempt: 0,
-        buffer: Vec::new(),
-        poison: 5,
-        failures: Arc::default(),
-        fail_times: usize::MAX,
-    };
+    let sink = Transactional::new(5, &Arc::default(), usize::MAX);
     env.from_iter(0..10u64).sink(sink);
     let error = env.start().unwrap().join().unwrap_err();
     assert!(

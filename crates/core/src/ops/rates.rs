@@ -7,10 +7,9 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// One operator on one worker.
+/// Counters and rates of one operator, on one worker or over all of them.
 #[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct WorkerView {
-    pub(crate) worker: usize,
+pub(crate) struct Figures {
     pub(crate) records_in: u64,
     pub(crate) records_out: u64,
     pub(crate) records_in_per_s: f64,
@@ -23,21 +22,21 @@ pub(crate) struct WorkerView {
     pub(crate) watermark: Option<i64>,
 }
 
-/// One operator, its workers summed (rates), worst (busy, backpressure), averaged
-/// (idle) or lowest (watermark).
+/// One operator on one worker.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct WorkerView {
+    pub(crate) worker: usize,
+    #[serde(flatten)]
+    pub(crate) figures: Figures,
+}
+
+/// One operator: its workers summed (counts, rates), worst (busy, backpressure),
+/// averaged (idle) or lowest (watermark).
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct OperatorView {
     pub(crate) name: String,
-    pub(crate) records_in: u64,
-    pub(crate) records_out: u64,
-    pub(crate) records_in_per_s: f64,
-    pub(crate) records_out_per_s: f64,
-    pub(crate) busy_ms_per_s: f64,
-    pub(crate) idle_ms_per_s: f64,
-    pub(crate) backpressured_ms_per_s: f64,
-    pub(crate) backpressure_events: u64,
-    pub(crate) backpressured_ms: u64,
-    pub(crate) watermark: Option<i64>,
+    #[serde(flatten)]
+    pub(crate) figures: Figures,
     pub(crate) workers: Vec<WorkerView>,
 }
 
@@ -98,28 +97,31 @@ impl Rates {
             .map_or(0.0, |(t0, _)| t1.duration_since(*t0).as_secs_f64());
         let mut ops: HashMap<String, OperatorView> = HashMap::new();
         for s in now {
-            let w = worker_view(
-                s,
-                before.get(&(s.operator.as_str(), s.worker)).copied(),
-                secs,
-            );
+            let w = WorkerView {
+                worker: s.worker,
+                figures: figures(
+                    s,
+                    before.get(&(s.operator.as_str(), s.worker)).copied(),
+                    secs,
+                ),
+            };
             let op = ops
                 .entry(s.operator.clone())
                 .or_insert_with(|| OperatorView {
                     name: s.operator.clone(),
-                    idle_ms_per_s: f64::MAX,
                     ..OperatorView::default()
                 });
-            op.records_in += w.records_in;
-            op.records_out += w.records_out;
-            op.records_in_per_s += w.records_in_per_s;
-            op.records_out_per_s += w.records_out_per_s;
-            op.busy_ms_per_s = op.busy_ms_per_s.max(w.busy_ms_per_s);
-            op.idle_ms_per_s += w.idle_ms_per_s;
-            op.backpressured_ms_per_s = op.backpressured_ms_per_s.max(w.backpressured_ms_per_s);
-            op.backpressure_events += w.backpressure_events;
-            op.backpressured_ms += w.backpressured_ms;
-            op.watermark = match (op.watermark, w.watermark) {
+            let (o, f) = (&mut op.figures, &w.figures);
+            o.records_in += f.records_in;
+            o.records_out += f.records_out;
+            o.records_in_per_s += f.records_in_per_s;
+            o.records_out_per_s += f.records_out_per_s;
+            o.busy_ms_per_s = o.busy_ms_per_s.max(f.busy_ms_per_s);
+            o.idle_ms_per_s += f.idle_ms_per_s;
+            o.backpressured_ms_per_s = o.backpressured_ms_per_s.max(f.backpressured_ms_per_s);
+            o.backpressure_events += f.backpressure_events;
+            o.backpressured_ms += f.backpressured_ms;
+            o.watermark = match (o.watermark, f.watermark) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -128,13 +130,13 @@ impl Rates {
         for op in ops.values_mut() {
             #[allow(clippy::cast_precision_loss)]
             let workers = op.workers.len().max(1) as f64;
-            op.idle_ms_per_s /= workers;
+            op.figures.idle_ms_per_s /= workers;
         }
         ops
     }
 }
 
-fn worker_view(now: &OperatorSnapshot, before: Option<&OperatorSnapshot>, secs: f64) -> WorkerView {
+fn figures(now: &OperatorSnapshot, before: Option<&OperatorSnapshot>, secs: f64) -> Figures {
     let per_s = |a: u64, b: u64| {
         if secs > 0.0 {
             #[allow(clippy::cast_precision_loss)]
@@ -163,8 +165,7 @@ fn worker_view(now: &OperatorSnapshot, before: Option<&OperatorSnapshot>, secs: 
         watermark: None,
     };
     let b = before.unwrap_or(&zero);
-    WorkerView {
-        worker: now.worker,
+    Figures {
         records_in: now.records_in,
         records_out: now.records_out,
         records_in_per_s: per_s(now.records_in, b.records_in),
@@ -211,7 +212,7 @@ pub(crate) fn locate(topology: &Topology, stages: &[StageView]) -> Option<Locate
     let pressed = |s: &StageView| -> bool {
         s.operators
             .last()
-            .is_some_and(|o| o.backpressured_ms_per_s >= BACKPRESSURED_MS_PER_S)
+            .is_some_and(|o| o.figures.backpressured_ms_per_s >= BACKPRESSURED_MS_PER_S)
             && topology.edges.iter().any(|(from, _)| *from == s.index)
     };
     let mut found: Option<&StageView> = None;
@@ -238,8 +239,90 @@ pub(crate) fn locate(topology: &Topology, stages: &[StageView]) -> Option<Locate
             .filter(|(from, _)| *from == s.index)
             .filter_map(|(_, to)| stages.get(*to).map(|t| t.name.clone()))
             .collect(),
-        backpressured_ms_per_s: ex.backpressured_ms_per_s,
-        backpressure_events: ex.backpressure_events,
-        blocked_ms_total: ex.backpressured_ms,
+        backpressured_ms_per_s: ex.figures.backpressured_ms_per_s,
+        backpressure_events: ex.figures.backpressure_events,
+        blocked_ms_total: ex.figures.backpressured_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn snap(
+        op: &str,
+        worker: usize,
+        n: u64,
+        busy_ms: u64,
+        idle_ms: u64,
+        bp_ms: u64,
+    ) -> OperatorSnapshot {
+        OperatorSnapshot {
+            operator: op.into(),
+            worker,
+            records_in: n,
+            records_out: n,
+            busy: Duration::from_millis(busy_ms),
+            backpressure: Duration::from_millis(bp_ms),
+            idle: Duration::from_millis(idle_ms),
+            backpressure_events: bp_ms / 10,
+            watermark: Some(1_000 + i64::try_from(worker).unwrap_or(0)),
+        }
+    }
+
+    #[test]
+    fn rates_aggregate_per_operator_and_backpressure_is_located() {
+        let t0 = Instant::now();
+        let mut rates = Rates::default();
+        rates.sample(
+            t0,
+            vec![
+                snap("source#1", 0, 0, 0, 0, 0),
+                snap("exchange#2", 0, 0, 0, 0, 0),
+                snap("exchange#2", 1, 0, 0, 0, 0),
+                snap("sink#4", 0, 0, 0, 0, 0),
+            ],
+        );
+        rates.sample(
+            t0 + Duration::from_secs(2),
+            vec![
+                snap("source#1", 0, 2_000, 200, 100, 0),
+                snap("exchange#2", 0, 2_000, 20, 0, 1_600),
+                snap("exchange#2", 1, 4_000, 40, 400, 400),
+                snap("sink#4", 0, 6_000, 1_900, 0, 0),
+            ],
+        );
+        let views = rates.operators();
+        let ex = &views["exchange#2"].figures;
+        assert_eq!(ex.records_in, 6_000);
+        assert!((ex.records_in_per_s - 3_000.0).abs() < 1e-6);
+        assert!(
+            (ex.backpressured_ms_per_s - 800.0).abs() < 1e-6,
+            "the worst worker"
+        );
+        assert!(
+            (ex.idle_ms_per_s - 100.0).abs() < 1e-6,
+            "the mean of 0 and 200"
+        );
+        assert_eq!(ex.watermark, Some(1_000), "the lowest");
+        let topology = Topology {
+            stages: vec![("source#1".into(), 2), ("key_by#3".into(), 1)],
+            edges: vec![(0, 1)],
+        };
+        let names = |s: usize| match s {
+            0 => vec!["source#1".to_string(), "exchange#2".to_string()],
+            _ => vec!["key_by#3".to_string(), "sink#4".to_string()],
+        };
+        let stages = stages(&topology, names, views);
+        assert_eq!(
+            stages[1].operators[0].figures.records_in, 0,
+            "never sampled"
+        );
+        let located = locate(&topology, &stages).unwrap();
+        assert_eq!(located.exchange, "exchange#2");
+        assert_eq!(located.into, vec!["key_by#3".to_string()]);
+        assert_eq!(located.blocked_ms_total, 2_000);
+        assert_eq!(located.backpressure_events, 200);
+    }
 }
