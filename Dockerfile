@@ -4,8 +4,9 @@
 #   docker run --rm -p 9249:9249 ferroflow/examples:0.1.0            # the UV dashboard on its generator
 #   docker run --rm ferroflow/examples:0.1.0 dimension_join --help
 #
-# Build stage: the Rust toolchain, a C/C++ compiler and libclang (RocksDB, librdkafka).
-FROM rust:1.90-bookworm AS build
+# Build stage: the stable Rust toolchain (1.90 or newer), a C/C++ compiler and libclang
+# (RocksDB, librdkafka).
+FROM rust:1-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake libclang-dev pkg-config zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*

@@ -91,6 +91,8 @@ impl UvEvent for Click {
 struct Case {
     config: UvConfig,
     rocksdb: bool,
+    /// Serve metrics over HTTP (`metrics.listen`) while the job runs.
+    http: bool,
 }
 
 /// Runs one UV job over the stream; returns (wall, cpu, sum of final uv, rows).
@@ -98,11 +100,17 @@ fn run_case(parallelism: usize, case: &Case, events: u64) -> (Duration, Duration
     // RocksDB's files and the checkpoints, with the `rocksdb` feature.
     #[cfg(feature = "rocksdb")]
     let dir = tempfile::tempdir().unwrap();
-    let env = StreamEnvironment::new(
-        EnvConfig::default()
-            .with_parallelism(parallelism)
-            .with_signal_handling(false),
-    );
+    let config = EnvConfig::default()
+        .with_parallelism(parallelism)
+        .with_signal_handling(false);
+    // With the HTTP listener: the Prometheus recorder takes every metric, and the
+    // listener samples the counters each second (the metrics overhead cases).
+    let config = if case.http {
+        config.with_http("127.0.0.1:0".parse().unwrap())
+    } else {
+        config
+    };
+    let env = StreamEnvironment::new(config);
     #[cfg(not(feature = "rocksdb"))]
     assert!(
         !case.rocksdb,
@@ -162,10 +170,11 @@ fn per_item_hour(mode: Mode) -> UvConfig {
     }
 }
 
-fn exact(p: usize, rocksdb: bool) -> (Duration, Duration) {
+fn exact(p: usize, rocksdb: bool, http: bool) -> (Duration, Duration) {
     let case = Case {
         config: per_item_hour(Mode::Exact),
         rocksdb,
+        http,
     };
     let (wall, cpu, sum, _) = run_case(p, &case, EVENTS);
     assert_eq!(sum, DISTINCT, "distinct (item, hour, user) triples");
@@ -176,6 +185,7 @@ fn hll(p: usize) -> (Duration, Duration) {
     let case = Case {
         config: per_item_hour(Mode::Hll { precision: 14 }),
         rocksdb: false,
+        http: false,
     };
     let (wall, cpu, sum, _) = run_case(p, &case, EVENTS);
     let err = (sum as f64 - DISTINCT as f64).abs() / DISTINCT as f64;
@@ -203,10 +213,11 @@ static DASHBOARD_ROWS: AtomicU64 = AtomicU64::new(0);
 /// The dashboard makes 12 counts of every event: a shorter stream keeps the bench short.
 const DASHBOARD_EVENTS: u64 = 5_000_000;
 
-fn dashboard(p: usize) -> (Duration, Duration) {
+fn dashboard(p: usize, http: bool) -> (Duration, Duration) {
     let case = Case {
         config: dashboard_config(),
         rocksdb: false,
+        http,
     };
     let (wall, cpu, _, rows) = run_case(p, &case, DASHBOARD_EVENTS);
     DASHBOARD_ROWS.fetch_add(rows, Ordering::Relaxed);
@@ -232,6 +243,7 @@ fn memory() {
         &Case {
             config,
             rocksdb: false,
+            http: false,
         },
         EVENTS,
     );
@@ -249,12 +261,18 @@ fn uv(c: &mut Criterion) {
     if selected("uv_memory") {
         memory();
     }
-    bench_parallelism(c, "uv_exact_memory", EVENTS, |p| exact(p, false));
+    bench_parallelism(c, "uv_exact_memory", EVENTS, |p| exact(p, false, false));
     bench_parallelism(c, "uv_hll_memory", EVENTS, hll);
     // Without the `rocksdb` feature (`--no-default-features`), the other cases only.
     #[cfg(feature = "rocksdb")]
-    bench_parallelism(c, "uv_exact_rocksdb", EVENTS, |p| exact(p, true));
-    bench_parallelism(c, "uv_dashboard", DASHBOARD_EVENTS, dashboard);
+    bench_parallelism(c, "uv_exact_rocksdb", EVENTS, |p| exact(p, true, false));
+    bench_parallelism(c, "uv_dashboard", DASHBOARD_EVENTS, |p| dashboard(p, false));
+    // The same two jobs with the metrics listener on: run each case in a process of its
+    // own (a filter per run), as the Prometheus recorder, once installed, stays.
+    bench_parallelism(c, "uv_exact_memory_http", EVENTS, |p| exact(p, false, true));
+    bench_parallelism(c, "uv_dashboard_http", DASHBOARD_EVENTS, |p| {
+        dashboard(p, true)
+    });
 }
 
 criterion_group!(benches, uv);

@@ -149,11 +149,19 @@ impl Supervisor {
         attempt.wait()
     }
 
+    /// Whether the job was cancelled or asked to stop (a stop signal included): a failed
+    /// job then ends instead of restarting.
+    fn stopping(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+            || self.stop.load(Ordering::Relaxed)
+            || self.savepoint_signal.load(Ordering::Relaxed)
+    }
+
     /// After `error` ended an attempt that ran for `ran`: waits as the strategy says and
     /// starts the next attempt, or returns the error that ends the job.
     fn restart(&mut self, mut error: Error, mut ran: Duration) -> Result<Attempt> {
         loop {
-            if self.cancelled.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed) {
+            if self.stopping() {
                 return Err(error);
             }
             if error.is_fatal() {
@@ -170,7 +178,7 @@ impl Supervisor {
             tracing::warn!(error = %error, ?delay, restarts = self.job.restarts(), "Job failed; restarting.");
             let until = Instant::now() + delay;
             while Instant::now() < until {
-                if self.cancelled.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed) {
+                if self.stopping() {
                     return Err(error);
                 }
                 std::thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
