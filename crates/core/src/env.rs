@@ -246,7 +246,10 @@ impl JobHandle {
     /// As [`Self::savepoint`], or the job's own error. If the savepoint fails after the
     /// sources stopped, the job has still ended.
     pub fn stop_with_savepoint(self) -> Result<(std::path::PathBuf, JobResult)> {
-        let path = self.job.savepoint(true)?;
+        let path = self.job.savepoint(true);
+        // Whatever the savepoint did, the job ends: no restart, no more reading.
+        self.stop();
+        let path = path?;
         let result = self.join()?;
         Ok((path, result))
     }

@@ -140,9 +140,10 @@ impl Supervisor {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "Savepoint on stop failed; draining without one.");
-                        self.stop.store(true, Ordering::Relaxed);
                     }
                 }
+                // Either way the job ends: no restart, no more reading.
+                self.stop.store(true, Ordering::Relaxed);
             }
             std::thread::sleep(POLL);
         }
