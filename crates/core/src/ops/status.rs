@@ -113,12 +113,11 @@ impl JobStatus {
         *self.state.lock() = "running";
     }
 
-    /// The job ended (`finished`, `failed`, `cancelled`) or waits to restart.
+    /// The job ended (`finished`, `failed`, `cancelled`) or waits to restart: no attempt
+    /// runs (a savepoint asked for now is refused, not sent to a dead coordinator).
     pub(crate) fn set_state(&self, state: &'static str) {
         *self.state.lock() = state;
-        if state != "running" && state != "restarting" {
-            *self.current.lock() = None;
-        }
+        *self.current.lock() = None;
     }
 
     pub(crate) fn state(&self) -> &'static str {
