@@ -99,6 +99,19 @@ fn metrics_endpoints_and_probes_of_a_running_job() {
             "{name} missing from /metrics:\n{first}"
         );
     }
+    // Watermarks of sources and stage inputs only: a sink exports none.
+    assert!(series_sum(
+        &first,
+        "ferroflow_watermark_milliseconds",
+        &["operator=\"source:"]
+    )
+    .is_some());
+    assert!(series_sum(
+        &first,
+        "ferroflow_watermark_milliseconds",
+        &["operator=\"sink:"]
+    )
+    .is_none());
     // The keyed count's state: 100 keys over two workers.
     let entries = series_sum(&first, "ferroflow_state_entries", &["operator=\"process#"]);
     assert_eq!(entries, Some(100.0), "{first}");

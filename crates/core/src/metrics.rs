@@ -66,7 +66,9 @@ pub struct OperatorMetrics {
     backpressure_events: AtomicU64,
     watermark: AtomicI64,
     facade: [metrics::Counter; 6],
-    watermark_gauges: [metrics::Gauge; 2],
+    /// Registered at the first watermark, so that operators that never see one (and
+    /// never lag) export no series for it.
+    watermark_gauges: std::sync::OnceLock<(metrics::Gauge, metrics::Gauge)>,
 }
 
 impl OperatorMetrics {
@@ -93,10 +95,7 @@ impl OperatorMetrics {
                 metrics::counter!(IDLE_NS, &labels),
                 metrics::counter!(BACKPRESSURE_EVENTS, &labels),
             ],
-            watermark_gauges: [
-                metrics::gauge!(WATERMARK_MS, &labels),
-                metrics::gauge!(WATERMARK_LAG_MS, &labels),
-            ],
+            watermark_gauges: std::sync::OnceLock::new(),
         }
     }
 
@@ -112,12 +111,22 @@ impl OperatorMetrics {
     /// it is behind the wall clock (sources).
     pub fn set_watermark(&self, w: crate::Timestamp, lag: bool) {
         self.watermark.store(w, Relaxed);
+        let (watermark, behind) = self.watermark_gauges.get_or_init(|| {
+            let labels = [
+                ("operator", self.operator.clone()),
+                ("worker", self.worker.to_string()),
+            ];
+            (
+                metrics::gauge!(WATERMARK_MS, &labels),
+                metrics::gauge!(WATERMARK_LAG_MS, &labels),
+            )
+        });
         // Gauges are f64: milliseconds since the epoch are exact up to 2^53.
         #[allow(clippy::cast_precision_loss)]
-        self.watermark_gauges[0].set(w as f64);
+        watermark.set(w as f64);
         if lag {
             #[allow(clippy::cast_precision_loss)]
-            self.watermark_gauges[1].set(crate::now_millis().saturating_sub(w) as f64);
+            behind.set(crate::now_millis().saturating_sub(w) as f64);
         }
     }
 
