@@ -214,12 +214,10 @@ fn exact_output_matches_brute_force_and_malformed_lines_go_to_the_dead_letter_fi
     assert!(diff.is_empty(), "{diff:#?}");
 }
 
+/// The job's arguments for `t` on RocksDB, checkpointing into `checkpoints` every 100 ms.
 #[cfg(feature = "rocksdb")]
-#[test]
-fn killed_with_sigkill_and_restarted_gives_the_same_final_output() {
-    let t = setup(150_000, 48, &[]);
-    let checkpoints = t.dir.path().join("state");
-    let a = args(
+fn checkpointed_args(t: &Setup, checkpoints: &Path) -> Vec<std::ffi::OsString> {
+    args(
         &t.input,
         &t.output,
         &[
@@ -230,7 +228,15 @@ fn killed_with_sigkill_and_restarted_gives_the_same_final_output() {
             "--checkpoint-interval",
             "100ms",
         ],
-    );
+    )
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn killed_with_sigkill_and_restarted_gives_the_same_final_output() {
+    let t = setup(150_000, 48, &[]);
+    let checkpoints = t.dir.path().join("state");
+    let a = checkpointed_args(&t, &checkpoints);
     let mut child = Command::new(binary())
         .args(&a)
         .stdout(Stdio::null())
@@ -282,18 +288,7 @@ fn sigterm_stops_with_a_savepoint_that_the_next_run_resumes_from() {
         .unwrap()
         .port();
     let http = format!("127.0.0.1:{port}");
-    let a = args(
-        &t.input,
-        &t.output,
-        &[
-            "--state",
-            "rocksdb",
-            "--checkpoint-dir",
-            checkpoints.to_str().unwrap(),
-            "--checkpoint-interval",
-            "100ms",
-        ],
-    );
+    let a = checkpointed_args(&t, &checkpoints);
     let mut first = a.clone();
     first.extend([
         "--savepoint-on-stop".into(),

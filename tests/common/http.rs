@@ -4,30 +4,31 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// Sends `method path` to `addr` and returns the status code and body.
-pub fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+/// Sends `method path` (no body) to `addr`; returns the status code and body, or why
+/// no HTTP answer came.
+pub fn try_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP response from {addr}{path}: {text:?}"));
+    let bad = || std::io::Error::other(format!("no HTTP response from {addr}{path}: {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line: {head}"));
-    (status, body.to_string())
+        .ok_or_else(bad)?;
+    Ok((status, body.to_string()))
+}
+
+/// As [`try_request`], panicking when no HTTP answer comes.
+pub fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    try_request(addr, method, path).unwrap_or_else(|e| panic!("{method} {addr}{path}: {e}"))
 }
 
 /// `GET path`, which must answer 200; returns the body.

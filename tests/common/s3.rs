@@ -50,18 +50,10 @@ pub fn server(bucket: &str) -> S3Server {
 
 /// Creates a bucket with a bare HTTP request (the local server needs no signature).
 fn http_put(port: u16, path: &str) -> std::io::Result<()> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
-        "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut reply = String::new();
-    s.read_to_string(&mut reply)?;
-    if reply.starts_with("HTTP/1.1 200") {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(reply))
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    match super::http::try_request(addr, "PUT", path)? {
+        (200, _) => Ok(()),
+        (status, body) => Err(std::io::Error::other(format!("{status}: {body}"))),
     }
 }
 

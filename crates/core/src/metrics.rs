@@ -182,7 +182,7 @@ fn duration_ns(d: Duration) -> u64 {
 }
 
 /// A point-in-time copy of one operator's counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OperatorSnapshot {
     /// Operator name.
     pub operator: String,

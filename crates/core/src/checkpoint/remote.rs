@@ -195,10 +195,15 @@ impl Remote {
 
     /// Every checkpoint directory (`chk-<n>`), complete or not.
     fn checkpoint_dirs(&self) -> Result<Vec<(u64, String)>> {
+        self.numbered_dirs(checkpoint_number)
+    }
+
+    /// Every directory whose name `number` gives a number, complete or not.
+    fn numbered_dirs(&self, number: fn(&str) -> Option<u64>) -> Result<Vec<(u64, String)>> {
         Ok(self
             .block_on(self.inner.dirs())?
             .into_iter()
-            .filter_map(|d| checkpoint_number(&d).map(|n| (n, d)))
+            .filter_map(|d| number(&d).map(|n| (n, d)))
             .collect())
     }
 
@@ -225,12 +230,7 @@ impl Remote {
 
     /// Complete checkpoints and savepoints, newest first.
     pub(crate) fn restorable_checkpoints(&self) -> Result<Vec<(u64, String)>> {
-        let dirs: Vec<(u64, String)> = self
-            .block_on(self.inner.dirs())?
-            .into_iter()
-            .filter_map(|d| restorable_number(&d).map(|n| (n, d)))
-            .collect();
-        self.complete_among(&dirs)
+        self.complete_among(&self.numbered_dirs(restorable_number)?)
     }
 
     /// Keeps the newest `retained` complete checkpoints and deletes older checkpoint

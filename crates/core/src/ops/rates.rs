@@ -153,17 +153,7 @@ fn figures(now: &OperatorSnapshot, before: Option<&OperatorSnapshot>, secs: f64)
             0.0
         }
     };
-    let zero = OperatorSnapshot {
-        operator: String::new(),
-        worker: now.worker,
-        records_in: 0,
-        records_out: 0,
-        busy: std::time::Duration::ZERO,
-        backpressure: std::time::Duration::ZERO,
-        idle: std::time::Duration::ZERO,
-        backpressure_events: 0,
-        watermark: None,
-    };
+    let zero = OperatorSnapshot::default();
     let b = before.unwrap_or(&zero);
     Figures {
         records_in: now.records_in,

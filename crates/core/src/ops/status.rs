@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,7 +56,7 @@ pub(crate) struct JobStatus {
     /// `/readyz` fails when the newest checkpoint is older than this.
     pub(crate) ready_checkpoint_age: Option<Duration>,
     state: Mutex<&'static str>,
-    restarts: Mutex<u64>,
+    restarts: AtomicU64,
     errors: Mutex<VecDeque<ErrorRecord>>,
     topology: Mutex<Topology>,
     /// The running attempt.
@@ -87,7 +88,7 @@ impl JobStatus {
             checkpoint_interval,
             ready_checkpoint_age,
             state: Mutex::new("created"),
-            restarts: Mutex::new(0),
+            restarts: AtomicU64::new(0),
             errors: Mutex::new(VecDeque::new()),
             topology: Mutex::new(Topology::default()),
             current: Mutex::new(None),
@@ -125,12 +126,12 @@ impl JobStatus {
     }
 
     pub(crate) fn restarted(&self) {
-        *self.restarts.lock() += 1;
+        self.restarts.fetch_add(1, Ordering::Relaxed);
         self.restarts_counter.increment(1);
     }
 
     pub(crate) fn restarts(&self) -> u64 {
-        *self.restarts.lock()
+        self.restarts.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record_error(&self, error: &Error) {
