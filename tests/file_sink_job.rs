@@ -345,7 +345,7 @@ fn run_with_kills(
 fn kill_9_at_many_points_and_rescale_lose_and_repeat_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clicks.jsonl");
-    let want = write_input(&input, 60_000);
+    let want = write_input(&input, 200_000);
     let out = dir.path().join("table");
     let kills = run_with_kills(
         "orc",
