@@ -4,7 +4,11 @@
 //!
 //! - `lookup_full`: the full cache, each worker holding its share of the 1M rows (loaded
 //!   before records flow, as Flink's job loads its whole table in `open()`); every event
-//!   must match, and the sum of matched prices must equal the brute-force sum;
+//!   must match, and the sum of matched prices must equal the brute-force sum. A row is
+//!   a category, a price and a short name kept inline (`SmolStr`), so each joined record
+//!   gets a copy of its row;
+//! - `lookup_full_shared`: the same with rows behind `Arc`s, as the JVM shares objects:
+//!   each joined record gets a pointer, and updates the row's shared count;
 //! - `lookup_partial_redis`: the partial cache (100K rows) in front of a real Redis with
 //!   1M item hashes, Zipf-skewed item ids (exponent 1.1); prints round trips per event
 //!   and the hit rate. Needs Redis at `FERROFLOW_REDIS_URL` (default
@@ -29,6 +33,7 @@ use ferroflow::connectors::{ClickEvent, GeneratorConfig, GeneratorSource};
 use ferroflow::operators::lookup_join::{
     CacheMode, Joined, LookupCounters, LookupJoin, LookupJoinConfig, MemoryTable, MissRetry,
 };
+use ferroflow::operators::uv::SmolStr;
 use ferroflow::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,24 +45,30 @@ const DIM_ROWS: u64 = 1_000_000;
 const FULL_EVENTS: u64 = 10_000_000;
 const PARTIAL_EVENTS: u64 = 5_000_000;
 
-/// A dimension row, as Flink's job keeps it: a category, a price in cents, a name.
+/// A dimension row, with the fields of Flink's job: a category, a price in cents, a name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Dim {
     category: u32,
     price_cents: i64,
-    name: String,
+    name: SmolStr,
 }
 
 fn dim(item: u64) -> Dim {
     Dim {
         category: (item % 100) as u32,
         price_cents: (item * 37 % 100_000) as i64,
-        name: format!("item-{item}"),
+        name: SmolStr::new(format!("item-{item}")),
     }
 }
 
-/// The table, built once: rows shared behind `Arc`s, as the JVM shares objects.
-fn table() -> &'static MemoryTable<u64, Arc<Dim>> {
+/// The table, built once.
+fn table() -> &'static MemoryTable<u64, Dim> {
+    static TABLE: OnceLock<MemoryTable<u64, Dim>> = OnceLock::new();
+    TABLE.get_or_init(|| MemoryTable::new((0..DIM_ROWS).map(|i| (i, dim(i)))))
+}
+
+/// The table with its rows shared behind `Arc`s, built once.
+fn shared_table() -> &'static MemoryTable<u64, Arc<Dim>> {
     static TABLE: OnceLock<MemoryTable<u64, Arc<Dim>>> = OnceLock::new();
     TABLE.get_or_init(|| MemoryTable::new((0..DIM_ROWS).map(|i| (i, Arc::new(dim(i))))))
 }
@@ -73,6 +84,23 @@ fn events(n: u64, skew: f64) -> GeneratorSource {
 }
 
 fn full(p: usize) -> (Duration, Duration) {
+    full_with(p, table(), |d: &Dim| d.price_cents)
+}
+
+fn full_shared(p: usize) -> (Duration, Duration) {
+    full_with(p, shared_table(), |d: &Arc<Dim>| d.price_cents)
+}
+
+/// The full-cache join of the click stream with `table`, checked against the brute-force
+/// sum of prices.
+fn full_with<V>(
+    p: usize,
+    table: &MemoryTable<u64, V>,
+    price_of: fn(&V) -> i64,
+) -> (Duration, Duration)
+where
+    V: Clone + Serialize + Send + Sync + 'static,
+{
     let env = StreamEnvironment::new(
         EnvConfig::default()
             .with_parallelism(p)
@@ -89,15 +117,15 @@ fn full(p: usize) -> (Duration, Duration) {
     let (matched, price) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (m, s) = (Arc::clone(&matched), Arc::clone(&price));
     let clicks = env.from_source(events(FULL_EVENTS, 0.0), WatermarkStrategy::none());
-    LookupJoin::full(table().clone(), config)
+    LookupJoin::full(table.clone(), config)
         .left(clicks, |c: &ClickEvent| c.item_id)
         .unwrap()
-        .map_batch(move |batch: Vec<Joined<ClickEvent, Arc<Dim>>>| {
+        .map_batch(move |batch: Vec<Joined<ClickEvent, V>>| {
             let (mut n, mut sum) = (0, 0);
             for j in &batch {
                 if let Some(d) = &j.dim {
                     n += 1;
-                    sum += d.price_cents as u64;
+                    sum += price_of(d) as u64;
                 }
             }
             m.fetch_add(n, Ordering::Relaxed);
@@ -156,7 +184,7 @@ fn fill_redis() {
                     &[
                         ("category", d.category.to_string()),
                         ("price_cents", d.price_cents.to_string()),
-                        ("name", d.name),
+                        ("name", d.name.to_string()),
                     ],
                 )
                 .ignore();
@@ -231,6 +259,7 @@ fn memory(p: usize) {
 
 fn lookup(c: &mut Criterion) {
     bench_parallelism(c, "lookup_full", FULL_EVENTS, full);
+    bench_parallelism(c, "lookup_full_shared", FULL_EVENTS, full_shared);
     for p in [1, 2] {
         if selected(&format!("lookup_memory/{p}"))
             && std::env::args().any(|a| a.contains("lookup_memory"))

@@ -4,7 +4,6 @@ use super::{redis_error, RedisConnection};
 use ferroflow_core::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::fmt::Display;
 use std::marker::PhantomData;
 
@@ -17,8 +16,9 @@ pub enum RedisRow {
     #[default]
     Json,
     /// A hash whose fields are the row's fields (`HSET dim:item:7 brand acme`), read with
-    /// pipelined `HGETALL`. Every field is a string: the row type reads numbers from
-    /// strings (`serde_with::DisplayFromStr`) or keeps them as strings (exact decimals).
+    /// pipelined `HGETALL`. Every value in a hash is text: a field of the row that is a
+    /// number or a boolean is parsed from it, a string field (an exact decimal, say)
+    /// keeps it as it is.
     Hash,
 }
 
@@ -93,24 +93,28 @@ where
                 for name in &names {
                     pipe.hgetall(name);
                 }
-                let hashes: Vec<HashMap<String, String>> = pipe
+                let hashes: Vec<redis::Value> = pipe
                     .query_async(&mut conn)
                     .await
                     .map_err(|e| redis_error(e, context()))?;
+                if hashes.len() != names.len() {
+                    return Err(Error::External {
+                        system: "redis".into(),
+                        context: context(),
+                        source: format!(
+                            "{} answers to {} HGETALL commands",
+                            hashes.len(),
+                            names.len()
+                        )
+                        .into(),
+                        retryable: false,
+                    });
+                }
                 hashes
-                    .into_iter()
+                    .iter()
                     .zip(&names)
-                    .map(|(fields, name)| {
-                        if fields.is_empty() {
-                            return Ok(None);
-                        }
-                        let map = fields
-                            .into_iter()
-                            .map(|(f, v)| (f, serde_json::Value::String(v)))
-                            .collect();
-                        serde_json::from_value(serde_json::Value::Object(map))
-                            .map(Some)
-                            .map_err(|e| decode_error(name, e))
+                    .map(|(reply, name)| {
+                        super::hash::decode(reply).map_err(|e| decode_error(name, e))
                     })
                     .collect()
             }
@@ -123,7 +127,7 @@ where
 }
 
 /// A row that does not decode: not retryable.
-fn decode_error(key: &str, e: serde_json::Error) -> Error {
+fn decode_error(key: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::External {
         system: "redis".into(),
         context: format!("the row under `{key}` does not decode"),

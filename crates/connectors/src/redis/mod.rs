@@ -1,6 +1,7 @@
 //! Redis (feature `redis`): a lookup source for dimension rows
 //! ([`RedisLookup`]), and a sink of idempotent hash writes ([`RedisHashSink`]).
 
+mod hash;
 mod lookup;
 mod sink;
 

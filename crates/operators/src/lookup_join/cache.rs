@@ -1,6 +1,7 @@
 //! The partial cache: rows looked up, and keys found missing, per worker.
 
 use super::{LookupJoinConfig, LookupKey};
+use hashbrown::DefaultHashBuilder;
 use moka::sync::Cache;
 use moka::Expiry;
 use serde::Serialize;
@@ -43,7 +44,7 @@ impl<K, V> Expiry<K, Cached<V>> for Lifetimes {
 
 /// One worker's cache of one join.
 pub(super) struct LookupCache<K, V> {
-    cache: Cache<K, Cached<V>>,
+    cache: Cache<K, Cached<V>, DefaultHashBuilder>,
 }
 
 impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupCache<K, V> {
@@ -77,7 +78,9 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupCache<K, 
             builder = builder.time_to_idle(idle);
         }
         Arc::new(Self {
-            cache: builder.build(),
+            // Hashed as the job's other maps are (hashbrown's randomly seeded foldhash),
+            // not with the standard library's slower SipHash.
+            cache: builder.build_with_hasher(DefaultHashBuilder::default()),
         })
     }
 

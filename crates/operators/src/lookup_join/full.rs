@@ -2,9 +2,9 @@
 //! reloaded in the background.
 
 use super::function::DynTable;
+use super::rows::Rows;
 use super::{LookupCounters, LookupKey, ReloadConfig};
 use ferroflow_core::{AsyncOpenContext, Error, Result, Zone};
-use hashbrown::HashMap;
 use parking_lot::RwLock;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ pub(super) struct Share<K> {
 
 /// One worker's table. Dropping it stops its reloads.
 pub(super) struct FullTable<K, V> {
-    current: Arc<RwLock<Arc<HashMap<K, V>>>>,
+    current: Arc<RwLock<Arc<Rows<K, V>>>>,
     reloads: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -42,13 +42,20 @@ impl<K, V> Drop for FullTable<K, V> {
 async fn load<K: LookupKey, V>(
     table: &Arc<dyn DynTable<K, V>>,
     share: &Share<K>,
-) -> Result<HashMap<K, V>> {
+) -> Result<Rows<K, V>> {
     let _alone = share.one_at_a_time.lock().await;
     let rows = Arc::clone(table).load_boxed().await?;
     let expected = rows.len() / share.of.max(1);
-    let mut kept = HashMap::with_capacity(expected + expected / 8);
+    let mut kept = Vec::with_capacity(expected + expected / 8);
     kept.extend(rows.into_iter().filter(|(k, _)| (share.owns)(k)));
-    Ok(kept)
+    let n = kept.len();
+    Rows::new(kept).ok_or_else(|| {
+        Error::Config(format!(
+            "lookup join: table `{}` gave one worker {n} rows, more than a full cache holds \
+             (4,294,967,294); raise the parallelism",
+            table.table_name()
+        ))
+    })
 }
 
 impl<K: LookupKey, V: Clone + Send + Sync + 'static> FullTable<K, V> {
@@ -110,7 +117,7 @@ impl<K: LookupKey, V: Clone + Send + Sync + 'static> FullTable<K, V> {
     }
 
     /// The table as it is now (one lock for many lookups).
-    pub(super) fn snapshot(&self) -> Arc<HashMap<K, V>> {
+    pub(super) fn snapshot(&self) -> Arc<Rows<K, V>> {
         Arc::clone(&self.current.read())
     }
 }
@@ -133,7 +140,7 @@ fn next_at(at: (i8, i8), zone: &Zone) -> Instant {
 async fn reload_loop<K: LookupKey, V: Send + Sync + 'static>(
     table: Arc<dyn DynTable<K, V>>,
     share: Share<K>,
-    current: Arc<RwLock<Arc<HashMap<K, V>>>>,
+    current: Arc<RwLock<Arc<Rows<K, V>>>>,
     schedule: Schedule,
     mut version: Option<String>,
     counters: Arc<LookupCounters>,

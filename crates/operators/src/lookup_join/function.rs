@@ -9,10 +9,10 @@ use super::{
 };
 use ferroflow_core::{AsyncCall, AsyncFunction, AsyncOpenContext, Collector, Error, Reply, Result};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
+use hashbrown::HashMap;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -394,14 +394,14 @@ where
         let (mut hits, mut known_missing) = (0u64, 0u64);
         if let Some(table) = &w.table {
             // One look at the current table for the whole batch.
-            let rows = table.snapshot();
-            for (key, event) in batch {
-                match rows.get(&key) {
+            let rows = table.snapshot().get_all(&batch, |(key, _)| key);
+            for ((key, event), row) in batch.into_iter().zip(rows) {
+                match row {
                     Some(row) => {
                         hits += 1;
                         out.collect(JoinOutput::Joined(Joined {
                             event,
-                            dim: Some(row.clone()),
+                            dim: Some(row),
                         }));
                     }
                     None if give_up_now => {

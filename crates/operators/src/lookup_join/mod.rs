@@ -40,6 +40,7 @@ mod config;
 mod full;
 mod function;
 mod memory;
+mod rows;
 #[cfg(test)]
 mod tests;
 
