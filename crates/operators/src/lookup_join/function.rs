@@ -4,8 +4,8 @@
 use super::cache::LookupCache;
 use super::full::{FullTable, Share};
 use super::{
-    CacheMode, JoinOutput, JoinType, Joined, LookupCounters, LookupJoinConfig, LookupKey,
-    LookupSource, OnLookupTimeout, TableSource,
+    CacheMode, JoinOutput, Joined, LookupCounters, LookupJoinConfig, LookupKey, LookupSource,
+    OnLookupTimeout, TableSource,
 };
 use ferroflow_core::{AsyncCall, AsyncFunction, AsyncOpenContext, Collector, Error, Reply, Result};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -140,17 +140,17 @@ struct Worker<K, V> {
 }
 
 /// The lookup join's async function (one clone per worker).
-pub(super) struct LookupFunction<K, E, V> {
+pub(super) struct LookupFunction<K, E, V, O> {
     backend: Backend<K, V>,
     config: Arc<LookupJoinConfig>,
     counters: Arc<LookupCounters>,
     /// Shared by the workers: one loads its share of a full table at a time.
     loading: Arc<tokio::sync::Mutex<()>>,
     worker: Option<Worker<K, V>>,
-    _event: PhantomData<fn() -> E>,
+    _types: PhantomData<fn() -> (E, O)>,
 }
 
-impl<K, E, V> Clone for LookupFunction<K, E, V> {
+impl<K, E, V, O> Clone for LookupFunction<K, E, V, O> {
     /// A worker's copy, before it opens: it shares the store, the settings and the
     /// counters, and gets a cache of its own in `open`.
     fn clone(&self) -> Self {
@@ -160,12 +160,12 @@ impl<K, E, V> Clone for LookupFunction<K, E, V> {
             counters: Arc::clone(&self.counters),
             loading: Arc::clone(&self.loading),
             worker: None,
-            _event: PhantomData,
+            _types: PhantomData,
         }
     }
 }
 
-impl<K, E, V> LookupFunction<K, E, V>
+impl<K, E, V, O> LookupFunction<K, E, V, O>
 where
     K: LookupKey,
     E: Clone + Send + 'static,
@@ -182,7 +182,7 @@ where
             counters,
             loading: Arc::default(),
             worker: None,
-            _event: PhantomData,
+            _types: PhantomData,
         }
     }
 
@@ -304,42 +304,62 @@ where
     }
 }
 
-fn give_up<E, V>(
-    counters: &LookupCounters,
-    metrics: &Metrics,
-    join: JoinType,
-    event: E,
-) -> Reply<JoinOutput<E, V>> {
-    counters.unmatched.fetch_add(1, Ordering::Relaxed);
-    metrics.unmatched.increment(1);
-    Reply::Emit(given_up(join, event))
+/// What a join emits: a left join its [`Joined`] records (with no row for a record given
+/// up on), an inner join [`JoinOutput`]s (joined, or given up on), split after it.
+pub(super) trait JoinEmit<E, V>: Send + 'static {
+    /// A record and its row.
+    fn joined(event: E, row: V) -> Self;
+    /// A record given up on.
+    fn given_up(event: E) -> Self;
 }
 
-/// What a record given up on becomes: a left join's record without a row, or an inner
-/// join's unmatched record.
-fn given_up<E, V>(join: JoinType, event: E) -> JoinOutput<E, V> {
-    match join {
-        JoinType::Left => JoinOutput::Joined(Joined { event, dim: None }),
-        JoinType::Inner => JoinOutput::Unmatched(event),
+impl<E: Send + 'static, V: Send + 'static> JoinEmit<E, V> for Joined<E, V> {
+    fn joined(event: E, row: V) -> Self {
+        Joined {
+            event,
+            dim: Some(row),
+        }
+    }
+
+    fn given_up(event: E) -> Self {
+        Joined { event, dim: None }
     }
 }
 
-fn matched<E, V>(counters: &LookupCounters, event: E, row: V) -> Reply<JoinOutput<E, V>> {
-    counters.matched.fetch_add(1, Ordering::Relaxed);
-    Reply::Emit(JoinOutput::Joined(Joined {
-        event,
-        dim: Some(row),
-    }))
+impl<E: Send + 'static, V: Send + 'static> JoinEmit<E, V> for JoinOutput<E, V> {
+    fn joined(event: E, row: V) -> Self {
+        JoinOutput::Joined(<Joined<E, V> as JoinEmit<E, V>>::joined(event, row))
+    }
+
+    fn given_up(event: E) -> Self {
+        JoinOutput::Unmatched(event)
+    }
 }
 
-impl<K, E, V> AsyncFunction for LookupFunction<K, E, V>
+fn give_up<E, V, O: JoinEmit<E, V>>(
+    counters: &LookupCounters,
+    metrics: &Metrics,
+    event: E,
+) -> Reply<O> {
+    counters.unmatched.fetch_add(1, Ordering::Relaxed);
+    metrics.unmatched.increment(1);
+    Reply::Emit(O::given_up(event))
+}
+
+fn matched<E, V, O: JoinEmit<E, V>>(counters: &LookupCounters, event: E, row: V) -> Reply<O> {
+    counters.matched.fetch_add(1, Ordering::Relaxed);
+    Reply::Emit(O::joined(event, row))
+}
+
+impl<K, E, V, O> AsyncFunction for LookupFunction<K, E, V, O>
 where
+    O: JoinEmit<E, V>,
     K: LookupKey,
     E: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
     V: Clone + Serialize + Send + Sync + 'static,
 {
     type In = (K, E);
-    type Out = JoinOutput<E, V>;
+    type Out = O;
 
     fn open(&mut self, ctx: &AsyncOpenContext) -> Result<()> {
         let metrics = Arc::new(Metrics::new(ctx.operator()));
@@ -383,11 +403,7 @@ where
         Ok(())
     }
 
-    fn prepare(
-        &mut self,
-        batch: Vec<(K, E)>,
-        out: &mut Collector<'_, JoinOutput<E, V>>,
-    ) -> Result<Vec<(K, E)>> {
+    fn prepare(&mut self, batch: Vec<(K, E)>, out: &mut Collector<'_, O>) -> Result<Vec<(K, E)>> {
         let w = self.worker()?;
         let give_up_now = self.config.retry.attempts == 0;
         let mut rest = Vec::new();
@@ -399,14 +415,11 @@ where
                 match row {
                     Some(row) => {
                         hits += 1;
-                        out.collect(JoinOutput::Joined(Joined {
-                            event,
-                            dim: Some(row),
-                        }));
+                        out.collect(O::joined(event, row));
                     }
                     None if give_up_now => {
                         known_missing += 1;
-                        out.collect(given_up(self.config.join, event));
+                        out.collect(O::given_up(event));
                     }
                     // Counted by `call`, which sees it next.
                     None => rest.push((key, event)),
@@ -417,14 +430,11 @@ where
                 match self.known(w, &key, 1) {
                     Some(Some(row)) => {
                         hits += 1;
-                        out.collect(JoinOutput::Joined(Joined {
-                            event,
-                            dim: Some(row),
-                        }));
+                        out.collect(O::joined(event, row));
                     }
                     Some(None) if give_up_now => {
                         known_missing += 1;
-                        out.collect(given_up(self.config.join, event));
+                        out.collect(O::given_up(event));
                     }
                     _ => rest.push((key, event)),
                 }
@@ -440,7 +450,7 @@ where
         Ok(rest)
     }
 
-    fn call(&mut self, inputs: &[(K, E)], attempt: u32) -> AsyncCall<JoinOutput<E, V>> {
+    fn call(&mut self, inputs: &[(K, E)], attempt: u32) -> AsyncCall<O> {
         let w = match self.worker() {
             Ok(w) => w,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
@@ -545,13 +555,13 @@ where
                 .into_iter()
                 .map(|(key, event)| match known.get(&key) {
                     Some(Some(row)) => matched(&counters, event, row.clone()),
-                    None if timed_out => give_up(&counters, &metrics, config.join, event),
+                    None if timed_out => give_up(&counters, &metrics, event),
                     _ if attempt <= retry.attempts => {
                         counters.retries.fetch_add(1, Ordering::Relaxed);
                         counters.held_now.fetch_add(1, Ordering::Relaxed);
                         Reply::RetryAfter(retry.delay_after(attempt))
                     }
-                    _ => give_up(&counters, &metrics, config.join, event),
+                    _ => give_up(&counters, &metrics, event),
                 })
                 .collect())
         })

@@ -49,7 +49,7 @@ pub use memory::MemoryTable;
 
 use ferroflow_core::{AsyncConfig, DataStream, Error, KeyedStream, Result};
 use ferroflow_state::StateKey;
-use function::{Backend, LookupFunction};
+use function::{Backend, JoinEmit, LookupFunction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -268,13 +268,7 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupJoin<K, V
         E: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
         F: Fn(&E) -> K + Send + Sync + 'static,
     {
-        let joined = self.apply(stream, key, JoinType::Left)?;
-        Ok(joined
-            .flat_map(|out: JoinOutput<E, V>| match out {
-                JoinOutput::Joined(j) => Some(j),
-                JoinOutput::Unmatched(_) => None,
-            })
-            .name("lookup_join_output"))
+        self.apply(stream, key, JoinType::Left)
     }
 
     /// An inner join of `stream` on `key`: records with a dimension row come out joined;
@@ -287,23 +281,20 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupJoin<K, V
         E: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
         F: Fn(&E) -> K + Send + Sync + 'static,
     {
-        let out = self.apply(stream, key, JoinType::Inner)?;
+        let out: DataStream<JoinOutput<E, V>> = self.apply(stream, key, JoinType::Inner)?;
         Ok(out.split(|out: JoinOutput<E, V>| match out {
             JoinOutput::Joined(j) => Ok(j),
             JoinOutput::Unmatched(e) => Err(e),
         }))
     }
 
-    /// The join as `config.join` says: a left join's unmatched stream is empty.
-    fn apply<E, F>(
-        self,
-        stream: DataStream<E>,
-        key: F,
-        join: JoinType,
-    ) -> Result<DataStream<JoinOutput<E, V>>>
+    /// The join's async operator, emitting `O`: [`Joined`] records for a left join,
+    /// [`JoinOutput`]s for an inner one.
+    fn apply<E, F, O>(self, stream: DataStream<E>, key: F, join: JoinType) -> Result<DataStream<O>>
     where
         E: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
         F: Fn(&E) -> K + Send + Sync + 'static,
+        O: JoinEmit<E, V>,
     {
         let mut config = self.config;
         config.join = join;
@@ -337,10 +328,11 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupJoin<K, V
 /// An inner join's two outputs: the joined records, and those given up on.
 pub type InnerJoin<E, V> = (DataStream<Joined<E, V>>, DataStream<E>);
 
-/// What the join's async operator emits: a joined record, or one given up on.
+/// What an inner join's async operator emits, before it is split in two: a joined
+/// record, or one given up on. (A left join's emits [`Joined`] records.)
 #[derive(Debug, Clone)]
 pub enum JoinOutput<E, V> {
-    /// Joined (or, in a left join, given up on with no row).
+    /// Joined.
     Joined(Joined<E, V>),
     /// Given up on in an inner join.
     Unmatched(E),
