@@ -155,7 +155,11 @@ impl<K: Hash + Eq, V> Rows<K, V> {
                 if *position != EMPTY {
                     let entry = self.entries.as_ptr().wrapping_add(*position as usize);
                     prefetch(entry);
-                    prefetch(entry.cast::<u8>().wrapping_add(size_of::<(K, V)>() - 1));
+                    prefetch(
+                        entry
+                            .cast::<u8>()
+                            .wrapping_add(size_of::<(K, V)>().saturating_sub(1)),
+                    );
                 }
             }
             // Pass 3: the rows are at hand; compare and copy (a tag that matched another
