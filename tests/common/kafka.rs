@@ -15,6 +15,7 @@ use ferroflow::connectors::kafka::rdkafka::producer::{
 };
 use ferroflow::connectors::kafka::rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,10 +33,21 @@ pub struct Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            stop(&mut c);
         }
     }
+}
+
+/// Kills a broker started in a process group of its own, and the whole group: the
+/// `noida-db` on `PATH` is often a wrapper (pip's entry point, pyenv's shim) whose child
+/// is the broker, and killing the wrapper alone would leave the broker running.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The `noida-db` program: `FERROFLOW_NOIDA_DB`, or `noida-db` on `PATH`.
@@ -106,6 +118,7 @@ pub fn broker_of_cluster(cluster_id: Option<&str>) -> Broker {
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(log)
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", noida.display()));
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -122,8 +135,7 @@ pub fn broker_of_cluster(cluster_id: Option<&str>) -> Broker {
                 break;
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
+                stop(&mut child);
                 break;
             }
             std::thread::sleep(Duration::from_millis(25));
