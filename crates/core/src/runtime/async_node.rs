@@ -551,7 +551,9 @@ where
         let rest = if self.config.ordered && !self.queue.is_empty() {
             batch
         } else {
-            let mut now = Vec::new();
+            // Room for every input answered at once (as a full table does), so that the
+            // batch is not moved as it grows.
+            let mut now = Vec::with_capacity(batch.len());
             let rest = self.f.prepare(batch, &mut Collector::new(&mut now))?;
             self.flush(&mut now)?;
             rest

@@ -17,8 +17,6 @@ pub(super) type Owns<K> = Arc<dyn Fn(&K) -> bool + Send + Sync>;
 pub(super) struct Share<K> {
     /// Which keys it keeps.
     pub(super) owns: Owns<K>,
-    /// About what part of the table that is (the parallelism, or 1 unpartitioned).
-    pub(super) of: usize,
     /// Held while a worker of the join loads, so that the workers load one at a time
     /// and the whole table is in memory once, not once per worker.
     pub(super) one_at_a_time: Arc<tokio::sync::Mutex<()>>,
@@ -44,10 +42,13 @@ async fn load<K: LookupKey, V>(
     share: &Share<K>,
 ) -> Result<Rows<K, V>> {
     let _alone = share.one_at_a_time.lock().await;
-    let rows = Arc::clone(table).load_boxed().await?;
-    let expected = rows.len() / share.of.max(1);
-    let mut kept = Vec::with_capacity(expected + expected / 8);
-    kept.extend(rows.into_iter().filter(|(k, _)| (share.owns)(k)));
+    let mut kept = Arc::clone(table).load_boxed().await?;
+    // The worker's share, kept in place: no second copy of the table, and memory beyond
+    // the share handed back (a shrink that large allocations do without copying).
+    kept.retain(|(k, _)| (share.owns)(k));
+    if kept.capacity() > kept.len() + kept.len() / 8 {
+        kept.shrink_to_fit();
+    }
     let n = kept.len();
     Rows::new(kept).ok_or_else(|| {
         Error::Config(format!(

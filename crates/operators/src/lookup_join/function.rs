@@ -370,7 +370,6 @@ where
                 let owns = move |k: &K| !partitioned || ctx_owned.owns(k);
                 let share = Share {
                     owns: Arc::new(owns),
-                    of: if partitioned { ctx.parallelism() } else { 1 },
                     one_at_a_time: Arc::clone(&self.loading),
                 };
                 let full = FullTable::open(
@@ -410,12 +409,13 @@ where
         let (mut hits, mut known_missing) = (0u64, 0u64);
         if let Some(table) = &w.table {
             // One look at the current table for the whole batch.
-            let rows = table.snapshot().get_all(&batch, |(key, _)| key);
-            for ((key, event), row) in batch.into_iter().zip(rows) {
-                match row {
+            table.snapshot().each_row(
+                batch,
+                |(key, _)| key,
+                |(key, event), row| match row {
                     Some(row) => {
                         hits += 1;
-                        out.collect(O::joined(event, row));
+                        out.collect(O::joined(event, row.clone()));
                     }
                     None if give_up_now => {
                         known_missing += 1;
@@ -423,8 +423,8 @@ where
                     }
                     // Counted by `call`, which sees it next.
                     None => rest.push((key, event)),
-                }
-            }
+                },
+            );
         } else {
             for (key, event) in batch {
                 match self.known(w, &key, 1) {

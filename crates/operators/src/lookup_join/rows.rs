@@ -4,7 +4,7 @@
 //! at random: in a large table nearly every lookup misses the processor's caches.
 //! Looked up one after another, as with `hashbrown`, each lookup waits for two dependent
 //! reads from memory (control bytes, then bucket), and the processor overlaps only the
-//! few lookups its window of instructions holds. [`Rows::get_all`] takes the keys in
+//! few lookups its window of instructions holds. [`Rows::each_row`] takes the keys in
 //! chunks and asks for the memory of a whole chunk before it reads any of it: first every
 //! key's slot, then every row those slots point to, then compares and copies. Measured in
 //! the `lookup_full` bench (1M rows, 10M events, parallelism 1, rows of three inline
@@ -127,15 +127,23 @@ impl<K: Hash + Eq, V> Rows<K, V> {
         self.find(self.hasher.hash_one(key), key)
     }
 
-    /// Copies of the rows of the keys of `items`, in order.
-    pub(super) fn get_all<T>(&self, items: &[T], key: impl Fn(&T) -> &K) -> Vec<Option<V>>
-    where
-        V: Clone,
-    {
-        let mut found = Vec::with_capacity(items.len());
+    /// Hands each of `items`, in order, to `each` with the row of its key, if any. The
+    /// items are taken by value so that no answer needs a vector of its own.
+    pub(super) fn each_row<T>(
+        &self,
+        items: Vec<T>,
+        key: impl Fn(&T) -> &K,
+        mut each: impl FnMut(T, Option<&V>),
+    ) {
         let mut hashes = [0u64; CHUNK];
         let mut first = [EMPTY; CHUNK];
-        for chunk in items.chunks(CHUNK) {
+        let mut items = items.into_iter();
+        loop {
+            let chunk = items.as_slice();
+            let chunk = chunk.get(..CHUNK).unwrap_or(chunk);
+            if chunk.is_empty() {
+                return;
+            }
             // Pass 1: fetch each key's first slot.
             for (hash, item) in hashes.iter_mut().zip(chunk) {
                 *hash = self.hasher.hash_one(key(item));
@@ -162,18 +170,19 @@ impl<K: Hash + Eq, V> Rows<K, V> {
                     );
                 }
             }
-            // Pass 3: the rows are at hand; compare and copy (a tag that matched another
-            // key searches on).
-            for ((hash, position), item) in hashes.iter().zip(&first).zip(chunk) {
-                let k = key(item);
-                found.push(match self.entries.get(*position as usize) {
+            // Pass 3: the rows are at hand; compare and hand over (a tag that matched
+            // another key searches on).
+            for (hash, position) in hashes.iter().zip(&first).take(chunk.len()) {
+                let Some(item) = items.next() else { return };
+                let k = key(&item);
+                let row = match self.entries.get(*position as usize) {
                     None => None,
-                    Some((candidate, row)) if candidate == k => Some(row.clone()),
-                    Some(_) => self.find(*hash, k).cloned(),
-                });
+                    Some((candidate, row)) if candidate == k => Some(row),
+                    Some(_) => self.find(*hash, k),
+                };
+                each(item, row);
             }
         }
-        found
     }
 }
 
@@ -196,12 +205,27 @@ mod tests {
     use super::*;
     use std::hash::Hasher;
 
+    impl<K: Hash + Eq, V: Clone> Rows<K, V> {
+        /// The rows of `keys`, in order, through [`Rows::each_row`].
+        fn get_all(&self, keys: &[K]) -> Vec<Option<V>> {
+            let mut found = Vec::new();
+            self.each_row(
+                keys.iter().collect(),
+                |k: &&K| *k,
+                |_, row| {
+                    found.push(row.cloned());
+                },
+            );
+            found
+        }
+    }
+
     #[test]
     fn finds_every_row_and_no_other_key_one_at_a_time_and_in_batches() {
         let rows = Rows::new((0..10_000u64).map(|k| (k * 3, k * 10)).collect()).unwrap();
         assert_eq!(rows.len(), 10_000);
         let keys: Vec<u64> = (0..40_000).collect();
-        let all = rows.get_all(&keys, |k| k);
+        let all = rows.get_all(&keys);
         for (k, found) in keys.iter().zip(&all) {
             let want = (k % 3 == 0 && *k < 30_000).then_some(k / 3 * 10);
             assert_eq!(found.as_ref(), want.as_ref(), "key {k}");
@@ -224,7 +248,7 @@ mod tests {
     fn keys_whose_hashes_collide_are_told_apart() {
         let rows = Rows::new((0..50).map(|k| (Clash(k), k)).collect()).unwrap();
         let keys: Vec<Clash> = (0..60).rev().map(Clash).collect();
-        let all = rows.get_all(&keys, |k| k);
+        let all = rows.get_all(&keys);
         for (k, found) in keys.iter().zip(all) {
             assert_eq!(found, (k.0 < 50).then_some(k.0));
         }
@@ -236,11 +260,11 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows.get(&1), Some(&"c"));
         assert_eq!(
-            rows.get_all(&[1u64, 2, 3], |k| k),
+            rows.get_all(&[1u64, 2, 3]),
             vec![Some("c"), Some("b"), None]
         );
         let empty = Rows::<u64, u64>::new(Vec::new()).unwrap();
         assert_eq!(empty.len(), 0);
-        assert_eq!(empty.get_all(&[1u64, 2], |k| k), vec![None, None]);
+        assert_eq!(empty.get_all(&[1u64, 2]), vec![None, None]);
     }
 }
