@@ -15,6 +15,9 @@ use std::io::BufRead;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
+/// Which keys a load keeps.
+type Keep<'a, K> = dyn Fn(&K) -> bool + Send + Sync + 'a;
+
 /// How a dimension file is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileFormat {
@@ -196,7 +199,8 @@ impl<K: LookupKey, V: DeserializeOwned> FileTable<K, V> {
     }
 
     /// Every row of the file's `bytes`.
-    fn parse(&self, bytes: &[u8]) -> Result<Vec<(K, V)>> {
+    /// The rows of `bytes` whose keys `keep` accepts (every row is still checked).
+    fn parse(&self, bytes: &[u8], keep: &Keep<'_, K>) -> Result<Vec<(K, V)>> {
         match self.format {
             FileFormat::Csv => {
                 let mut reader = csv::Reader::from_reader(bytes);
@@ -216,7 +220,10 @@ impl<K: LookupKey, V: DeserializeOwned> FileTable<K, V> {
                             (h.to_string(), v)
                         })
                         .collect();
-                    rows.push(self.row(i + 2, map)?);
+                    let row = self.row(i + 2, map)?;
+                    if keep(&row.0) {
+                        rows.push(row);
+                    }
                 }
                 Ok(rows)
             }
@@ -228,38 +235,46 @@ impl<K: LookupKey, V: DeserializeOwned> FileTable<K, V> {
                         continue;
                     }
                     match serde_json::from_str::<Value>(&line).map_err(|e| self.error(i + 1, e))? {
-                        Value::Object(map) => rows.push(self.row(i + 1, map)?),
+                        Value::Object(map) => {
+                            let row = self.row(i + 1, map)?;
+                            if keep(&row.0) {
+                                rows.push(row);
+                            }
+                        }
                         _ => return Err(self.error(i + 1, "not a JSON object")),
                     }
                 }
                 Ok(rows)
             }
-            FileFormat::Parquet => self.parse_parquet(bytes),
+            FileFormat::Parquet => self.parse_parquet(bytes, keep),
         }
     }
 
     #[cfg(feature = "parquet")]
-    fn parse_parquet(&self, bytes: &[u8]) -> Result<Vec<(K, V)>> {
+    fn parse_parquet(&self, bytes: &[u8], keep: &Keep<'_, K>) -> Result<Vec<(K, V)>> {
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes))
             .and_then(|b| b.build())
             .map_err(|e| self.error(0, e))?;
-        let mut rows = Vec::new();
+        let (mut rows, mut n) = (Vec::new(), 0);
         for batch in reader {
             let batch = batch.map_err(|e| self.error(0, e))?;
             let maps: Vec<Map<String, Value>> =
                 serde_arrow::from_record_batch(&batch).map_err(|e| self.error(0, e))?;
             for map in maps {
                 // Rows are counted from 1, as lines are in the text formats.
-                let n = rows.len() + 1;
-                rows.push(self.row(n, map)?);
+                n += 1;
+                let row = self.row(n, map)?;
+                if keep(&row.0) {
+                    rows.push(row);
+                }
             }
         }
         Ok(rows)
     }
 
     #[cfg(not(feature = "parquet"))]
-    fn parse_parquet(&self, _: &[u8]) -> Result<Vec<(K, V)>> {
+    fn parse_parquet(&self, _: &[u8], _: &Keep<'_, K>) -> Result<Vec<(K, V)>> {
         Err(self.error(0, "Parquet needs the `parquet` feature"))
     }
 }
@@ -288,7 +303,13 @@ where
 
     async fn load_all(&self) -> Result<Vec<(K, V)>> {
         let bytes = self.bytes().await?;
-        tokio::task::block_in_place(|| self.parse(&bytes))
+        tokio::task::block_in_place(|| self.parse(&bytes, &|_| true))
+    }
+
+    /// Parses every row and keeps those of the share only.
+    async fn load_where(&self, keep: &Keep<'_, K>) -> Result<Vec<(K, V)>> {
+        let bytes = self.bytes().await?;
+        tokio::task::block_in_place(|| self.parse(&bytes, keep))
     }
 
     async fn version(&self) -> Result<Option<String>> {
@@ -374,6 +395,25 @@ mod tests {
         let rows = load(&FileTable::<String, Item>::new(&jsonl, "item_id").unwrap()).unwrap();
         assert_eq!(rows[0].0, "a-1");
         assert_eq!(rows[0].1.price, "1.10");
+    }
+
+    /// A worker's share: only the rows it keeps come back, and a bad row outside the
+    /// share still fails the load (every row is read and checked).
+    #[test]
+    fn a_share_keeps_only_its_keys_and_still_checks_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("items.csv");
+        std::fs::write(&csv, "item_id,brand,category1,category2,price\n7,acme,shoes,,12.50\n9,\"zeta, inc\",bags,totes,0.00\n").unwrap();
+        let table = FileTable::<i64, Item>::new(&csv, "item_id").unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let share = rt.block_on(table.load_where(&|k| *k == 9)).unwrap();
+        assert_eq!(share, acme_and_zeta()[1..]);
+        std::fs::write(&csv, "item_id,brand,price\n7,acme,1.00\nx,acme,2.00\n").unwrap();
+        let err = rt.block_on(table.load_where(&|k| *k == 7)).unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
     }
 
     #[test]

@@ -42,10 +42,9 @@ async fn load<K: LookupKey, V>(
     share: &Share<K>,
 ) -> Result<Rows<K, V>> {
     let _alone = share.one_at_a_time.lock().await;
-    let mut kept = Arc::clone(table).load_boxed().await?;
-    // The worker's share, kept in place: no second copy of the table, and memory beyond
-    // the share handed back (a shrink that large allocations do without copying).
-    kept.retain(|(k, _)| (share.owns)(k));
+    let mut kept = Arc::clone(table)
+        .load_boxed(Arc::clone(&share.owns))
+        .await?;
     if kept.capacity() > kept.len() + kept.len() / 8 {
         kept.shrink_to_fit();
     }

@@ -2,7 +2,7 @@
 //! up in batches on the I/O runtime, one request per key at a time.
 
 use super::cache::LookupCache;
-use super::full::{FullTable, Share};
+use super::full::{FullTable, Owns, Share};
 use super::{
     CacheMode, JoinOutput, Joined, LookupCounters, LookupJoinConfig, LookupKey, LookupSource,
     OnLookupTimeout, TableSource,
@@ -39,14 +39,17 @@ impl<S: LookupSource> DynLookup<S::Key, S::Value> for S {
 
 /// A [`TableSource`] behind a pointer, its futures boxed.
 pub(super) trait DynTable<K, V>: Send + Sync {
-    fn load_boxed(self: Arc<Self>) -> BoxFuture<'static, Result<Vec<(K, V)>>>;
+    fn load_boxed(self: Arc<Self>, keep: Owns<K>) -> BoxFuture<'static, Result<Vec<(K, V)>>>;
     fn version_boxed(self: Arc<Self>) -> BoxFuture<'static, Result<Option<String>>>;
     fn table_name(&self) -> String;
 }
 
 impl<T: TableSource> DynTable<T::Key, T::Value> for T {
-    fn load_boxed(self: Arc<Self>) -> BoxFuture<'static, Result<Vec<(T::Key, T::Value)>>> {
-        async move { self.load_all().await }.boxed()
+    fn load_boxed(
+        self: Arc<Self>,
+        keep: Owns<T::Key>,
+    ) -> BoxFuture<'static, Result<Vec<(T::Key, T::Value)>>> {
+        async move { self.load_where(&*keep).await }.boxed()
     }
 
     fn version_boxed(self: Arc<Self>) -> BoxFuture<'static, Result<Option<String>>> {

@@ -129,6 +129,17 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> TableSource for
         Ok(rows.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
+    /// Copies only the rows kept.
+    async fn load_where(&self, keep: &(dyn Fn(&K) -> bool + Send + Sync)) -> Result<Vec<(K, V)>> {
+        self.wait().await;
+        let rows = self.inner.rows.read();
+        Ok(rows
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
     async fn version(&self) -> Result<Option<String>> {
         Ok(Some(
             self.inner.generation.load(Ordering::Relaxed).to_string(),
@@ -137,5 +148,22 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> TableSource for
 
     fn name(&self) -> String {
         "memory".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_copies_only_the_rows_kept() {
+        let table = MemoryTable::new((0..100u64).map(|k| (k, k * 10)));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut share = rt.block_on(table.load_where(&|k| k % 3 == 0)).unwrap();
+        share.sort_unstable();
+        assert_eq!(share, (0..100).step_by(3).map(|k| (k, k * 10)).collect::<Vec<_>>());
+        assert_eq!(rt.block_on(table.load_all()).unwrap().len(), 100);
     }
 }

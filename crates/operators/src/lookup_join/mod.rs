@@ -134,6 +134,21 @@ pub trait TableSource: Send + Sync + 'static {
     /// Every row of the table.
     fn load_all(&self) -> impl Future<Output = Result<Vec<(Self::Key, Self::Value)>>> + Send;
 
+    /// The rows whose keys `keep` accepts: one worker's share of the table in a
+    /// partitioned join. Default: [`load_all`](Self::load_all), filtered in place. A
+    /// source that can skip rows as it reads them overrides it, so that a worker's load
+    /// never holds more than its share.
+    fn load_where(
+        &self,
+        keep: &(dyn Fn(&Self::Key) -> bool + Send + Sync),
+    ) -> impl Future<Output = Result<Vec<(Self::Key, Self::Value)>>> + Send {
+        async move {
+            let mut rows = self.load_all().await?;
+            rows.retain(|(k, _)| keep(k));
+            Ok(rows)
+        }
+    }
+
     /// Something that changes when the table does (a file's size and modification time,
     /// an object's ETag), polled at [`ReloadConfig::watch_interval`]; the table is
     /// reloaded when it differs from the last load's. Default: `None` (not watched).
