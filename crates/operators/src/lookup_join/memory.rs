@@ -163,7 +163,10 @@ mod tests {
             .unwrap();
         let mut share = rt.block_on(table.load_where(&|k| k % 3 == 0)).unwrap();
         share.sort_unstable();
-        assert_eq!(share, (0..100).step_by(3).map(|k| (k, k * 10)).collect::<Vec<_>>());
+        assert_eq!(
+            share,
+            (0..100).step_by(3).map(|k| (k, k * 10)).collect::<Vec<_>>()
+        );
         assert_eq!(rt.block_on(table.load_all()).unwrap().len(), 100);
     }
 }

@@ -124,7 +124,8 @@ pub trait LookupSource: Send + Sync + 'static {
 
 /// A whole dimension table, for the full cache: a file, a query, a hash in Redis.
 ///
-/// Implement `load_all`; each worker calls it and keeps the rows of its own keys.
+/// Implement `load_all`; each worker calls `load_where` with the test of its own keys,
+/// which filters what `load_all` returns unless the source skips rows itself.
 pub trait TableSource: Send + Sync + 'static {
     /// The join key.
     type Key: LookupKey;
