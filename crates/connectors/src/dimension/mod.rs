@@ -198,8 +198,7 @@ impl<K: LookupKey, V: DeserializeOwned> FileTable<K, V> {
         }
     }
 
-    /// Every row of the file's `bytes`.
-    /// The rows of `bytes` whose keys `keep` accepts (every row is still checked).
+    /// The rows of the file's `bytes` whose keys `keep` accepts (every row is still checked).
     fn parse(&self, bytes: &[u8], keep: &Keep<'_, K>) -> Result<Vec<(K, V)>> {
         match self.format {
             FileFormat::Csv => {
