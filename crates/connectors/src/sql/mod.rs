@@ -268,15 +268,25 @@ fn dialect(url: &str) -> Result<Dialect> {
 
 impl<K: LookupKey, V: DeserializeOwned> SqlLookup<K, V> {
     /// A row as (key, value).
-    fn decode(&self, mut row: serde_json::Map<String, Value>) -> Result<(K, V)> {
+    fn decode(&self, row: serde_json::Map<String, Value>) -> Result<(K, V)> {
+        let key = self.key(&row)?;
+        let value = self.value(&key, row)?;
+        Ok((key, value))
+    }
+
+    /// The key column of `row`.
+    fn key(&self, row: &serde_json::Map<String, Value>) -> Result<K> {
         let key = row.get(&self.key_column).cloned().ok_or_else(|| {
             self.decode_error(format!("the rows have no column `{}`", self.key_column))
         })?;
-        let key: K = serde_json::from_value(key)
-            .map_err(|e| self.decode_error(format!("column `{}`: {e}", self.key_column)))?;
-        let value: V = serde_json::from_value(Value::Object(std::mem::take(&mut row)))
-            .map_err(|e| self.decode_error(format!("the row of key {key:?}: {e}")))?;
-        Ok((key, value))
+        serde_json::from_value(key)
+            .map_err(|e| self.decode_error(format!("column `{}`: {e}", self.key_column)))
+    }
+
+    /// `row` as the row type (the key only names it in errors).
+    fn value(&self, key: &K, row: serde_json::Map<String, Value>) -> Result<V> {
+        serde_json::from_value(Value::Object(row))
+            .map_err(|e| self.decode_error(format!("the row of key {key:?}: {e}")))
     }
 }
 
@@ -318,14 +328,26 @@ where
     type Value = V;
 
     async fn load_all(&self) -> Result<Vec<(K, V)>> {
+        self.load_where(&|_| true).await
+    }
+
+    /// Reads every row's key and decodes the rows of the share only.
+    async fn load_where(&self, keep: &(dyn Fn(&K) -> bool + Send + Sync)) -> Result<Vec<(K, V)>> {
         let sql = self.load_query.as_deref().ok_or_else(|| {
             Error::Config(format!(
                 "{}: a full cache needs the query that loads the whole table (with_load_query)",
                 self.name
             ))
         })?;
-        let rows = self.rows(sql, &[]).await?;
-        rows.into_iter().map(|row| self.decode(row)).collect()
+        let mut kept = Vec::new();
+        for row in self.rows(sql, &[]).await? {
+            let key = self.key(&row)?;
+            if keep(&key) {
+                let value = self.value(&key, row)?;
+                kept.push((key, value));
+            }
+        }
+        Ok(kept)
     }
 
     fn name(&self) -> String {
