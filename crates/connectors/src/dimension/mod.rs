@@ -301,8 +301,7 @@ where
     type Value = V;
 
     async fn load_all(&self) -> Result<Vec<(K, V)>> {
-        let bytes = self.bytes().await?;
-        tokio::task::block_in_place(|| self.parse(&bytes, &|_| true))
+        self.load_where(&|_| true).await
     }
 
     /// Parses every row and keeps those of the share only.
@@ -368,12 +367,21 @@ mod tests {
         ]
     }
 
-    fn load<K: LookupKey>(table: &FileTable<K, Item>) -> Result<Vec<(K, Item)>> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
+    /// The file of [`acme_and_zeta`].
+    const ACME_AND_ZETA_CSV: &str = "item_id,brand,category1,category2,price\n7,acme,shoes,,12.50\n9,\"zeta, inc\",bags,totes,0.00\n";
+    /// A file whose line 3 has a key that is not a number.
+    const BAD_LINE_3_CSV: &str = "item_id,brand,price\n7,acme,1.00\nx,acme,2.00\n";
+
+    /// A runtime for the loads (`block_in_place` needs a multi-threaded one).
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .build()
-            .unwrap();
-        let mut rows = rt.block_on(table.load_all())?;
+            .unwrap()
+    }
+
+    fn load<K: LookupKey>(table: &FileTable<K, Item>) -> Result<Vec<(K, Item)>> {
+        let mut rows = runtime().block_on(table.load_all())?;
         rows.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
         Ok(rows)
     }
@@ -382,7 +390,7 @@ mod tests {
     fn csv_and_json_lines_files_load_with_typed_keys_and_exact_prices() {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("items.csv");
-        std::fs::write(&csv, "item_id,brand,category1,category2,price\n7,acme,shoes,,12.50\n9,\"zeta, inc\",bags,totes,0.00\n").unwrap();
+        std::fs::write(&csv, ACME_AND_ZETA_CSV).unwrap();
         let rows = load(&FileTable::<i64, Item>::new(&csv, "item_id").unwrap()).unwrap();
         assert_eq!(rows, acme_and_zeta());
         let jsonl = dir.path().join("items.jsonl");
@@ -402,15 +410,12 @@ mod tests {
     fn a_share_keeps_only_its_keys_and_still_checks_every_row() {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("items.csv");
-        std::fs::write(&csv, "item_id,brand,category1,category2,price\n7,acme,shoes,,12.50\n9,\"zeta, inc\",bags,totes,0.00\n").unwrap();
+        std::fs::write(&csv, ACME_AND_ZETA_CSV).unwrap();
         let table = FileTable::<i64, Item>::new(&csv, "item_id").unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .build()
-            .unwrap();
+        let rt = runtime();
         let share = rt.block_on(table.load_where(&|k| *k == 9)).unwrap();
         assert_eq!(share, acme_and_zeta()[1..]);
-        std::fs::write(&csv, "item_id,brand,price\n7,acme,1.00\nx,acme,2.00\n").unwrap();
+        std::fs::write(&csv, BAD_LINE_3_CSV).unwrap();
         let err = rt.block_on(table.load_where(&|k| *k == 7)).unwrap_err();
         assert!(err.to_string().contains("line 3"), "{err}");
     }
@@ -419,7 +424,7 @@ mod tests {
     fn a_bad_file_says_which_line_and_the_version_follows_rewrites() {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("items.csv");
-        std::fs::write(&csv, "item_id,brand,price\n7,acme,1.00\nx,acme,2.00\n").unwrap();
+        std::fs::write(&csv, BAD_LINE_3_CSV).unwrap();
         let table = FileTable::<i64, Item>::new(&csv, "item_id").unwrap();
         let err = load(&table).unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("item_id"), "{err}");

@@ -124,9 +124,7 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> TableSource for
     type Value = V;
 
     async fn load_all(&self) -> Result<Vec<(K, V)>> {
-        self.wait().await;
-        let rows = self.inner.rows.read();
-        Ok(rows.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        self.load_where(&|_| true).await
     }
 
     /// Copies only the rows kept.
