@@ -4,6 +4,11 @@
 
 pub mod bids;
 
+/// The benches allocate through mimalloc, as the example jobs do (see
+/// `examples/common/mod.rs`): the figures are those of a job built that way.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ferroflow::connectors::ClickEvent;
 use ferroflow::prelude::*;

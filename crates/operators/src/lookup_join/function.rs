@@ -142,6 +142,20 @@ struct Worker<K, V> {
     metrics: Arc<Metrics>,
 }
 
+impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> Worker<K, V> {
+    /// The answer known without a request: from the full table, or (first attempt only)
+    /// from the cache.
+    fn known(&self, key: &K, attempt: u32) -> Option<Option<V>> {
+        if let Some(table) = &self.table {
+            return Some(table.get(key));
+        }
+        if attempt == 1 {
+            return self.cache.as_ref().and_then(|c| c.get(key));
+        }
+        None
+    }
+}
+
 /// The lookup join's async function (one clone per worker).
 pub(super) struct LookupFunction<K, E, V, O> {
     backend: Backend<K, V>,
@@ -150,6 +164,9 @@ pub(super) struct LookupFunction<K, E, V, O> {
     /// Shared by the workers: one loads its share of a full table at a time.
     loading: Arc<tokio::sync::Mutex<()>>,
     worker: Option<Worker<K, V>>,
+    /// The cache's answers for the keys of the batch being prepared, so that each
+    /// distinct key of a batch is looked up once (emptied after each batch).
+    batch_answers: HashMap<K, Option<Option<V>>>,
     _types: PhantomData<fn() -> (E, O)>,
 }
 
@@ -163,6 +180,7 @@ impl<K, E, V, O> Clone for LookupFunction<K, E, V, O> {
             counters: Arc::clone(&self.counters),
             loading: Arc::clone(&self.loading),
             worker: None,
+            batch_answers: HashMap::new(),
             _types: PhantomData,
         }
     }
@@ -185,6 +203,7 @@ where
             counters,
             loading: Arc::default(),
             worker: None,
+            batch_answers: HashMap::new(),
             _types: PhantomData,
         }
     }
@@ -193,18 +212,6 @@ where
         self.worker
             .as_ref()
             .ok_or_else(|| Error::Internal("lookup join called before open".into()))
-    }
-
-    /// The answer known without a request: from the full table, or (first attempt only)
-    /// from the cache.
-    fn known(&self, w: &Worker<K, V>, key: &K, attempt: u32) -> Option<Option<V>> {
-        if let Some(table) = &w.table {
-            return Some(table.get(key));
-        }
-        if attempt == 1 {
-            return w.cache.as_ref().and_then(|c| c.get(key));
-        }
-        None
     }
 
     /// Counts a first-attempt answer from the cache or table: a row (`Some(true)`), a
@@ -406,7 +413,9 @@ where
     }
 
     fn prepare(&mut self, batch: Vec<(K, E)>, out: &mut Collector<'_, O>) -> Result<Vec<(K, E)>> {
-        let w = self.worker()?;
+        let Some(w) = self.worker.as_ref() else {
+            return Err(Error::Internal("lookup join called before open".into()));
+        };
         let give_up_now = self.config.retry.attempts == 0;
         let mut rest = Vec::new();
         let (mut hits, mut known_missing) = (0u64, 0u64);
@@ -429,8 +438,22 @@ where
                 },
             );
         } else {
+            // A skewed stream repeats its hot keys within a batch: each distinct key is
+            // looked up in the cache once.
+            let answers = &mut self.batch_answers;
+            let cached = w.cache.is_some();
             for (key, event) in batch {
-                match self.known(w, &key, 1) {
+                let answer = match answers.get(&key) {
+                    Some(answer) => answer.clone(),
+                    None => {
+                        let answer = w.known(&key, 1);
+                        if cached {
+                            answers.insert(key.clone(), answer.clone());
+                        }
+                        answer
+                    }
+                };
+                match answer {
                     Some(Some(row)) => {
                         hits += 1;
                         out.collect(O::joined(event, row));
@@ -442,6 +465,7 @@ where
                     _ => rest.push((key, event)),
                 }
             }
+            answers.clear();
         }
         let c = &self.counters;
         c.hits.fetch_add(hits, Ordering::Relaxed);
@@ -465,16 +489,9 @@ where
             if known.contains_key(key) || need.contains(key) {
                 continue;
             }
-            let answer = self.known(w, key, attempt);
-            if attempt == 1 {
-                self.count_first(w, answer.as_ref().map(Option::is_some));
-            }
-            match answer {
-                Some(answer) => {
-                    known.insert(key.clone(), answer);
-                }
-                None if w.table.is_some() => {
-                    known.insert(key.clone(), None);
+            match &w.table {
+                Some(table) => {
+                    known.insert(key.clone(), table.get(key));
                 }
                 None => need.push(key.clone()),
             }
@@ -485,26 +502,25 @@ where
             let mut inflight = w.inflight.lock();
             let mut fresh = Vec::new();
             for key in need {
-                match inflight.get(&key) {
-                    Some(r) => {
-                        if !waits.iter().any(|w| w.ptr_eq(r)) {
-                            waits.push(r.clone());
-                        }
+                if let Some(r) = inflight.get(&key) {
+                    if !waits.iter().any(|w| w.ptr_eq(r)) {
+                        waits.push(r.clone());
                     }
-                    None => {
-                        // A request that answered since the look above has put its
-                        // answer in the cache before leaving the map of requests.
-                        if let Some(answer) = w
-                            .cache
-                            .as_ref()
-                            .filter(|_| attempt == 1)
-                            .and_then(|c| c.get(&key))
-                        {
-                            known.insert(key, answer);
-                        } else {
-                            fresh.push(key);
-                        }
+                    continue;
+                }
+                // The cache, at a first attempt (a retry bypasses it), looked at while
+                // no request for the key can leave the map of requests: one that
+                // answered since the batch was prepared has put its answer there first.
+                let cached = w
+                    .cache
+                    .as_ref()
+                    .filter(|_| attempt == 1)
+                    .and_then(|c| c.get(&key));
+                match cached {
+                    Some(answer) => {
+                        known.insert(key, answer);
                     }
+                    None => fresh.push(key),
                 }
             }
             if !fresh.is_empty() {
@@ -516,6 +532,12 @@ where
                     inflight.insert(key, request.clone());
                 }
                 waits.push(request);
+            }
+        }
+        if attempt == 1 {
+            // Every record counts: one answered now, or one that waits for the store.
+            for (key, _) in inputs {
+                self.count_first(w, known.get(key).map(Option::is_some));
             }
         }
         let inputs: Vec<(K, E)> = inputs.to_vec();
