@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Options change the stream: `item_skew > 0` draws items from a Zipf distribution
-//! (item 0 most frequent); a `max_disorder` above zero moves each timestamp back by up to
+//! (item 0 most frequent; `rand_distr`'s sampler, drawing from a SplitMix64 seeded with
+//! `v`, so no table of the items is kept); a `max_disorder` above zero moves each timestamp back by up to
 //! that much (`mix(seed + (3i+3)·GOLDEN) % (max_disorder in ms + 1)`); `rate_per_sec`
 //! throttles.
 
@@ -23,8 +24,10 @@ use ferroflow_core::{
     duration_millis, now_millis, Error, Result, Source, SplitPosition, SplitReader, SplitStatus,
     Timestamp,
 };
+use rand_distr::{Distribution, Zipf};
+use rand_xoshiro::rand_core::SeedableRng;
+use rand_xoshiro::SplitMix64;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -215,8 +218,8 @@ impl GeneratorConfig {
 #[derive(Debug, Clone)]
 struct EventFn {
     config: GeneratorConfig,
-    /// Cumulative Zipf weights over items, when skewed.
-    zipf_cdf: Option<Arc<[f64]>>,
+    /// The Zipf distribution of item ranks (1 = most frequent), when skewed.
+    zipf: Option<Zipf<f64>>,
     /// The divisors of the formula's remainders: users, items, categories and the
     /// disorder's range (each at least 1 once the configuration is valid).
     users: u64,
@@ -227,19 +230,10 @@ struct EventFn {
 
 impl EventFn {
     fn new(config: GeneratorConfig) -> Self {
-        let zipf_cdf = (config.item_skew > 0.0).then(|| {
-            let mut acc = 0.0;
-            let mut cdf: Vec<f64> = (0..config.items)
-                .map(|k| {
-                    acc += 1.0 / ((k + 1) as f64).powf(config.item_skew);
-                    acc
-                })
-                .collect();
-            for c in &mut cdf {
-                *c /= acc;
-            }
-            Arc::from(cdf)
-        });
+        // Valid once the configuration is: at least one item, an exponent above 0.
+        let zipf = (config.item_skew > 0.0)
+            .then(|| Zipf::new(config.items as f64, config.item_skew).ok())
+            .flatten();
         Self {
             users: config.users,
             items: config.items,
@@ -248,7 +242,7 @@ impl EventFn {
                 .unsigned_abs()
                 .wrapping_add(1),
             config,
-            zipf_cdf,
+            zipf,
         }
     }
 
@@ -257,11 +251,11 @@ impl EventFn {
         let c = &self.config;
         let u = mix(c.seed.wrapping_add((3 * i + 1).wrapping_mul(GOLDEN)));
         let v = mix(c.seed.wrapping_add((3 * i + 2).wrapping_mul(GOLDEN)));
-        let item_id = match &self.zipf_cdf {
+        let item_id = match &self.zipf {
             None => rem(v, self.items),
-            Some(cdf) => {
-                let x = (v >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-                cdf.partition_point(|&p| p <= x).min(cdf.len() - 1) as u64
+            Some(zipf) => {
+                let rank = zipf.sample(&mut SplitMix64::seed_from_u64(v)) as u64;
+                rank.clamp(1, self.items) - 1
             }
         };
         let mut ts = match c.timestamps {
@@ -518,6 +512,22 @@ mod tests {
         let events = all(c, 1);
         let hot = events.iter().filter(|e| e.item_id == 0).count();
         assert!(hot > events.len() / 10, "item 0 should dominate, got {hot}");
+        let mut counts = vec![0usize; 1000];
+        for e in &events {
+            counts[e.item_id as usize] += 1;
+        }
+        // Item k is drawn about (k + 1)^-1.2 as often as item 0.
+        for (k, expected) in [(1, 0.435), (3, 0.189), (9, 0.063)] {
+            let ratio = counts[k] as f64 / hot as f64;
+            assert!(
+                (ratio - expected).abs() < expected * 0.15,
+                "item {k}: {ratio}"
+            );
+        }
+        assert!(
+            counts[500..].iter().sum::<usize>() > 0,
+            "the tail is drawn too"
+        );
         let spread = GeneratorConfig::default().with_events(50_000);
         let base = all(spread, 1);
         let mut late = 0;
