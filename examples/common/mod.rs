@@ -5,12 +5,16 @@
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 
-/// The jobs allocate through mimalloc. A job allocates and frees many small objects on
-/// several threads at once (keys, rows, batches handed between workers); glibc's
-/// allocator spends much of such a job's time in its own bookkeeping. Measured on the
-/// benches of these jobs (machine F in `BENCHMARKS.md`): the dashboard's events per
-/// CPU-second rise by half, the Redis lookup join's by a third, for more resident
-/// memory. ferroflow, a library, picks no allocator: a job of yours chooses its own.
+/// The jobs allocate through mimalloc, without transparent huge pages (its `no_thp`
+/// feature: with them, each thread's first pages cost resident memory in 2 MiB steps).
+/// A job allocates and frees many small objects on several threads at once (keys, rows,
+/// batches handed between workers), and glibc's allocator spends much of such a job's
+/// time in its own bookkeeping. Measured on the benches of these jobs, alternating the
+/// two allocators (machine F in `BENCHMARKS.md`): the dashboard 0.47-0.48 M events per
+/// CPU-second against 0.31-0.32 M, the Redis lookup join 0.96-0.98 M against
+/// 0.67-0.72 M, the exact UV count 7.4-7.6 M against 6.5-6.8 M; resident memory 54 MB
+/// against 38 MB (dashboard) and 75 MB against 46 MB (exact UV). ferroflow, a library,
+/// picks no allocator: a job of yours chooses its own.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -131,14 +131,16 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> TableSource for
     async fn load_where(&self, keep: &(dyn Fn(&K) -> bool + Send + Sync)) -> Result<Vec<(K, V)>> {
         self.wait().await;
         let rows = self.inner.rows.read();
-        // Counted first, so the share is copied once into a vector of its size: growing
-        // it instead would hold the old and the new copy at once, time after time.
-        let kept = rows.keys().filter(|k| keep(k)).count();
-        let mut share = Vec::with_capacity(kept);
+        // Which rows are kept, decided once per row; then the share is copied once into
+        // a vector of its size (growing one instead would hold the old and the new copy
+        // at once, time after time).
+        let kept: Vec<bool> = rows.keys().map(keep).collect();
+        let mut share = Vec::with_capacity(kept.iter().filter(|&&k| k).count());
         share.extend(
             rows.iter()
-                .filter(|(k, _)| keep(k))
-                .map(|(k, v)| (k.clone(), v.clone())),
+                .zip(&kept)
+                .filter(|(_, &k)| k)
+                .map(|((k, v), _)| (k.clone(), v.clone())),
         );
         Ok(share)
     }

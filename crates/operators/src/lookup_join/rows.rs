@@ -67,29 +67,42 @@ impl<K: Hash + Eq, V> Rows<K, V> {
             len: 0,
             hasher: DefaultHashBuilder::default(),
         };
-        for position in 0..rows.entries.len() {
-            let hash = rows.hasher.hash_one(&rows.entries[position].0);
-            let (tag, mut at) = rows.start(hash);
-            loop {
-                let slot = rows.slots[at];
-                if slot.position == EMPTY {
-                    rows.len += 1;
-                    break;
-                }
-                if slot.tag == tag
-                    && rows.entries[slot.position as usize].0 == rows.entries[position].0
-                {
-                    break;
-                }
-                at = (at + 1) & rows.mask;
+        // In chunks, as lookups are: every key's first slot is asked for before any is
+        // written.
+        let mut hashes = [0u64; CHUNK];
+        for start in (0..rows.entries.len()).step_by(CHUNK) {
+            let positions = start..(start + CHUNK).min(rows.entries.len());
+            for (hash, position) in hashes.iter_mut().zip(positions.clone()) {
+                *hash = rows.hasher.hash_one(&rows.entries[position].0);
+                prefetch(rows.slots.as_ptr().wrapping_add(*hash as usize & rows.mask));
             }
-            // Positions fit in u32: checked above.
-            rows.slots[at] = Slot {
-                tag,
-                position: position as u32,
-            };
+            for (&hash, position) in hashes.iter().zip(positions) {
+                rows.insert(hash, position);
+            }
         }
         Some(rows)
+    }
+
+    /// Indexes the row at `position` under `hash` (a later duplicate key takes the slot).
+    fn insert(&mut self, hash: u64, position: usize) {
+        let (tag, mut at) = self.start(hash);
+        loop {
+            let slot = self.slots[at];
+            if slot.position == EMPTY {
+                self.len += 1;
+                break;
+            }
+            if slot.tag == tag && self.entries[slot.position as usize].0 == self.entries[position].0
+            {
+                break;
+            }
+            at = (at + 1) & self.mask;
+        }
+        // Positions fit in u32: checked by `new`.
+        self.slots[at] = Slot {
+            tag,
+            position: position as u32,
+        };
     }
 
     /// Distinct keys.
