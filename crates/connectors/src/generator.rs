@@ -16,9 +16,9 @@
 //!
 //! Options change the stream: `item_skew > 0` draws items from a Zipf distribution
 //! (item 0 most frequent; `rand_distr`'s sampler, drawing from a SplitMix64 seeded with
-//! `v`, so no table of the items is kept); a `max_disorder` above zero moves each timestamp back by up to
-//! that much (`mix(seed + (3i+3)·GOLDEN) % (max_disorder in ms + 1)`); `rate_per_sec`
-//! throttles.
+//! `v`, so no table of the items is kept); a `max_disorder` above zero moves each
+//! timestamp back by up to that much (`mix(seed + (3i+3)·GOLDEN) % (max_disorder in ms +
+//! 1)`); `rate_per_sec` throttles.
 
 use ferroflow_core::{
     duration_millis, now_millis, Error, Result, Source, SplitPosition, SplitReader, SplitStatus,
