@@ -30,6 +30,8 @@ pub enum RedisRow {
 pub struct RedisLookup<K, V> {
     conn: RedisConnection,
     template: String,
+    /// The template before and after its first `{}`.
+    around: (String, String),
     row: RedisRow,
     _types: PhantomData<fn(K) -> V>,
 }
@@ -42,13 +44,14 @@ impl<K, V> RedisLookup<K, V> {
     /// When `url` is not a Redis URL or `template` has no `{}`.
     pub fn new(url: &str, template: impl Into<String>, row: RedisRow) -> Result<Self> {
         let template = template.into();
-        if !template.contains("{}") {
+        let Some((before, after)) = template.split_once("{}") else {
             return Err(Error::Config(format!(
                 "redis lookup: the key template `{template}` has no `{{}}` for the key"
             )));
-        }
+        };
         Ok(Self {
             conn: RedisConnection::new(url)?,
+            around: (before.to_string(), after.to_string()),
             template,
             row,
             _types: PhantomData,
@@ -56,7 +59,7 @@ impl<K, V> RedisLookup<K, V> {
     }
 
     fn key_of(&self, key: &impl Display) -> String {
-        self.template.replacen("{}", &key.to_string(), 1)
+        format!("{}{key}{}", self.around.0, self.around.1)
     }
 }
 
@@ -133,5 +136,25 @@ fn decode_error(key: &str, e: impl std::error::Error + Send + Sync + 'static) ->
         context: format!("the row under `{key}` does not decode"),
         source: e.into(),
         retryable: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The key stands where the template's first `{}` is; a template without one is
+    /// refused (no connection is made by either).
+    #[test]
+    fn keys_are_made_from_the_template() {
+        let url = "redis://127.0.0.1:1";
+        let lookup = RedisLookup::<u64, String>::new(url, "dim:{}:v{}", RedisRow::Json).unwrap();
+        assert_eq!(lookup.key_of(&7), "dim:7:v{}");
+        let plain = RedisLookup::<u64, String>::new(url, "{}", RedisRow::Hash).unwrap();
+        assert_eq!(plain.key_of(&"acme"), "acme");
+        let e = RedisLookup::<u64, String>::new(url, "dim:item", RedisRow::Json)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("has no `{}`"), "{e}");
     }
 }
