@@ -73,8 +73,7 @@ impl<K: Hash + Eq, V> Rows<K, V> {
         for start in (0..rows.entries.len()).step_by(CHUNK) {
             let positions = start..(start + CHUNK).min(rows.entries.len());
             for (hash, position) in hashes.iter_mut().zip(positions.clone()) {
-                *hash = rows.hasher.hash_one(&rows.entries[position].0);
-                prefetch(rows.slots.as_ptr().wrapping_add(*hash as usize & rows.mask));
+                *hash = rows.hash_and_fetch(&rows.entries[position].0);
             }
             for (&hash, position) in hashes.iter().zip(positions) {
                 rows.insert(hash, position);
@@ -114,6 +113,14 @@ impl<K: Hash + Eq, V> Rows<K, V> {
     #[inline]
     fn start(&self, hash: u64) -> (u32, usize) {
         ((hash >> 32) as u32, hash as usize & self.mask)
+    }
+
+    /// The hash of `key`, its first slot asked for without waiting for it.
+    #[inline]
+    fn hash_and_fetch(&self, key: &K) -> u64 {
+        let hash = self.hasher.hash_one(key);
+        prefetch(self.slots.as_ptr().wrapping_add(hash as usize & self.mask));
+        hash
     }
 
     /// The row of `key`, searched from the slot of `hash`.
@@ -159,8 +166,7 @@ impl<K: Hash + Eq, V> Rows<K, V> {
             }
             // Pass 1: fetch each key's first slot.
             for (hash, item) in hashes.iter_mut().zip(chunk) {
-                *hash = self.hasher.hash_one(key(item));
-                prefetch(self.slots.as_ptr().wrapping_add(*hash as usize & self.mask));
+                *hash = self.hash_and_fetch(key(item));
             }
             // Pass 2: the slots are at hand; fetch the row of each key's first slot whose
             // tag matches.
