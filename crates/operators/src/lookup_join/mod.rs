@@ -18,9 +18,9 @@
 //! - **Batched and coalesced**: the keys of a batch that miss the cache go out as one
 //!   request ([`LookupSource::lookup`] gets them all), and a key already being looked up
 //!   by an earlier request of the same worker waits for that one (single flight).
-//! - **Cached** with [`moka`]: bounded by rows or by bytes, expire after write and after
-//!   access, misses cached too (for their own, shorter time), so a hot missing key does
-//!   not reach the store on every record.
+//! - **Cached** with [`quick_cache`]: bounded by rows or by bytes, expire after write and
+//!   after access, misses cached too (for their own, shorter time), so a hot missing key
+//!   does not reach the store on every record.
 //! - **Delayed retry of misses**: a record whose key is not found (the dimension row comes
 //!   later than the event) is held and looked up again after a delay, fixed or growing,
 //!   up to a number of attempts; held records are in checkpoints. A retry skips the

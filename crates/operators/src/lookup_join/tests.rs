@@ -333,7 +333,6 @@ fn a_cache_bounded_in_bytes_stays_under_its_bound() {
     assert_eq!(rows, brute(&input, 5_000));
     let caches = opened_caches::<u64, String>(&counters);
     assert_eq!(caches.len(), 1);
-    caches[0].1.settle();
     let (entries, bytes) = caches[0].1.size();
     assert!(bytes <= bound, "{bytes} bytes in {entries} entries");
     assert!(entries > 50, "{entries}");
