@@ -54,14 +54,20 @@ impl<K: Hash + Eq, V> Rows<K, V> {
             return None;
         }
         let size = (entries.len() * 2).max(16).next_power_of_two();
+        // Huge pages asked for before the slots are first written, so that they are
+        // faulted in as huge pages; the rows, written by the load, are moved into them.
+        let mut slots = Vec::with_capacity(size);
+        advise_huge_pages(slots.spare_capacity_mut(), false);
+        slots.resize(
+            size,
+            Slot {
+                tag: 0,
+                position: EMPTY,
+            },
+        );
+        advise_huge_pages(&entries, true);
         let mut rows = Self {
-            slots: vec![
-                Slot {
-                    tag: 0,
-                    position: EMPTY
-                };
-                size
-            ],
+            slots,
             entries,
             mask: size - 1,
             len: 0,
@@ -203,6 +209,51 @@ impl<K: Hash + Eq, V> Rows<K, V> {
             }
         }
     }
+}
+
+/// Asks the kernel to back the whole 2 MiB pages within `memory` by huge pages, and with
+/// `now`, to move what is already there into huge pages at once (Linux 6.1 and later;
+/// on older kernels the pages are merged later, in the background, if at all).
+///
+/// A lookup reads two places of a large table at random, and with 4 KiB pages each
+/// read also misses the processor's table of page addresses, which then walks the page
+/// tables in memory. With 2 MiB pages the table's pages fit that table. Measured in
+/// `lookup_full` (1M rows, p1, four pairs alternating with the same build without it):
+/// 13.7–14.6M events per CPU-second against 12.0–13.2M. The memory used is the same:
+/// only whole pages inside the table's own memory are advised, and they are all used.
+/// The advice is a hint: where it is refused, the table is the same, on small pages.
+#[allow(unsafe_code)]
+fn advise_huge_pages<T>(memory: &[T], now: bool) {
+    #[cfg(target_os = "linux")]
+    {
+        /// `MADV_COLLAPSE` (Linux 6.1), not in every libc's headers.
+        const MADV_COLLAPSE: libc::c_int = 25;
+        const HUGE: usize = 2 << 20;
+        let start = memory.as_ptr() as usize;
+        let (from, to) = (
+            start.next_multiple_of(HUGE),
+            (start + size_of_val(memory)) / HUGE * HUGE,
+        );
+        if to <= from {
+            return;
+        }
+        let (at, len) = (from as *mut libc::c_void, to - from);
+        // SAFETY: advice on whole pages inside memory this slice borrows; neither
+        // advice changes what the memory holds.
+        let refused = unsafe {
+            libc::madvise(at, len, libc::MADV_HUGEPAGE) != 0
+                || (now && libc::madvise(at, len, MADV_COLLAPSE) != 0)
+        };
+        if refused {
+            tracing::debug!(
+                bytes = len,
+                error = %std::io::Error::last_os_error(),
+                "Huge pages for a lookup table refused; it stays on small pages."
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (memory, now);
 }
 
 /// Asks the processor to fetch the cache line at `at` without waiting for it.
