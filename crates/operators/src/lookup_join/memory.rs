@@ -133,9 +133,10 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> TableSource for
         let rows = self.inner.rows.read();
         // Which rows are kept, decided once per row; then the share is copied once into
         // a vector of its size (growing one instead would hold the old and the new copy
-        // at once, time after time).
+        // at once, time after time), on huge pages as the table will be.
         let kept: Vec<bool> = rows.keys().map(keep).collect();
-        let mut share = Vec::with_capacity(kept.iter().filter(|&&k| k).count());
+        let mut share =
+            super::rows::with_capacity_on_huge_pages(kept.iter().filter(|&&k| k).count());
         share.extend(
             rows.iter()
                 .zip(&kept)

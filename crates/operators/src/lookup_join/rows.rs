@@ -211,6 +211,15 @@ impl<K: Hash + Eq, V> Rows<K, V> {
     }
 }
 
+/// An empty vector with room for `capacity` items, on huge pages where the kernel gives
+/// them (see [`advise_huge_pages`]): for the rows of a table, written once and then read
+/// at random, so that [`Rows::new`] does not have to move them into huge pages.
+pub(super) fn with_capacity_on_huge_pages<T>(capacity: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(capacity);
+    advise_huge_pages(v.spare_capacity_mut(), false);
+    v
+}
+
 /// Asks the kernel to back the whole 2 MiB pages within `memory` by huge pages, and with
 /// `now`, to move what is already there into huge pages at once (Linux 6.1 and later;
 /// on older kernels the pages are merged later, in the background, if at all).
