@@ -165,7 +165,8 @@ pub struct LookupJoinConfig {
     /// A row is looked up again this long after it was loaded. Default: 10 min.
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Option<Duration>,
-    /// A row not read for this long leaves the cache. Default: none.
+    /// A row not read for this long leaves the cache (reads are noted to within an
+    /// eighth of this time, so it may leave up to that much sooner). Default: none.
     #[serde(with = "humantime_serde")]
     pub cache_idle: Option<Duration>,
     /// How long a key found missing is remembered as missing (0: not at all). Retries
