@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 /// Bytes counted for an entry besides its serialized key and row (the cache's own slot).
 const ENTRY_OVERHEAD: u64 = 64;
 
+/// Shards of one worker's cache (read by the worker, written by lookups that answer on
+/// the I/O runtime): few writers, so few shards.
+const SHARDS: u64 = 4;
+
 /// A row, or the fact that there is none.
 pub(super) type Cached<V> = Option<V>;
 
@@ -88,8 +92,13 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupCache<K, 
             Some(bytes) => (bytes, bytes / (2 * ENTRY_OVERHEAD)),
             None => (config.cache_rows, config.cache_rows),
         };
+        // Each shard holds its share of the capacity, rounded up: a capacity that the
+        // shards divide evenly keeps the whole cache within its bound.
+        let shards = if capacity >= SHARDS { SHARDS } else { 1 };
+        let capacity = capacity / shards * shards;
         let mut options = OptionsBuilder::new();
         options
+            .shards(usize::try_from(shards).unwrap_or(1))
             .weight_capacity(capacity.max(1))
             .estimated_items_capacity(usize::try_from(estimated.clamp(1, 1 << 20)).unwrap_or(1));
         let cache = match options.build() {
@@ -242,6 +251,25 @@ mod tests {
             None,
             "key 1 idle for 800 ms"
         );
+    }
+
+    #[test]
+    fn a_cache_bounded_in_bytes_never_holds_more() {
+        for bound in [10_003, 4_096, 999, 3] {
+            let config = LookupJoinConfig {
+                cache_bytes: Some(bound),
+                ..config(100_000, 100_000, None)
+            };
+            let cache = LookupCache::<u64, String>::new(&config, "t");
+            for k in 0..2_000 {
+                cache.put(k, Some(format!("row {k}")), true);
+                let (_, bytes) = cache.size();
+                assert!(
+                    bytes <= bound,
+                    "{bytes} bytes held under a bound of {bound}"
+                );
+            }
+        }
     }
 
     #[test]
