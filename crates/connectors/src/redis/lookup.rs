@@ -30,8 +30,8 @@ pub enum RedisRow {
 pub struct RedisLookup<K, V> {
     conn: RedisConnection,
     template: String,
-    /// The template before and after its first `{}`.
-    around: (String, String),
+    /// Where the template's first `{}` is.
+    at: usize,
     row: RedisRow,
     _types: PhantomData<fn(K) -> V>,
 }
@@ -44,22 +44,23 @@ impl<K, V> RedisLookup<K, V> {
     /// When `url` is not a Redis URL or `template` has no `{}`.
     pub fn new(url: &str, template: impl Into<String>, row: RedisRow) -> Result<Self> {
         let template = template.into();
-        let Some((before, after)) = template.split_once("{}") else {
+        let Some(at) = template.find("{}") else {
             return Err(Error::Config(format!(
                 "redis lookup: the key template `{template}` has no `{{}}` for the key"
             )));
         };
         Ok(Self {
             conn: RedisConnection::new(url)?,
-            around: (before.to_string(), after.to_string()),
             template,
+            at,
             row,
             _types: PhantomData,
         })
     }
 
     fn key_of(&self, key: &impl Display) -> String {
-        format!("{}{key}{}", self.around.0, self.around.1)
+        let (before, after) = (&self.template[..self.at], &self.template[self.at + 2..]);
+        format!("{before}{key}{after}")
     }
 }
 

@@ -7,6 +7,7 @@
 //! is next read, or evicted like any other when room is needed.
 
 use super::{LookupJoinConfig, LookupKey};
+use ferroflow_core::{Error, Result};
 use hashbrown::DefaultHashBuilder;
 use quick_cache::sync::{Cache, EntryAction};
 use quick_cache::{Lifecycle, OptionsBuilder, Weighter};
@@ -33,7 +34,7 @@ struct Entry<V> {
     row: Cached<V>,
     /// When it was written.
     written: Millis,
-    /// When it was last read or written (kept only with `cache_idle`).
+    /// When it was last read or written (read back only with `cache_idle`).
     read: Millis,
     /// Its weight: 1, or its serialized size plus [`ENTRY_OVERHEAD`] when bounded by bytes.
     weight: u64,
@@ -86,7 +87,7 @@ fn passed(since: Millis, after: Duration, now: Millis) -> bool {
 }
 
 impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupCache<K, V> {
-    pub(super) fn new(config: &LookupJoinConfig, operator: &str) -> Arc<Self> {
+    pub(super) fn new(config: &LookupJoinConfig, operator: &str) -> Result<Arc<Self>> {
         let evictions = metrics::counter!("ferroflow_lookup_cache_evictions_total", "operator" => operator.to_string());
         let (capacity, estimated) = match config.cache_bytes {
             Some(bytes) => (bytes, bytes / (2 * ENTRY_OVERHEAD)),
@@ -101,26 +102,19 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupCache<K, 
             .shards(usize::try_from(shards).unwrap_or(1))
             .weight_capacity(capacity.max(1))
             .estimated_items_capacity(usize::try_from(estimated.clamp(1, 1 << 20)).unwrap_or(1));
-        let cache = match options.build() {
-            Ok(options) => Cache::with_options(
-                options,
-                ByWeight,
-                // Hashed as the job's other maps are (hashbrown's randomly seeded
-                // foldhash), not with the standard library's slower SipHash.
-                DefaultHashBuilder::default(),
-                Evictions(evictions),
-            ),
-            // Not reached: both capacities are set.
-            Err(_) => Cache::with(
-                1,
-                capacity.max(1),
-                ByWeight,
-                DefaultHashBuilder::default(),
-                Evictions(evictions),
-            ),
-        };
+        let options = options
+            .build()
+            .map_err(|e| Error::Internal(format!("lookup cache options: {e}")))?;
+        let cache = Cache::with_options(
+            options,
+            ByWeight,
+            // Hashed as the job's other maps are (hashbrown's randomly seeded foldhash),
+            // not with the standard library's slower SipHash.
+            DefaultHashBuilder::default(),
+            Evictions(evictions),
+        );
         let idle = config.cache_idle;
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             cache,
             by_bytes: config.cache_bytes.is_some(),
             ttl: config.cache_ttl,
@@ -130,7 +124,7 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupCache<K, 
                 u64::try_from(d.as_millis() / 8).unwrap_or(Millis::MAX)
             }),
             epoch: Instant::now(),
-        })
+        }))
     }
 
     /// Now, as the cache counts time (one reading serves a whole batch).
@@ -217,7 +211,7 @@ mod tests {
 
     #[test]
     fn rows_and_misses_expire_after_their_own_lifetimes() {
-        let cache = LookupCache::<u64, String>::new(&config(1_000, 100, None), "t");
+        let cache = LookupCache::<u64, String>::new(&config(1_000, 100, None), "t").unwrap();
         cache.put(1, Some("a".into()), true);
         cache.put(2, None, true);
         cache.put(3, None, false);
@@ -233,7 +227,8 @@ mod tests {
 
     #[test]
     fn an_entry_read_often_enough_stays_and_an_idle_one_leaves() {
-        let cache = LookupCache::<u64, String>::new(&config(100_000, 100_000, Some(800)), "t");
+        let cache =
+            LookupCache::<u64, String>::new(&config(100_000, 100_000, Some(800)), "t").unwrap();
         cache.put(1, Some("a".into()), true);
         cache.put(2, Some("b".into()), true);
         let t = cache.now();
@@ -260,7 +255,7 @@ mod tests {
                 cache_bytes: Some(bound),
                 ..config(100_000, 100_000, None)
             };
-            let cache = LookupCache::<u64, String>::new(&config, "t");
+            let cache = LookupCache::<u64, String>::new(&config, "t").unwrap();
             for k in 0..2_000 {
                 cache.put(k, Some(format!("row {k}")), true);
                 let (_, bytes) = cache.size();
@@ -274,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_cache_bounded_by_rows_evicts_and_counts_its_entries() {
-        let cache = LookupCache::<u64, u64>::new(&config(100_000, 100_000, None), "t");
+        let cache = LookupCache::<u64, u64>::new(&config(100_000, 100_000, None), "t").unwrap();
         for k in 0..1_000 {
             cache.put(k, Some(k), true);
         }

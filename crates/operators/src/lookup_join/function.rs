@@ -374,7 +374,7 @@ where
                 (None, Some(full))
             }
             (Backend::Store(_), CacheMode::Partial) => {
-                (Some(LookupCache::new(&self.config, ctx.operator())), None)
+                (Some(LookupCache::new(&self.config, ctx.operator())?), None)
             }
             (Backend::Store(_), _) => (None, None),
         };
@@ -469,6 +469,13 @@ where
         // One request for the keys nobody is looking up yet; the others wait for theirs.
         let mut waits: Vec<Request<K, V>> = Vec::new();
         if !need.is_empty() {
+            // The cache, at a first attempt only (a retry bypasses it), and one reading
+            // of its clock for all the keys.
+            let cache = w
+                .cache
+                .as_ref()
+                .filter(|_| attempt == 1)
+                .map(|c| (c, c.now()));
             let mut inflight = w.inflight.lock();
             let mut fresh = Vec::new();
             for key in need {
@@ -478,14 +485,10 @@ where
                     }
                     continue;
                 }
-                // The cache, at a first attempt (a retry bypasses it), looked at while
-                // no request for the key can leave the map of requests: one that
-                // answered since the batch was prepared has put its answer there first.
-                let cached = w
-                    .cache
-                    .as_ref()
-                    .filter(|_| attempt == 1)
-                    .and_then(|c| c.get(&key, c.now()));
+                // The cache, looked at while no request for the key can leave the map
+                // of requests: one that answered since the batch was prepared has put
+                // its answer there first.
+                let cached = cache.and_then(|(c, now)| c.get(&key, now));
                 match cached {
                     Some(answer) => {
                         known.insert(key, answer);

@@ -57,8 +57,7 @@ impl<K: Hash + Eq, V> Rows<K, V> {
         // Huge pages asked for before the slots are first written, so that they are
         // faulted in as huge pages; the rows, already written by the load, are moved
         // into huge pages by the kernel (unless the source wrote them on huge pages).
-        let mut slots = Vec::with_capacity(size);
-        advise_huge_pages(slots.spare_capacity_mut(), false);
+        let mut slots = with_capacity_on_huge_pages(size);
         slots.resize(
             size,
             Slot {
