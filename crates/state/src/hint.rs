@@ -15,7 +15,7 @@ pub(crate) fn prefetch_ptr(p: *const u8) {
     // SAFETY: `prefetcht0` performs no architectural memory access: it cannot fault,
     // whatever the address, and has no effect a program can observe beyond timing.
     // SSE, which provides it, is part of every x86_64 target. This is the one `unsafe`
-    // block of the library crates.
+    // block of this crate.
     #[allow(unsafe_code)]
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());

@@ -70,9 +70,10 @@ pub(super) struct LookupCache<K, V> {
     cache: Cache<K, Entry<V>, ByWeight, DefaultHashBuilder, Evictions>,
     /// Entries are weighed by their serialized size (else each weighs 1).
     by_bytes: bool,
-    ttl: Option<Duration>,
-    miss_ttl: Duration,
-    idle: Option<Duration>,
+    /// `cache_ttl`, `miss_ttl` and `cache_idle` in the cache's milliseconds.
+    ttl: Option<Millis>,
+    miss_ttl: Millis,
+    idle: Option<Millis>,
     /// An idle-bounded entry's read time is written back when it is this old, so that
     /// reads of a hot key do not each take the shard's write lock: the entry then
     /// leaves between seven eighths of `cache_idle` and `cache_idle` after its last read.
@@ -80,10 +81,15 @@ pub(super) struct LookupCache<K, V> {
     epoch: Instant,
 }
 
-/// Whether `since + after` has come by `now`.
+/// `d` in milliseconds (the longest as never).
+fn millis(d: Duration) -> Millis {
+    u64::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
+/// Whether `after` milliseconds have passed from `since` to `now`.
 #[inline]
-fn passed(since: Millis, after: Duration, now: Millis) -> bool {
-    now.saturating_sub(since) >= u64::try_from(after.as_millis()).unwrap_or(u64::MAX)
+fn passed(since: Millis, after: Millis, now: Millis) -> bool {
+    now.saturating_sub(since) >= after
 }
 
 impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupCache<K, V> {
@@ -113,16 +119,14 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupCache<K, 
             DefaultHashBuilder::default(),
             Evictions(evictions),
         );
-        let idle = config.cache_idle;
+        let idle = config.cache_idle.map(millis);
         Ok(Arc::new(Self {
             cache,
             by_bytes: config.cache_bytes.is_some(),
-            ttl: config.cache_ttl,
-            miss_ttl: config.miss_ttl,
+            ttl: config.cache_ttl.map(millis),
+            miss_ttl: millis(config.miss_ttl),
             idle,
-            refresh_after: idle.map_or(Millis::MAX, |d| {
-                u64::try_from(d.as_millis() / 8).unwrap_or(Millis::MAX)
-            }),
+            refresh_after: idle.map_or(Millis::MAX, |ms| ms / 8),
             epoch: Instant::now(),
         }))
     }
@@ -130,7 +134,7 @@ impl<K: LookupKey, V: Clone + Serialize + Send + Sync + 'static> LookupCache<K, 
     /// Now, as the cache counts time (one reading serves a whole batch).
     #[inline]
     pub(super) fn now(&self) -> Millis {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(Millis::MAX)
+        millis(self.epoch.elapsed())
     }
 
     /// The cached answer for `key` at `now`: `Some(Some(row))`, `Some(None)` (known
