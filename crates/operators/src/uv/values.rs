@@ -18,6 +18,8 @@ use std::borrow::Cow;
 const END: u8 = 0x1f;
 /// Escapes an `END` or an `ESC` inside a value.
 const ESC: u8 = 0x1b;
+/// `END` as a string, appended without encoding a `char`.
+const END_STR: &str = "\u{1f}";
 
 /// The values of one dimension set, in the set's order (see the module documentation).
 /// Equal, ordered and hashed as the packed string; two `DimValues` are equal exactly
@@ -81,17 +83,19 @@ impl Packer {
     /// Appends `value`, escaped and ended.
     #[inline]
     pub(super) fn push(&mut self, value: &str) {
-        if value.bytes().any(|b| b == END || b == ESC) {
+        // Both marks are control characters below U+0020: a value without any of those
+        // (nearly every value) is copied as it is, tested with one compare a byte.
+        if value.bytes().all(|b| b > END) {
+            self.0.push_str(value);
+        } else {
             for c in value.chars() {
                 if c == char::from(END) || c == char::from(ESC) {
                     self.0.push(char::from(ESC));
                 }
                 self.0.push(c);
             }
-        } else {
-            self.0.push_str(value);
         }
-        self.0.push(char::from(END));
+        self.0.push_str(END_STR);
     }
 
     /// The packed values.
