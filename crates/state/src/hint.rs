@@ -53,11 +53,27 @@ where
     K: std::hash::Hash,
     S: std::hash::BuildHasher,
 {
-    let hash = map.hasher().hash_one(key);
-    if let Some((k, v)) = map.raw_entry().from_hash(hash, |_| true) {
+    if let Some((k, v)) = likely_entry(map, key) {
         let (k, v) = ((k as *const K).cast::<u8>(), (v as *const V).cast::<u8>());
         prefetch_span(k.min(v), size_of::<(K, V)>());
     }
+}
+
+/// The first entry of `map` whose 7-bit hash tag matches `key`'s: `key`'s own entry when
+/// the map holds it (and no other key with that tag comes first in its probe sequence),
+/// perhaps another's when it does not. Compares no keys, so it reads only the control
+/// bytes until the entry is used. For cache hints only, never for a result.
+#[inline]
+pub(crate) fn likely_entry<'a, K, V, S>(
+    map: &'a hashbrown::HashMap<K, V, S>,
+    key: &K,
+) -> Option<(&'a K, &'a V)>
+where
+    K: std::hash::Hash,
+    S: std::hash::BuildHasher,
+{
+    let hash = map.hasher().hash_one(key);
+    map.raw_entry().from_hash(hash, |_| true)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! bucket), emits a changelog and closes buckets.
 
 use super::distinct::{ExactSet, Sketch, UserId};
-use super::grain::time_text;
+use super::grain::{time_text, BucketEnd};
 use super::{Mode, UvConfig};
 use ferroflow_core::{
     duration_millis, now_millis, BatchContext, Collector, Error, KeyedBatchFunction, KeyedContext,
@@ -125,7 +125,7 @@ impl Bucket {
     fn add(
         &mut self,
         step_end: Option<Timestamp>,
-        users: &Users,
+        users: Users,
         pv: u64,
         empty: &Distinct,
     ) -> Result<()> {
@@ -170,17 +170,18 @@ impl Distinct {
         })
     }
 
-    fn add(&mut self, users: &Users) -> Result<()> {
+    /// Adds `users`, taking them: each kind is dropped where it is matched.
+    fn add(&mut self, users: Users) -> Result<()> {
         match (self, users) {
             (Self::Exact(s), Users::One(u)) => {
-                s.insert(u);
+                s.insert(&u);
             }
             (Self::Exact(s), Users::Many(us)) => us.iter().for_each(|u| {
                 s.insert(u);
             }),
-            (Self::Hll(s), Users::One(u)) => s.insert(u),
+            (Self::Hll(s), Users::One(u)) => s.insert(&u),
             (Self::Hll(s), Users::Many(us)) => us.iter().for_each(|u| s.insert(u)),
-            (Self::Hll(s), Users::Sketch(other)) => s.merge(other)?,
+            (Self::Hll(s), Users::Sketch(other)) => s.merge(&other)?,
             (Self::Exact(_), Users::Sketch(_)) => return Err(Error::Internal(
                 "a sketch reached an exact count: the modes of pre-aggregation and counting differ"
                     .into(),
@@ -253,6 +254,8 @@ pub struct UvCount {
     /// The fields of each dimension set and the name of each grain, as rows carry them.
     fields: Arc<[Vec<SmolStr>]>,
     grain_names: Arc<[SmolStr]>,
+    /// Per grain, how its buckets' ends follow from their starts in the configured zone.
+    ends: Arc<[BucketEnd]>,
     /// `config.lateness` and `config.update_interval` in milliseconds.
     lateness_ms: i64,
     update_interval_ms: i64,
@@ -277,7 +280,13 @@ impl UvCount {
             .iter()
             .map(|g| SmolStr::new(g.name()))
             .collect();
+        let ends = config
+            .grains
+            .iter()
+            .map(|g| g.end_rule(&config.timezone))
+            .collect();
         Ok(Self {
+            ends,
             lateness_ms: duration_millis(config.lateness),
             update_interval_ms: duration_millis(config.update_interval),
             config,
@@ -308,11 +317,12 @@ impl UvCount {
 
     /// When the bucket of `key` closes: the watermark time at which its final row goes
     /// out and later events are late.
+    #[inline]
     fn close_at(&self, key: &UvKey) -> Timestamp {
         // Fixed offsets (UTC too): start + length. Day grains in a zone with daylight
         // saving time: the next local day start, from the zone database.
-        let end = self.config.grains[usize::from(key.grain)]
-            .bucket_end(key.bucket, &self.config.timezone);
+        let g = usize::from(key.grain);
+        let end = self.ends[g].end(key.bucket, &self.config.grains[g], &self.config.timezone);
         end.saturating_sub(1).saturating_add(self.lateness_ms)
     }
 
@@ -387,7 +397,7 @@ impl UvCount {
         let b = view.get_or_insert_with(key, || self.empty.clone())?;
         // Every input carries at least one page view: only a new bucket has none.
         let fresh = b.pv == 0 && b.steps.is_empty();
-        b.add(step_end, &users, pv, &self.empty.users)?;
+        b.add(step_end, users, pv, &self.empty.users)?;
         let schedule = interval > 0 && !b.scheduled;
         b.scheduled |= schedule;
         if fresh {
@@ -401,7 +411,6 @@ impl UvCount {
         if let Some(end) = step_end {
             timers.register_event_time_timer(key, end - 1);
         }
-        drop(users);
         Ok(())
     }
 
@@ -543,7 +552,7 @@ impl KeyedBatchFunction for UvCount {
                 }
             }
             if let Some((k, i)) = ahead.get(PREFETCH_DATA_AHEAD - 1) {
-                if let Some(b) = views.get(usize::from(k.grain)).and_then(|v| v.peek(k)) {
+                if let Some(b) = views.get(usize::from(k.grain)).and_then(|v| v.likely(k)) {
                     b.users.prefetch(&i.users);
                 }
             }

@@ -189,6 +189,16 @@ impl Grain {
         }
     }
 
+    /// How the end of this grain's buckets in `zone` follows from their start, worked out
+    /// once: [`BucketEnd::end`] then gives what [`Grain::bucket_end`] gives.
+    pub(super) fn end_rule(&self, zone: &Zone) -> BucketEnd {
+        match (self.range_ms(), self.size_ms()) {
+            (Some((_, end)), _) => BucketEnd::At(end),
+            (None, Some(size)) if local_days(size, zone) => BucketEnd::FromZone,
+            (None, size) => BucketEnd::After(size.unwrap_or(0)),
+        }
+    }
+
     /// Whether this grain's buckets are local calendar days of `zone` (whole days in a
     /// zone whose offset changes), so that they are not all of one length.
     pub(super) fn follows_local_days(&self, zone: &Zone) -> bool {
@@ -226,6 +236,30 @@ impl Grain {
 /// Whether buckets of `size_ms` in `zone` are local calendar days: sizes of whole days in
 /// a zone whose offset changes. (In a fixed-offset zone, UTC included, a day is always
 /// 24 hours and plain arithmetic gives the same buckets.)
+/// How a grain's bucket ends, given its start ([`Grain::end_rule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BucketEnd {
+    /// Every bucket ends at this instant (a range grain).
+    At(Timestamp),
+    /// Every bucket is this many milliseconds long (fixed lengths).
+    After(i64),
+    /// Buckets are local days whose lengths the zone database gives.
+    FromZone,
+}
+
+impl BucketEnd {
+    /// The end of `grain`'s bucket starting at `start` in `zone`: the grain and zone
+    /// this rule was made for.
+    #[inline]
+    pub(super) fn end(self, start: Timestamp, grain: &Grain, zone: &Zone) -> Timestamp {
+        match self {
+            Self::At(end) => end,
+            Self::After(size) => start.saturating_add(size),
+            Self::FromZone => grain.bucket_end(start, zone),
+        }
+    }
+}
+
 fn local_days(size_ms: i64, zone: &Zone) -> bool {
     zone.fixed_offset_ms().is_none() && size_ms % DAY == 0
 }
@@ -472,6 +506,41 @@ mod tests {
         let cum = Grain::day_cumulative(Duration::from_secs(3_600));
         assert_eq!(cum.bucket_end(s, &berlin), e);
         assert_eq!(cum.step_end(e - 1, s), Some(e));
+    }
+
+    /// The rule worked out once per grain and zone gives the end `bucket_end` gives, for
+    /// every kind of grain, in fixed and changing zones, across Berlin's change days and
+    /// where the arithmetic saturates.
+    #[test]
+    fn end_rules_give_the_bucket_ends() {
+        let grains = [
+            Grain::hour(),
+            Grain::day(),
+            Grain::day_cumulative(Duration::from_secs(600)),
+            Grain::parse("15m").unwrap(),
+            Grain::range("promo", at(2025, 3, 29, 0), at(2025, 3, 31, 0)).unwrap(),
+        ];
+        let mut times: Vec<i64> = (0..200)
+            .map(|i| at(2025, 3, 29, 0) + i * 17 * 60_000)
+            .collect();
+        times.extend((0..200).map(|i| at(2025, 10, 25, 0) + i * 17 * 60_000));
+        times.extend([i64::MAX - HOUR / 2, i64::MIN / 2, 0]);
+        for zone in ["UTC", "+08:00", "-05:30", "Europe/Berlin", "Asia/Shanghai"] {
+            let zone = Zone::parse(zone).unwrap();
+            for g in &grains {
+                let rule = g.end_rule(&zone);
+                for &ts in &times {
+                    let Some((start, _)) = g.bucket(ts, &zone) else {
+                        continue;
+                    };
+                    assert_eq!(
+                        rule.end(start, g, &zone),
+                        g.bucket_end(start, &zone),
+                        "{g:?} {ts}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -144,6 +144,18 @@ impl<K: StateKey, V: StateValue> ValueTable<K, V> {
         }
     }
 
+    /// The value of the entry in memory that is probably `key`'s, found by its hash tag
+    /// without comparing keys ([`crate::hint::likely_entry`]): for prefetching what a
+    /// value points to, never for results.
+    pub(crate) fn likely(&self, key: &K) -> Option<&V> {
+        match self {
+            Self::Memory(map) => crate::hint::likely_entry(map, key).map(|(_, v)| v),
+            Self::Backed { cache, .. } => {
+                crate::hint::likely_entry(cache, key).and_then(|(_, s)| s.value.as_ref())
+            }
+        }
+    }
+
     /// Keys in memory mode; 0 in backed mode (the store counts those).
     pub(crate) fn memory_keys(&self) -> u64 {
         match self {
