@@ -233,9 +233,6 @@ impl Grain {
     }
 }
 
-/// Whether buckets of `size_ms` in `zone` are local calendar days: sizes of whole days in
-/// a zone whose offset changes. (In a fixed-offset zone, UTC included, a day is always
-/// 24 hours and plain arithmetic gives the same buckets.)
 /// How a grain's bucket ends, given its start ([`Grain::end_rule`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BucketEnd {
@@ -260,6 +257,9 @@ impl BucketEnd {
     }
 }
 
+/// Whether buckets of `size_ms` in `zone` are local calendar days: sizes of whole days in
+/// a zone whose offset changes. (In a fixed-offset zone, UTC included, a day is always
+/// 24 hours and plain arithmetic gives the same buckets.)
 fn local_days(size_ms: i64, zone: &Zone) -> bool {
     zone.fixed_offset_ms().is_none() && size_ms % DAY == 0
 }
