@@ -322,7 +322,7 @@ impl UvCount {
         // Fixed offsets (UTC too): start + length. Day grains in a zone with daylight
         // saving time: the next local day start, from the zone database.
         let g = usize::from(key.grain);
-        let end = self.ends[g].end(key.bucket, &self.config.grains[g], &self.config.timezone);
+        let end = self.ends[g].end(key.bucket, &self.config.timezone);
         end.saturating_sub(1).saturating_add(self.lateness_ms)
     }
 

@@ -182,19 +182,15 @@ impl Grain {
 
     /// The end of the bucket that starts at `start` in `zone`.
     pub fn bucket_end(&self, start: Timestamp, zone: &Zone) -> Timestamp {
-        match (self.range_ms(), self.size_ms()) {
-            (Some((_, end)), _) => end,
-            (None, Some(size)) if local_days(size, zone) => tumbling_bucket(start, size, zone).1,
-            (None, size) => start.saturating_add(size.unwrap_or(0)),
-        }
+        self.end_rule(zone).end(start, zone)
     }
 
-    /// How the end of this grain's buckets in `zone` follows from their start, worked out
-    /// once: [`BucketEnd::end`] then gives what [`Grain::bucket_end`] gives.
+    /// How the end of this grain's buckets in `zone` follows from their start: worked
+    /// out once, it serves every bucket of the grain ([`BucketEnd::end`]).
     pub(super) fn end_rule(&self, zone: &Zone) -> BucketEnd {
         match (self.range_ms(), self.size_ms()) {
             (Some((_, end)), _) => BucketEnd::At(end),
-            (None, Some(size)) if local_days(size, zone) => BucketEnd::FromZone,
+            (None, Some(size)) if local_days(size, zone) => BucketEnd::LocalDays(size),
             (None, size) => BucketEnd::After(size.unwrap_or(0)),
         }
     }
@@ -240,19 +236,20 @@ pub(super) enum BucketEnd {
     At(Timestamp),
     /// Every bucket is this many milliseconds long (fixed lengths).
     After(i64),
-    /// Buckets are local days whose lengths the zone database gives.
-    FromZone,
+    /// Buckets are this many whole local days (ms), whose lengths the zone database
+    /// gives.
+    LocalDays(i64),
 }
 
 impl BucketEnd {
-    /// The end of `grain`'s bucket starting at `start` in `zone`: the grain and zone
-    /// this rule was made for.
+    /// The end of the bucket starting at `start` in `zone`, the zone this rule was made
+    /// for.
     #[inline]
-    pub(super) fn end(self, start: Timestamp, grain: &Grain, zone: &Zone) -> Timestamp {
+    pub(super) fn end(self, start: Timestamp, zone: &Zone) -> Timestamp {
         match self {
             Self::At(end) => end,
             Self::After(size) => start.saturating_add(size),
-            Self::FromZone => grain.bucket_end(start, zone),
+            Self::LocalDays(size) => tumbling_bucket(start, size, zone).1,
         }
     }
 }
@@ -508,9 +505,9 @@ mod tests {
         assert_eq!(cum.step_end(e - 1, s), Some(e));
     }
 
-    /// The rule worked out once per grain and zone gives the end `bucket_end` gives, for
-    /// every kind of grain, in fixed and changing zones, across Berlin's change days and
-    /// where the arithmetic saturates.
+    /// The rule worked out once per grain and zone ends each bucket where `bucket` ends
+    /// it, for every kind of grain, in fixed and changing zones, across Berlin's change
+    /// days and where the arithmetic saturates.
     #[test]
     fn end_rules_give_the_bucket_ends() {
         let grains = [
@@ -530,14 +527,11 @@ mod tests {
             for g in &grains {
                 let rule = g.end_rule(&zone);
                 for &ts in &times {
-                    let Some((start, _)) = g.bucket(ts, &zone) else {
+                    let Some((start, end)) = g.bucket(ts, &zone) else {
                         continue;
                     };
-                    assert_eq!(
-                        rule.end(start, g, &zone),
-                        g.bucket_end(start, &zone),
-                        "{g:?} {ts}"
-                    );
+                    assert_eq!(rule.end(start, &zone), end, "{g:?} {ts}");
+                    assert_eq!(g.bucket_end(start, &zone), end, "{g:?} {ts}");
                 }
             }
         }
