@@ -439,7 +439,8 @@ where
                 .nth(1)
                 .filter(|_| rel.contains("/segments/"));
             let name = name.unwrap_or_else(|| rel.rsplit('/').next().unwrap_or(""));
-            // HDFS's put writes `.<name>.tmp.<i>` first: a kill can leave one behind.
+            // HDFS's put writes `.<name>.tmp.<i>` first, the local disk's `<name>#<i>`
+            // (listed by `Store::list`): a kill can leave either behind.
             let name = name.trim_start_matches('.');
             let mut fields = name.split(['-', '.']).map(str::parse::<u64>);
             match (fields.next(), fields.next()) {

@@ -71,7 +71,47 @@ pub(crate) struct Store {
     s3: Option<Arc<AmazonS3>>,
     root: StorePath,
     url: String,
+    /// On the local disk, the root directory. There the store writes a file as
+    /// `<name>#<n>` and renames it when complete; it neither lists nor addresses such
+    /// staged files, and a kill in the middle of a write leaves one behind.
+    local: Option<std::path::PathBuf>,
     runtime: &'static tokio::runtime::Runtime,
+}
+
+/// Whether `name` is a file the local store is still writing (or was, when the process
+/// died): `<name>#<digits>`.
+fn is_staged(name: &str) -> bool {
+    name.split_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The staged files under `dir`, as paths relative to it joined with `/`.
+fn staged_files(dir: &std::path::Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::io(
+                format!("file sink: listing {}", dir.display()),
+                e,
+            ))
+        }
+    };
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| Error::io(format!("file sink: listing {}", dir.display()), e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = format!("{prefix}/{name}");
+        let kind = entry
+            .file_type()
+            .map_err(|e| Error::io(format!("file sink: listing {}", dir.display()), e))?;
+        if kind.is_dir() {
+            staged_files(&entry.path(), &rel, out)?;
+        } else if is_staged(&name) {
+            out.push(rel);
+        }
+    }
+    Ok(())
 }
 
 /// The I/O runtime of every file sink in the process, started on first use and kept.
@@ -108,11 +148,16 @@ impl Store {
                 ferroflow_core::storage::open_store(&url, options, runtime.handle())?;
             (store, None, root)
         };
+        let local = url::Url::parse(&url)
+            .ok()
+            .filter(|u| u.scheme() == "file")
+            .and_then(|u| u.to_file_path().ok());
         Ok(Self {
             store,
             s3,
             root,
             url: url.trim_end_matches('/').to_string(),
+            local,
             runtime,
         })
     }
@@ -421,6 +466,21 @@ impl Store {
     pub(crate) fn delete(&self, rels: &[String]) -> Result<()> {
         self.block_on(async {
             for rel in rels {
+                if let Some(dir) = &self.local {
+                    if is_staged(rel.rsplit('/').next().unwrap_or("")) {
+                        match std::fs::remove_file(dir.join(rel)) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => {
+                                return Err(Error::io(
+                                    format!("file sink: {}: deleting {rel}", self.url),
+                                    e,
+                                ))
+                            }
+                        }
+                        continue;
+                    }
+                }
                 match self.store.delete(&self.location(rel)).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => return Err(store_err(format!("{}: deleting {rel}", self.url), e)),
@@ -430,7 +490,8 @@ impl Store {
         })
     }
 
-    /// The objects under directory `prefix`, relative to the root.
+    /// The objects under directory `prefix`, relative to the root; on the local disk
+    /// also the files left staged by a write that never finished.
     pub(crate) fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let loc = self.location(prefix);
         let root = self.root.as_ref().to_string();
@@ -446,6 +507,10 @@ impl Store {
                     .unwrap_or(full)
                     .trim_start_matches('/');
                 out.push(rel.to_string());
+            }
+            if let Some(dir) = &self.local {
+                let prefix = prefix.trim_matches('/');
+                staged_files(&dir.join(prefix), prefix, &mut out)?;
             }
             Ok(out)
         })

@@ -378,15 +378,22 @@ fn late_rows_commit_their_partition_again() {
     assert_eq!(commits.lock().len(), 2);
 }
 
+/// A JSON-lines sink of run 1 that wrote rows 0..10 into hour 0 and completed
+/// checkpoint 1, and that checkpoint's state.
+fn one_checkpoint(root: &Path) -> (TestSink, serde_json::Value) {
+    let mut s = sink(root, Format::Jsonl, |_| {});
+    s.open(&ctx(0, 1, 1, vec![])).unwrap();
+    s.write(rows(0..10, 0)).unwrap();
+    let c1 = s.prepare_commit(1).unwrap().unwrap();
+    s.commit(vec![c1.clone()]).unwrap();
+    (s, c1)
+}
+
 #[test]
 fn restoring_an_older_checkpoint_after_later_ones_committed_works() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let mut s = sink(root, Format::Jsonl, |_| {});
-    s.open(&ctx(0, 1, 1, vec![])).unwrap();
-    s.write(rows(0..10, 0)).unwrap();
-    let old = s.prepare_commit(1).unwrap().unwrap();
-    s.commit(vec![old.clone()]).unwrap();
+    let (mut s, old) = one_checkpoint(root);
     // Checkpoint 2 rolls and publishes the file (its segments are deleted).
     s.write(rows(10..20, 0)).unwrap();
     s.on_watermark(HOUR).unwrap();
@@ -479,6 +486,37 @@ fn a_restore_after_the_input_ended_takes_back_what_the_end_published() {
     // Restarted from checkpoint 1, the source reads rows 10..20 again.
     let mut s = sink(root, Format::Jsonl, |_| {});
     s.open(&ctx(0, 1, 2, vec![c1])).unwrap();
+    s.write(rows(10..20, 0)).unwrap();
+    s.on_watermark(MAX_WATERMARK).unwrap();
+    s.finish().unwrap();
+    assert_eq!(jsonl_ids(root), (0..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_restore_removes_files_a_kill_left_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (s, c1) = one_checkpoint(root);
+    drop(s);
+    // What the local store leaves when the process dies while it writes a pending
+    // file or a segment: `<name>#<n>`, which it neither lists nor deletes.
+    let half = [
+        "_ferroflow/pending/1-0-7.jsonl#1",
+        "_ferroflow/segments/1-0-8/00000002.arrow#1",
+    ];
+    // Run 5 is not the restored checkpoint's: its files are not this worker's to judge.
+    let other = "_ferroflow/pending/5-0-1.jsonl#1";
+    for rel in half.iter().chain([&other]) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"half").unwrap();
+    }
+    let mut s = sink(root, Format::Jsonl, |_| {});
+    s.open(&ctx(0, 1, 2, vec![c1])).unwrap();
+    for rel in half {
+        assert!(!root.join(rel).exists(), "{rel} is left");
+    }
+    assert!(root.join(other).exists());
     s.write(rows(10..20, 0)).unwrap();
     s.on_watermark(MAX_WATERMARK).unwrap();
     s.finish().unwrap();
