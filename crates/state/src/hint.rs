@@ -10,7 +10,7 @@
 /// cannot fault (whatever `p` is) and changes no result. A no-op on targets other than
 /// x86_64.
 #[inline(always)]
-pub(crate) fn prefetch_ptr(p: *const u8) {
+pub fn prefetch_ptr(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `prefetcht0` performs no architectural memory access: it cannot fault,
     // whatever the address, and has no effect a program can observe beyond timing.

@@ -267,16 +267,8 @@ fn advise_huge_pages<T>(memory: &[T], now: bool) {
 
 /// Asks the processor to fetch the cache line at `at` without waiting for it.
 #[inline(always)]
-#[allow(unsafe_code)]
 fn prefetch<T>(at: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults and reads nothing into the program,
-    // whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = at;
+    ferroflow_state::hint::prefetch_ptr(at.cast::<u8>());
 }
 
 #[cfg(test)]
