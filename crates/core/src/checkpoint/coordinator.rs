@@ -248,6 +248,9 @@ pub(crate) struct Coordinator {
     next_id: u64,
     finished_sources: Vec<Option<Vec<SplitPositionEntry>>>,
     finished_other: bool,
+    /// Tasks that reported their end ([`CheckpointHub::finished`], sent after their
+    /// acknowledgements).
+    ended: Vec<bool>,
     savepoints: std::collections::VecDeque<(bool, SavepointReply)>,
     stats: Arc<super::stats::CheckpointStats>,
 }
@@ -285,6 +288,7 @@ impl Coordinator {
             next_id,
             finished_sources: (0..tasks).map(|_| None).collect(),
             finished_other: false,
+            ended: vec![false; tasks],
             savepoints: std::collections::VecDeque::new(),
             stats,
         };
@@ -345,6 +349,7 @@ impl Coordinator {
                 None => {}
             }
         }
+        self.await_last_acks(&config, &mut pending);
         if let Some(p) = pending {
             self.give_up(p, crate::Error::Cancelled);
         }
@@ -356,6 +361,44 @@ impl Coordinator {
             let _ = reply.send(Err(crate::Error::Checkpoint(
                 "the job ended before the savepoint".into(),
             )));
+        }
+    }
+
+    /// After every task ended: takes in the acknowledgements still on their way and
+    /// completes the pending checkpoint if they are all there. A task's acknowledgement
+    /// is sent once its files are stored, which may be after its thread ended (a stop
+    /// with a savepoint ends every task right after that barrier). Waits until every
+    /// task reported its end (sent after its acknowledgements), at most until the
+    /// checkpoint's timeout.
+    fn await_last_acks(&mut self, config: &CheckpointConfig, pending: &mut Option<Pending>) {
+        if !self.done.load(Ordering::Acquire) || self.control.is_cancelled() {
+            return;
+        }
+        let Some(deadline) = pending.as_ref().map(|p| p.started + config.timeout) else {
+            return;
+        };
+        loop {
+            match pending.as_ref() {
+                Some(p) if p.acks.iter().all(Option::is_some) => {
+                    if let Some(p) = pending.take() {
+                        self.complete(p);
+                    }
+                    return;
+                }
+                Some(_) => {}
+                None => return,
+            }
+            if self.ended.iter().all(|e| *e) && self.rx.is_empty() {
+                return;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            match self.rx.recv_timeout(left.min(Duration::from_millis(10))) {
+                Ok(msg) => self.handle(msg, pending),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
         }
     }
 
@@ -426,6 +469,9 @@ impl Coordinator {
                 task,
                 positions: Some(positions),
             } => {
+                if let Some(e) = self.ended.get_mut(task) {
+                    *e = true;
+                }
                 if let Some(p) = pending {
                     if p.acks.get(task).is_some_and(Option::is_none) {
                         let mut snap = self.hub.new_snapshot(p.id);
@@ -441,6 +487,9 @@ impl Coordinator {
                 task,
                 positions: None,
             } => {
+                if let Some(e) = self.ended.get_mut(task) {
+                    *e = true;
+                }
                 // A stateful task ended: later checkpoints could not include its state.
                 tracing::debug!(task, "A non-source task finished; no further checkpoints.");
                 self.finished_other = true;
@@ -645,4 +694,46 @@ fn repeated_split(p: &Pending) -> Option<&SplitPositionEntry> {
         .flatten()
         .flat_map(|snap| &snap.positions)
         .find(|e| !seen.insert((&e.operator, &e.split)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A stop with a savepoint ends every task right after the savepoint's barrier; with
+    /// storage, a task's acknowledgement is sent once its files are uploaded, which can
+    /// be after all the tasks ended. The savepoint still completes.
+    #[test]
+    fn a_savepoint_acknowledged_after_every_task_ended_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CheckpointConfig::new(dir.path()).with_interval(Duration::from_secs(3600));
+        let (coordinator, hub, done) = Coordinator::new(
+            config,
+            1,
+            128,
+            1,
+            Arc::new(JobControl::default()),
+            None,
+            Arc::default(),
+        );
+        let thread = std::thread::spawn(move || coordinator.run());
+        let reply = hub.request_savepoint(true);
+        let asked = Instant::now();
+        while hub.requested() < 1 {
+            assert!(asked.elapsed() < Duration::from_secs(10), "no barrier");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Every task has ended; its acknowledgement and its end arrive afterwards.
+        done.store(true, Ordering::Release);
+        std::thread::sleep(Duration::from_millis(100));
+        hub.ack(0, hub.new_snapshot(1));
+        hub.finished(0, None);
+        let path = reply
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        assert!(path.join("_metadata").is_file(), "{}", path.display());
+        thread.join().unwrap();
+    }
 }
