@@ -87,25 +87,17 @@ fn is_staged(name: &str) -> bool {
 
 /// The staged files under `dir`, as paths relative to it joined with `/`.
 fn staged_files(dir: &std::path::Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+    let err = |e| Error::io(format!("file sink: listing {}", dir.display()), e);
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(Error::io(
-                format!("file sink: listing {}", dir.display()),
-                e,
-            ))
-        }
+        Err(e) => return Err(err(e)),
     };
     for entry in entries {
-        let entry =
-            entry.map_err(|e| Error::io(format!("file sink: listing {}", dir.display()), e))?;
+        let entry = entry.map_err(err)?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let rel = format!("{prefix}/{name}");
-        let kind = entry
-            .file_type()
-            .map_err(|e| Error::io(format!("file sink: listing {}", dir.display()), e))?;
-        if kind.is_dir() {
+        if entry.file_type().map_err(err)?.is_dir() {
             staged_files(&entry.path(), &rel, out)?;
         } else if is_staged(&name) {
             out.push(rel);
