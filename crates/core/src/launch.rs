@@ -230,6 +230,26 @@ fn prepare_checkpoints(
     }))
 }
 
+/// The number of a new run of a job ([`SinkContext::attempt`](crate::SinkContext)): its
+/// start time in epoch milliseconds, or one more than the last run this process started
+/// if that is not lower. Sinks name their temporary files and transactions by it, so two
+/// runs must never share one: a restart within the same millisecond (a job that fails at
+/// once, restarted without delay), or after the clock stepped back, would otherwise write
+/// over the files its predecessor's restored checkpoint still names.
+fn next_attempt() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = u64::try_from(crate::now_millis()).unwrap_or(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last.saturating_add(1));
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
 /// Builds every worker's task of every stage.
 fn build_tasks(
     graph: &Graph,
@@ -239,7 +259,7 @@ fn build_tasks(
     hub: Option<&Arc<CheckpointHub>>,
     restored: Option<Arc<Restored>>,
 ) -> Result<Vec<Box<dyn Task>>> {
-    let attempt = u64::try_from(crate::now_millis()).unwrap_or(0);
+    let attempt = next_attempt();
     let io = IoRuntime::new(graph.config.io_threads);
     let mut tasks: Vec<Box<dyn Task>> = Vec::new();
     for (i, stage) in graph.stages.iter().enumerate() {
@@ -445,4 +465,33 @@ pub(crate) fn register_signals(flag: &Arc<AtomicBool>) -> Result<Vec<signal_hook
         ids.extend([force, graceful]);
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_attempt;
+
+    /// Runs started in one millisecond, from several threads at once, still get numbers
+    /// of their own, each at least the start time.
+    #[test]
+    fn runs_started_at_once_get_distinct_numbers() {
+        let start = u64::try_from(crate::now_millis()).unwrap_or(0);
+        let threads: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..1000).map(|_| next_attempt()).collect::<Vec<_>>()))
+            .collect();
+        let mut all = Vec::new();
+        for t in threads {
+            let mine = t.join().expect("thread");
+            assert!(
+                mine.windows(2).all(|w| w[0] < w[1]),
+                "increasing per thread"
+            );
+            all.extend(mine);
+        }
+        assert!(all.iter().all(|&a| a >= start));
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "every run has a number of its own");
+    }
 }

@@ -9,8 +9,9 @@ pub struct SinkContext {
     pub worker: usize,
     /// Number of instances.
     pub parallelism: usize,
-    /// A number that differs between runs of the job (the start time in epoch ms), for
-    /// naming temporary files so that a restarted run can tell its files from older ones.
+    /// A number that differs between runs of the job (the start time in epoch ms, or one
+    /// more than the last run of this process if that is not lower), for naming temporary
+    /// files so that a restarted run can tell its files from older ones.
     pub attempt: u64,
     /// After a restore: what the restored checkpoint held as prepared and not yet known
     /// to be committed (its own committable and those of earlier checkpoints that failed
