@@ -65,14 +65,14 @@
 //! half-written included). A run that completed no checkpoint at all is nobody's
 //! predecessor: what it stored under `_ferroflow/` (pending files, segments, and on S3
 //! upload markers with their open multipart uploads) stays, hidden from readers and
-//! named `<run>-…` after the run's start time in epoch milliseconds. No checkpoint names
-//! those files, so they can be deleted by hand once that run has stopped (on S3, a
-//! bucket lifecycle rule that aborts incomplete multipart uploads after a day covers the
-//! uploads). Restoring a checkpoint older than the last completed one works: files
-//! published since stay, and rows of theirs that the older checkpoint had in open files
-//! are not written again (their segments are gone; see
-//! [`FileSinkCounters::segments_missing`]), but rows the source replays after that
-//! checkpoint are written again.
+//! named `<run>-…` after the run's number (its start time in epoch milliseconds, see
+//! `SinkContext::attempt`). No checkpoint names those files, so they can be deleted by
+//! hand once that run has stopped (on S3, a bucket lifecycle rule that aborts incomplete
+//! multipart uploads after a day covers the uploads). Restoring a checkpoint older than
+//! the last completed one works: files published since stay, and rows of theirs that
+//! the older checkpoint had in open files are not written again (their segments are
+//! gone; see [`FileSinkCounters::segments_missing`]), but rows the source replays after
+//! that checkpoint are written again.
 //!
 //! # Partition commit
 //!
