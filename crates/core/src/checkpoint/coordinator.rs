@@ -465,42 +465,49 @@ impl Coordinator {
                     other => *pending = other,
                 }
             }
-            ToCoordinator::Finished {
-                task,
-                positions: Some(positions),
-            } => {
+            ToCoordinator::Finished { task, positions } => {
                 if let Some(e) = self.ended.get_mut(task) {
                     *e = true;
                 }
-                if let Some(p) = pending {
-                    if p.acks.get(task).is_some_and(Option::is_none) {
-                        let mut snap = self.hub.new_snapshot(p.id);
-                        snap.positions = positions.clone();
-                        p.acks[task] = Some(snap);
-                    }
-                }
-                if let Some(slot) = self.finished_sources.get_mut(task) {
-                    *slot = Some(positions);
+                match positions {
+                    Some(positions) => self.source_finished(task, positions, pending),
+                    None => self.other_finished(task, pending),
                 }
             }
-            ToCoordinator::Finished {
-                task,
-                positions: None,
-            } => {
-                if let Some(e) = self.ended.get_mut(task) {
-                    *e = true;
-                }
-                // A stateful task ended: later checkpoints could not include its state.
-                tracing::debug!(task, "A non-source task finished; no further checkpoints.");
-                self.finished_other = true;
-                if let Some(p) = pending.take() {
-                    if p.acks.get(task).is_some_and(Option::is_none) {
-                        let why = "a task finished before the barrier reached it";
-                        self.give_up(p, crate::Error::Checkpoint(why.into()));
-                    } else {
-                        *pending = Some(p);
-                    }
-                }
+        }
+    }
+
+    /// A source task ended with its splits' final positions: they stand in for its
+    /// acknowledgement of the pending checkpoint and of every later one.
+    fn source_finished(
+        &mut self,
+        task: usize,
+        positions: Vec<SplitPositionEntry>,
+        pending: &mut Option<Pending>,
+    ) {
+        if let Some(p) = pending {
+            if p.acks.get(task).is_some_and(Option::is_none) {
+                let mut snap = self.hub.new_snapshot(p.id);
+                snap.positions = positions.clone();
+                p.acks[task] = Some(snap);
+            }
+        }
+        if let Some(slot) = self.finished_sources.get_mut(task) {
+            *slot = Some(positions);
+        }
+    }
+
+    /// A stateful task ended: later checkpoints could not include its state, and a
+    /// pending one it has not acknowledged is given up.
+    fn other_finished(&mut self, task: usize, pending: &mut Option<Pending>) {
+        tracing::debug!(task, "A non-source task finished; no further checkpoints.");
+        self.finished_other = true;
+        if let Some(p) = pending.take() {
+            if p.acks.get(task).is_some_and(Option::is_none) {
+                let why = "a task finished before the barrier reached it";
+                self.give_up(p, crate::Error::Checkpoint(why.into()));
+            } else {
+                *pending = Some(p);
             }
         }
     }
