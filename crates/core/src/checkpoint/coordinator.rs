@@ -122,6 +122,18 @@ impl CheckpointHub {
         }
     }
 
+    /// A finished source's part of `checkpoint`: its splits' final positions, no state.
+    fn finished_source_snapshot(
+        &self,
+        checkpoint: u64,
+        positions: &[SplitPositionEntry],
+    ) -> TaskSnapshot {
+        TaskSnapshot {
+            positions: positions.to_vec(),
+            ..self.new_snapshot(checkpoint)
+        }
+    }
+
     /// Acknowledges a task's part of a checkpoint. State snapshots still being written
     /// are finished first, and with storage the files are uploaded, both in the
     /// background: the task goes on at once.
@@ -418,9 +430,7 @@ impl Coordinator {
         let mut acks: Vec<Option<TaskSnapshot>> = (0..self.tasks).map(|_| None).collect();
         for (task, positions) in self.finished_sources.iter().enumerate() {
             if let Some(positions) = positions {
-                let mut snap = self.hub.new_snapshot(id);
-                snap.positions = positions.clone();
-                acks[task] = Some(snap);
+                acks[task] = Some(self.hub.finished_source_snapshot(id, positions));
             }
         }
         let dir = checkpoint_dir(&self.hub.config.dir, id);
@@ -487,9 +497,7 @@ impl Coordinator {
     ) {
         if let Some(p) = pending {
             if p.acks.get(task).is_some_and(Option::is_none) {
-                let mut snap = self.hub.new_snapshot(p.id);
-                snap.positions = positions.clone();
-                p.acks[task] = Some(snap);
+                p.acks[task] = Some(self.hub.finished_source_snapshot(p.id, &positions));
             }
         }
         if let Some(slot) = self.finished_sources.get_mut(task) {
